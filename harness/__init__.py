@@ -1,0 +1,1 @@
+"""The experiment machinery: specs, planning, cache, tracking, execution, reports and the CLI."""

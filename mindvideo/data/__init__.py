@@ -1,0 +1,1 @@
+"""Datasets: the SynthCC simulator, CC2017 / MinD-Video / HCP loaders, preprocessing, windows."""

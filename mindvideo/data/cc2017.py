@@ -1,0 +1,221 @@
+"""Loader for the CC2017 layout (Wen et al. 2018), real or SynthCC.
+
+Real release (video_fmri_dataset/):
+    subject{1,2,3}/fmri/seg{1..18}/cifti/seg{k}_{1,2}_Atlas.dtseries.nii      training, 2 viewings
+    subject{1,2,3}/fmri/test{1..5}/cifti/test{k}_{1..10}_Atlas.dtseries.nii  test, 10 viewings
+    stimuli/seg{k}.mp4, stimuli/test{k}.mp4
+SynthCC writes the same fMRI paths and stores stimuli as stimuli/{segment}.npy frames with
+{segment}_frames.csv / _clips.csv annotations. `root` may be the folder holding subject*/
+or its parent holding video_fmri_dataset/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mindvideo.data.cifti import DtseriesInfo, dtseries_info, read_cortical
+from mindvideo.errors import DataError
+
+RUN_FILE = re.compile(r"^(?P<segment>(?P<kind>seg|test)(?P<index>\d+))_(?P<repeat>\d+)_Atlas"
+                      r"\.dtseries\.nii$")
+SPLIT_OF_KIND = {"seg": "train", "test": "test"}
+
+
+def resolve_root(root: Path) -> Path:
+    """The folder that holds subject*/ (accepts its parent video_fmri_dataset/ too)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found; give the folder holding subject*/")
+    if any(root.glob("subject*/fmri")):
+        return root
+    inner = root / "video_fmri_dataset"
+    if inner.is_dir() and any(inner.glob("subject*/fmri")):
+        return inner
+    raise DataError(
+        f"{root}: no subject*/fmri/ folder inside; expected the CC2017 layout "
+        "subject1/fmri/seg1/cifti/seg1_1_Atlas.dtseries.nii (see README, 'Data layout')"
+    )
+
+
+def _natural(name: str) -> tuple[str, int]:
+    m = re.match(r"^(\D+)(\d+)$", name)
+    return (m.group(1), int(m.group(2))) if m else (name, 0)
+
+
+def list_subjects(root: Path) -> list[str]:
+    root = resolve_root(root)
+    return sorted((p.parent.name for p in root.glob("subject*/fmri")), key=_natural)
+
+
+@dataclass
+class Recording:
+    """All fMRI runs of one subject, opened lazily: split -> segment -> files by repeat."""
+
+    subject: str
+    root: Path
+    runs: dict[str, dict[str, list[Path]]] = field(default_factory=dict)
+    _info: dict[Path, DtseriesInfo] = field(default_factory=dict, repr=False)
+
+    def segments(self, split: str) -> list[str]:
+        return sorted(self.runs.get(split, {}), key=_natural)
+
+    def repeats(self, split: str, segment: str) -> int:
+        return len(self.runs[split][segment])
+
+    def info(self, path: Path) -> DtseriesInfo:
+        if path not in self._info:
+            self._info[path] = dtseries_info(path)
+        return self._info[path]
+
+    def check(self) -> tuple[float, int]:
+        """Validate headers of every run: same TR and cortex size, same length per segment.
+
+        Returns (TR seconds, cortical vertices). Reads headers only.
+        """
+        tr: float | None = None
+        n_cortical: int | None = None
+        first: Path | None = None
+        for split in ("train", "test"):
+            for seg in self.segments(split):
+                paths = self.runs[split][seg]
+                lengths = {}
+                for p in paths:
+                    inf = self.info(p)
+                    if tr is None:
+                        tr, n_cortical, first = inf.tr, inf.n_cortical, p
+                    if abs(inf.tr - tr) > 1e-6:
+                        raise DataError(
+                            f"{p}: TR is {inf.tr:g} s but {first} has {tr:g} s; all runs of a "
+                            "subject must share one TR"
+                        )
+                    if inf.n_cortical != n_cortical:
+                        raise DataError(
+                            f"{p}: {inf.n_cortical} cortical vertices but {first} has "
+                            f"{n_cortical}; all runs must be on the same surface mesh"
+                        )
+                    lengths[p] = inf.n_volumes
+                if len(set(lengths.values())) > 1:
+                    desc = ", ".join(f"{p.name}: {n}" for p, n in lengths.items())
+                    raise DataError(
+                        f"{self.root / self.subject}: repeats of segment {seg} have different "
+                        f"numbers of volumes ({desc}); trim them to a common length"
+                    )
+        if tr is None or n_cortical is None:
+            raise DataError(f"{self.root / self.subject}: no fMRI runs found")
+        return tr, n_cortical
+
+    def load(self, split: str, segment: str) -> np.ndarray:
+        """All repeats of one segment: (repeats, volumes, cortical vertices) float32."""
+        paths = self.runs[split][segment]
+        arrays = [read_cortical(p) for p in paths]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            desc = ", ".join(f"{p.name}: {a.shape[0]} volumes" for p, a in
+                             zip(paths, arrays, strict=True))
+            raise DataError(
+                f"{paths[0].parent}: repeats of {segment} differ in length ({desc}); trim them "
+                "to a common length"
+            )
+        return np.stack(arrays)
+
+
+def open_subject(root: Path, subject: str) -> Recording:
+    """Find every run of `subject`; checks that repeats are numbered 1..n without gaps."""
+    root = resolve_root(root)
+    fmri = root / subject / "fmri"
+    if not fmri.is_dir():
+        have = ", ".join(list_subjects(root)) or "none"
+        raise DataError(f"{fmri}: subject folder not found (subjects present: {have})")
+    rec = Recording(subject=subject, root=root)
+    found: dict[tuple[str, str], dict[int, Path]] = {}
+    for path in sorted(fmri.glob("*/cifti/*.dtseries.nii")):
+        m = RUN_FILE.match(path.name)
+        if not m:
+            continue
+        if m.group("segment") != path.parent.parent.name:
+            raise DataError(
+                f"{path}: file names segment {m.group('segment')} but sits in folder "
+                f"{path.parent.parent.name}/; move or rename it"
+            )
+        split = SPLIT_OF_KIND[m.group("kind")]
+        found.setdefault((split, m.group("segment")), {})[int(m.group("repeat"))] = path
+    if not found:
+        raise DataError(
+            f"{fmri}: no runs named like seg1/cifti/seg1_1_Atlas.dtseries.nii or "
+            "test1/cifti/test1_1_Atlas.dtseries.nii"
+        )
+    for (split, seg), by_rep in found.items():
+        expected = list(range(1, max(by_rep) + 1))
+        missing = sorted(set(expected) - set(by_rep))
+        if missing:
+            raise DataError(
+                f"{fmri / seg / 'cifti'}: repeat(s) {missing} of {seg} are missing "
+                f"(found {sorted(by_rep)}); restore the files"
+            )
+        rec.runs.setdefault(split, {})[seg] = [by_rep[r] for r in expected]
+    return rec
+
+
+@dataclass
+class Stimuli:
+    """Stimulus frames and annotations of a CC2017-layout dataset, loaded lazily."""
+
+    folder: Path
+    fps: float
+    frames_per_tr: int
+
+    def frames(self, segment: str) -> np.ndarray:
+        """(F, H, W, 3) uint8 frames, memory-mapped."""
+        path = self.folder / f"{segment}.npy"
+        if not path.exists():
+            raise DataError(
+                f"{path}: stimulus frames not found; convert stimuli/{segment}.mp4 to an "
+                "(F, H, W, 3) uint8 .npy at the dataset's frame rate"
+            )
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as e:
+            raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+            raise DataError(
+                f"{path}: expected uint8 frames of shape (F, H, W, 3), got {arr.dtype} "
+                f"{arr.shape}"
+            )
+        return arr
+
+    def clips(self, segment: str) -> pd.DataFrame | None:
+        """Per-clip annotation table (video_class, scene_cut, caption, ...), if present."""
+        path = self.folder / f"{segment}_clips.csv"
+        return pd.read_csv(path) if path.exists() else None
+
+    def frame_labels(self, segment: str) -> pd.DataFrame | None:
+        path = self.folder / f"{segment}_frames.csv"
+        return pd.read_csv(path) if path.exists() else None
+
+
+def open_stimuli(root: Path) -> Stimuli | None:
+    """The stimuli/ folder with its frame rate (from dataset.json), or None if absent."""
+    root = resolve_root(root)
+    folder = root / "stimuli"
+    if not folder.is_dir():
+        return None
+    meta = read_metadata(root)
+    fps = float(meta.get("fps", 3))
+    return Stimuli(folder=folder, fps=fps, frames_per_tr=int(meta.get("frames_per_tr", 6)))
+
+
+def read_metadata(root: Path) -> dict:
+    """dataset.json if the dataset has one (SynthCC does; the real release does not)."""
+    path = Path(root) / "dataset.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); re-simulate or delete it") from None

@@ -1,0 +1,239 @@
+"""Summarise a CC2017-layout dataset and, where SynthCC's truth/ exists, validate it.
+
+Validation figures per subject:
+- roi_recall / roi_false_positive_rate: the reproducibility voxel selection against the
+  truth's stimulus-driven voxels;
+- noise_ceiling: median over selected voxels of sqrt(split-half reliability of the mean of
+  all test repeats, Spearman-Brown corrected), i.e. the highest correlation any model of the
+  repeat-averaged test response can reach;
+- lag_accuracy / lag_peak_tr: a ridge decoder from the fMRI volume at t+lag to the clip's
+  shape, colour and motion direction, cross-validated across training segments; the lag
+  where its accuracy peaks;
+- true_lag_tr: the lag at which the true HRFs respond most to a one-TR clip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mindvideo.data.cc2017 import list_subjects, open_stimuli, open_subject, read_metadata
+from mindvideo.data.cc2017 import resolve_root as resolve_cc2017
+from mindvideo.data.paired import SubjectFMRI, prepare_fmri
+from mindvideo.data.preprocess import PreprocessConfig
+from mindvideo.data.windows import Edge, window_indices
+from mindvideo.errors import DataError
+
+Progress = Callable[[int, str], None]
+THRESHOLDS = {"roi_recall": 0.9, "roi_false_positive_rate": 0.05, "lag_tolerance_tr": 1}
+LABEL_COLUMNS = ("shape", "colour", "direction")
+
+
+def noise_ceiling(test: dict[str, np.ndarray], seed: int = 0, splits: int = 10) -> float | None:
+    """Median sqrt(Spearman-Brown split-half reliability) of the test-repeat mean.
+
+    `test` maps segment -> (repeats, T, V) cleaned runs; None when fewer than 2 repeats.
+    """
+    runs = [x for x in test.values() if x.shape[0] >= 2]
+    if not runs:
+        return None
+    n_rep = min(x.shape[0] for x in runs)
+    data = np.concatenate([x[:n_rep] for x in runs], axis=1)  # (R, T_all, V)
+    rng = np.random.default_rng(seed)
+    rel = []
+    for _ in range(splits):
+        perm = rng.permutation(n_rep)
+        a = data[perm[: n_rep // 2]].mean(0)
+        b = data[perm[n_rep // 2: 2 * (n_rep // 2)]].mean(0)
+        a = a - a.mean(0)
+        b = b - b.mean(0)
+        r = (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0) + 1e-12)
+        # Spearman-Brown from a half (n/2 repeats) to all n repeats: factor k = 2.
+        rel.append(2 * r / (1 + r))
+    reliability = np.clip(np.mean(rel, axis=0), 0, 1)
+    return float(np.median(np.sqrt(reliability)))
+
+
+def _one_hot(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values, codes = np.unique(labels, return_inverse=True)
+    return np.eye(len(values))[codes], codes
+
+
+def lag_curve(
+    fmri: SubjectFMRI,
+    clips: dict[str, "object"],
+    max_lag: int = 6,
+    folds: int = 4,
+    alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4),
+) -> dict[int, float]:
+    """Cross-validated ridge decoding accuracy of clip attributes from the volume at t+lag.
+
+    Folds group whole training segments; every lag uses the same clips (t < T - max_lag).
+    Accuracy is the mean over shape, colour and direction of argmax classification accuracy.
+    """
+    segs = [s for s in fmri.segments["train"] if clips.get(s) is not None]
+    if len(segs) < 2:
+        raise DataError("lag analysis needs >= 2 annotated training segments")
+    folds = min(folds, len(segs))
+    seg_fold = {s: i % folds for i, s in enumerate(segs)}
+    ys, fold_of = [], []
+    per_lag: dict[int, list[np.ndarray]] = {lag: [] for lag in range(max_lag + 1)}
+    for s in segs:
+        run = fmri.segments["train"][s].mean(0)  # (T, V)
+        n_tr = run.shape[0]
+        t = np.arange(n_tr - max_lag)
+        table = clips[s]
+        ys.append(table.iloc[t][list(LABEL_COLUMNS)].to_numpy())
+        fold_of.append(np.full(len(t), seg_fold[s]))
+        for lag in per_lag:
+            per_lag[lag].append(run[t + lag])
+    labels = np.concatenate(ys)
+    fold_of = np.concatenate(fold_of)
+    targets = [_one_hot(labels[:, j]) for j in range(labels.shape[1])]
+    y_all = np.concatenate([t[0] for t in targets], axis=1)
+    spans = np.cumsum([0] + [t[0].shape[1] for t in targets])
+    curve: dict[int, float] = {}
+    for lag, blocks in per_lag.items():
+        x = np.concatenate(blocks).astype(np.float64)
+        acc = np.zeros(len(alphas))
+        for f in range(folds):
+            tr, te = fold_of != f, fold_of == f
+            mu = x[tr].mean(0)
+            xt, xe = x[tr] - mu, x[te] - mu
+            ym = y_all[tr].mean(0)
+            evals, evecs = np.linalg.eigh(xt.T @ xt)
+            proj = evecs.T @ (xt.T @ (y_all[tr] - ym))
+            for a, alpha in enumerate(alphas):
+                w = evecs @ (proj / (evals + alpha)[:, None])
+                pred = xe @ w + ym
+                for j, (_, codes) in enumerate(targets):
+                    hit = pred[:, spans[j]:spans[j + 1]].argmax(1) == codes[te]
+                    acc[a] += hit.sum() / len(targets)
+        curve[lag] = float(acc.max() / len(x))
+    return curve
+
+
+def inspect_dataset(
+    root: Path,
+    preprocess: PreprocessConfig | None = None,
+    window: int = 2,
+    window_offset: int = 2,
+    window_edge: Edge = "drop",
+    validate: bool = True,
+    max_lag: int = 6,
+    progress: Progress | None = None,
+) -> dict:
+    """A JSON-ready summary of the dataset at `root` (see the module docstring)."""
+    preprocess = preprocess or PreprocessConfig()
+    root = resolve_cc2017(Path(root))
+    meta = read_metadata(root)
+    stimuli = open_stimuli(root)
+    truth_dir = root / "truth"
+    truth = None
+    if (truth_dir / "summary.json").exists():
+        truth = json.loads((truth_dir / "summary.json").read_text())
+    report: dict = {
+        "root": str(root),
+        "dataset": meta.get("name", "CC2017"),
+        "format": "cc2017",
+        "tr": None,
+        "window": {"size": window, "offset": window_offset, "edge": window_edge},
+        "has_truth": truth is not None,
+        "subjects": {},
+    }
+    if meta.get("corpus"):
+        report["corpus"] = {
+            "subjects": len(meta["corpus"]["subjects"]),
+            "runs_per_subject": meta["corpus"]["runs"],
+            "trs_per_run": meta["corpus"]["trs"],
+        }
+    if stimuli is not None:
+        report["stimuli"] = {"fps": stimuli.fps, "frames_per_tr": stimuli.frames_per_tr}
+    tick = progress or (lambda n, what: None)
+    # Keep every test repeat: the noise ceiling needs them; averaging happens below.
+    stats_cfg = preprocess.model_copy(update={"test_repeats": "separate"})
+    checks = []
+    for subject in list_subjects(root):
+        rec = open_subject(root, subject)
+        tr, n_cortical = rec.check()
+        report["tr"] = tr
+        entry: dict = {"cortical_voxels": n_cortical}
+        for split in ("train", "test"):
+            segs = rec.segments(split)
+            lengths = sorted({rec.info(rec.runs[split][s][0]).n_volumes for s in segs})
+            n_samples = sum(
+                len(window_indices(rec.info(rec.runs[split][s][0]).n_volumes, window,
+                                   window_offset, window_edge)[0])
+                for s in segs
+            )
+            how = preprocess.train_repeats if split == "train" else preprocess.test_repeats
+            if how == "separate":
+                n_samples *= max((rec.repeats(split, s) for s in segs), default=1)
+            entry[split] = {
+                "segments": len(segs),
+                "repeats": sorted({rec.repeats(split, s) for s in segs}),
+                "trs_per_segment": lengths,
+                "samples": n_samples,
+            }
+        if stimuli is not None:
+            for split in ("train", "test"):
+                for seg in rec.segments(split):
+                    n_frames = stimuli.frames(seg).shape[0]
+                    n_tr = rec.info(rec.runs[split][seg][0]).n_volumes
+                    if n_frames < n_tr * stimuli.frames_per_tr:
+                        raise DataError(
+                            f"{stimuli.folder / (seg + '.npy')}: {n_frames} frames cover fewer "
+                            f"than the {n_tr} volumes of {subject}'s {seg} "
+                            f"({stimuli.frames_per_tr} frames per TR)"
+                        )
+        if validate:
+            entry.update(_validate(rec, stats_cfg, stimuli, truth, root, max_lag, tick))
+            checks.extend(_checks(subject, entry))
+        report["subjects"][subject] = entry
+        tick(1, subject)
+    if validate and truth is not None:
+        report["checks"] = checks
+        report["valid"] = all(c["passed"] for c in checks)
+    return report
+
+
+def _validate(rec, cfg, stimuli, truth, root, max_lag, tick) -> dict:
+    fmri = prepare_fmri(rec, cfg)
+    out: dict = {"selected_voxels": int(fmri.selected.size)}
+    out["noise_ceiling"] = noise_ceiling(fmri.segments.get("test", {}))
+    if truth is not None:
+        arrays = np.load(root / "truth" / f"{rec.subject}.npz")
+        driven = (arrays["region"] < 4) & (arrays["snr"] > 0)
+        selected = np.zeros(driven.shape[0], dtype=bool)
+        selected[fmri.selected] = True
+        out["roi_recall"] = float((selected & driven).sum() / max(driven.sum(), 1))
+        out["roi_false_positive_rate"] = float((selected & ~driven).sum() / max((~driven).sum(), 1))
+        out["true_lag_tr"] = int(truth["subjects"][rec.subject]["true_lag_tr"])
+    if stimuli is not None and stimuli.clips(rec.segments("train")[0]) is not None:
+        clips = {s: stimuli.clips(s) for s in rec.segments("train")}
+        curve = lag_curve(fmri, clips, max_lag=max_lag)
+        out["lag_accuracy"] = {str(k): round(v, 4) for k, v in curve.items()}
+        out["lag_peak_tr"] = int(max(curve, key=curve.get))
+    return out
+
+
+def _checks(subject: str, entry: dict) -> list[dict]:
+    checks = []
+    if "roi_recall" in entry:
+        checks.append({"subject": subject, "name": "roi_recall",
+                       "value": entry["roi_recall"], "threshold": f">= {THRESHOLDS['roi_recall']}",
+                       "passed": entry["roi_recall"] >= THRESHOLDS["roi_recall"]})
+        fpr = entry["roi_false_positive_rate"]
+        checks.append({"subject": subject, "name": "roi_false_positive_rate", "value": fpr,
+                       "threshold": f"<= {THRESHOLDS['roi_false_positive_rate']}",
+                       "passed": fpr <= THRESHOLDS["roi_false_positive_rate"]})
+    if "lag_peak_tr" in entry and "true_lag_tr" in entry:
+        gap = abs(entry["lag_peak_tr"] - entry["true_lag_tr"])
+        checks.append({"subject": subject, "name": "lag_peak_tr", "value": entry["lag_peak_tr"],
+                       "threshold": f"within {THRESHOLDS['lag_tolerance_tr']} TR of "
+                                    f"true_lag_tr={entry['true_lag_tr']}",
+                       "passed": gap <= THRESHOLDS["lag_tolerance_tr"]})
+    return checks

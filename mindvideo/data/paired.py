@@ -1,0 +1,151 @@
+"""From a subject's raw runs to (fMRI window, clip) samples: clean, select, average, window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mindvideo.data.cc2017 import Recording, Stimuli
+from mindvideo.data.preprocess import (
+    PreprocessConfig,
+    Reproducibility,
+    clean_run,
+    pad_to_patch,
+    reproducibility,
+    segment_reproducibility,
+    select_voxels,
+)
+from mindvideo.data.windows import Edge, make_windows, window_indices
+from mindvideo.errors import DataError
+
+Progress = Callable[[int, str], None]
+
+
+@dataclass
+class SubjectFMRI:
+    """One subject's cleaned fMRI on the selected voxels, per split and segment."""
+
+    subject: str
+    tr: float
+    n_cortical: int
+    selected: np.ndarray  # (V_sel,) indices into cortical vertices
+    stats: Reproducibility
+    # split -> segment -> (repeats, T, V_sel); repeats == 1 where they were averaged
+    segments: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def prepare_fmri(
+    rec: Recording, cfg: PreprocessConfig, progress: Progress | None = None
+) -> SubjectFMRI:
+    """Detrend and z-score every run, select reproducible voxels, average repeats.
+
+    Two passes over the files (statistics, then data) so that memory holds only the
+    selected voxels, whatever the size of the cortex.
+    """
+    tick = progress or (lambda n, what: None)
+    tr, n_cortical = rec.check()
+    zs = []
+    for split in cfg.selection.splits:
+        for seg in rec.segments(split):
+            if rec.repeats(split, seg) < 2:
+                continue
+            runs = rec.load(split, seg)
+            cleaned = np.stack([clean_run(r, cfg) for r in runs])
+            zs.append(segment_reproducibility(cleaned))
+            tick(1, f"{rec.subject} statistics {seg}")
+    if len(zs) < 2:
+        raise DataError(
+            f"{rec.root / rec.subject}: voxel selection needs >= 2 segments with >= 2 repeats "
+            f"among splits {list(cfg.selection.splits)}, found {len(zs)}; add the missing runs "
+            "or change data.preprocess.selection.splits"
+        )
+    stats = reproducibility(zs)
+    selected = select_voxels(stats, cfg.selection)
+    if selected.size == 0:
+        raise DataError(
+            f"{rec.root / rec.subject}: no voxel passes the reproducibility test "
+            f"(p < {cfg.selection.p_threshold}, correction {cfg.selection.correction}, "
+            f"{stats.n_segments} segments); raise data.preprocess.selection.p_threshold or set "
+            "correction: none"
+        )
+    out = SubjectFMRI(rec.subject, tr, n_cortical, selected, stats)
+    for split in ("train", "test"):
+        how = cfg.train_repeats if split == "train" else cfg.test_repeats
+        for seg in rec.segments(split):
+            runs = rec.load(split, seg)
+            cleaned = np.stack([clean_run(r, cfg)[:, selected] for r in runs])
+            if how == "average":
+                cleaned = cleaned.mean(axis=0, keepdims=True)
+            out.segments.setdefault(split, {})[seg] = cleaned
+            tick(1, f"{rec.subject} {seg}")
+    return out
+
+
+@dataclass
+class Samples:
+    """Paired samples of one split. Labels are None where the dataset has no annotations."""
+
+    fmri: np.ndarray  # (n, window, V_padded) float32
+    segment: np.ndarray  # (n,) segment name
+    clip: np.ndarray  # (n,) clip (TR) index in its segment
+    repeat: np.ndarray  # (n,) viewing (0-based), -1 where repeats were averaged
+    scene_cut: np.ndarray | None = None  # (n,) clip spans a scene cut
+    video_class: np.ndarray | None = None
+    frame_class: np.ndarray | None = None
+    caption: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.clip)
+
+
+def make_samples(
+    fmri: SubjectFMRI,
+    split: str,
+    window: int,
+    offset: int,
+    edge: Edge,
+    patch_size: int,
+    stimuli: Stimuli | None = None,
+) -> Samples:
+    """Window every segment of `split` and attach the clip annotations."""
+    blocks, segs, clips, reps = [], [], [], []
+    cuts, vids, frms, caps = [], [], [], []
+    annotated = stimuli is not None
+    for seg, runs in fmri.segments.get(split, {}).items():
+        n_rep, n_tr, _ = runs.shape
+        clip_idx, vols = window_indices(n_tr, window, offset, edge)
+        table = stimuli.clips(seg) if stimuli is not None else None
+        if table is None:
+            annotated = False
+        elif len(table) < n_tr:
+            raise DataError(
+                f"{stimuli.folder / (seg + '_clips.csv')}: {len(table)} clips but the fMRI has "
+                f"{n_tr} volumes; stimuli and fMRI of {seg} do not match"
+            )
+        for r in range(n_rep):
+            blocks.append(make_windows(runs[r], vols))
+            segs.append(np.full(len(clip_idx), seg))
+            clips.append(clip_idx)
+            reps.append(np.full(len(clip_idx), -1 if n_rep == 1 else r))
+            if table is not None:
+                rows = table.iloc[clip_idx]
+                cuts.append(rows["scene_cut"].to_numpy(bool))
+                vids.append(rows["video_class"].to_numpy(np.int64))
+                frms.append(rows["frame_class"].to_numpy(np.int64))
+                caps.extend(rows["caption"].tolist())
+    if not blocks:
+        raise DataError(f"subject {fmri.subject}: no {split} samples (no runs, or windows of "
+                        f"{window} at offset {offset} do not fit any segment)")
+    data = pad_to_patch(np.concatenate(blocks).astype(np.float32), patch_size)
+    return Samples(
+        fmri=data,
+        segment=np.concatenate(segs),
+        clip=np.concatenate(clips),
+        repeat=np.concatenate(reps),
+        scene_cut=np.concatenate(cuts) if annotated else None,
+        video_class=np.concatenate(vids) if annotated else None,
+        frame_class=np.concatenate(frms) if annotated else None,
+        caption=caps if annotated else None,
+    )

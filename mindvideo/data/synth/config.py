@@ -1,0 +1,124 @@
+"""Typed configuration of the SynthCC simulator (the `data.synth` slice of a profile)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorldConfig(_Strict):
+    """The stimulus world: scenes of one moving object over a background."""
+
+    height: int = Field(64, ge=16, le=1024, description="rendered frame height, pixels")
+    width: int = Field(64, ge=16, le=1024, description="rendered frame width, pixels")
+    fps: int = Field(6, ge=1, le=60, description="render rate; the pipeline samples frames from it")
+    scene_min_s: float = Field(2.0, gt=0, description="shortest scene, seconds")
+    scene_max_s: float = Field(8.0, gt=0, description="longest scene, seconds")
+    size_range: tuple[float, float] = Field(
+        (0.18, 0.34), description="object radius as a fraction of the frame's shorter side"
+    )
+    speed_range: tuple[float, float] = Field(
+        (0.04, 0.14), description="object speed, frame widths per second"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> WorldConfig:
+        if self.scene_max_s < self.scene_min_s:
+            raise ValueError(
+                f"scene_max_s ({self.scene_max_s}) must be >= scene_min_s ({self.scene_min_s})"
+            )
+        for name in ("size_range", "speed_range"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {lo, hi}")
+        return self
+
+
+Region = Literal["early_visual", "colour_shape", "motion", "category", "non_visual"]
+
+
+class BrainConfig(_Strict):
+    """The simulated subjects' cortex, haemodynamics and noise."""
+
+    sheet_side: int = Field(
+        32,
+        ge=4,
+        le=256,
+        description="each hemisphere is a sheet_side x sheet_side grid of "
+        "vertices; must be a power of two (Hilbert ordering)",
+    )
+    subcortical_voxels: int = Field(
+        32, ge=0, description="volume voxels after the cortex in each CIFTI file (no drive)"
+    )
+    boundary_jitter: float = Field(
+        0.03, ge=0, le=0.2, description="per-subject warp of region borders, fraction of sheet"
+    )
+    snr: dict[Region, float] = Field(
+        default_factory=lambda: {
+            "early_visual": 1.2,
+            "colour_shape": 1.0,
+            "motion": 1.0,
+            "category": 1.0,
+            "non_visual": 0.0,
+        },
+        description="signal std / noise std per region (amplitude ratio)",
+    )
+    snr_jitter: float = Field(0.15, ge=0, le=1, description="log-normal spread of voxel SNR")
+    hrf_peak_s: float = Field(5.0, gt=1, lt=12, description="mean HRF peak time, seconds")
+    hrf_peak_jitter_s: float = Field(0.5, ge=0, le=3, description="std of per-voxel HRF peak")
+    ar1: float = Field(0.4, ge=0, lt=1, description="AR(1) coefficient of the noise per TR")
+    noise_smoothness: float = Field(
+        1.5, ge=0, description="spatial noise correlation, Gaussian sigma in sheet vertices"
+    )
+    smooth_noise_fraction: float = Field(
+        0.6, ge=0, le=1, description="share of noise variance that is spatially smooth"
+    )
+    drift_std: float = Field(0.6, ge=0, description="slow drift amplitude, in noise stds")
+
+    @model_validator(mode="after")
+    def _check(self) -> BrainConfig:
+        side = self.sheet_side
+        if side & (side - 1):
+            raise ValueError(f"sheet_side must be a power of two, got {side}")
+        missing = {"early_visual", "colour_shape", "motion", "category"} - set(self.snr)
+        if missing:
+            raise ValueError(f"snr is missing regions {sorted(missing)}")
+        if any(v < 0 for v in self.snr.values()):
+            raise ValueError("snr values must be >= 0")
+        return self
+
+
+class ProtocolConfig(_Strict):
+    """The scanning protocol: segments, repeats and TR, as in CC2017."""
+
+    subjects: int = Field(3, ge=1, le=64)
+    tr: float = Field(2.0, gt=0, description="repetition time, seconds (one clip per TR)")
+    train_segments: int = Field(12, ge=1)
+    train_trs: int = Field(90, ge=8, description="volumes per training segment")
+    train_repeats: int = Field(2, ge=1)
+    test_segments: int = Field(4, ge=1)
+    test_trs: int = Field(60, ge=8, description="volumes per test segment")
+    test_repeats: int = Field(10, ge=1)
+
+
+class CorpusConfig(_Strict):
+    """The unpaired pretraining corpus (the HCP stand-in): many subjects, random stimuli."""
+
+    subjects: int = Field(20, ge=0)
+    runs: int = Field(1, ge=1, description="runs per corpus subject")
+    trs: int = Field(240, ge=8, description="volumes per run")
+
+
+class SimulateConfig(_Strict):
+    """Everything `mvbench data simulate` needs; the seed fixes every byte written."""
+
+    seed: int = 0
+    world: WorldConfig = WorldConfig()
+    brain: BrainConfig = BrainConfig()
+    protocol: ProtocolConfig = ProtocolConfig()
+    corpus: CorpusConfig = CorpusConfig()

@@ -1,0 +1,1 @@
+"""Evaluation: metric protocols, judges and benchmark validation."""

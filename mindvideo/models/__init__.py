@@ -1,0 +1,1 @@
+"""Models: fMRI MAE, spatiotemporal encoder, inflated UNet and the decoding pipeline."""
