@@ -126,6 +126,7 @@ def make_brain(rng: np.random.Generator, cfg: BrainConfig) -> SubjectBrain:
         ecc = np.clip((u_warped - ev_lo) / (ev_hi - ev_lo), 0, 1)
         ecc = 0.05 + 1.1 * ecc**1.3 * np.exp(0.1 * _smooth_field(rng, side, smooth)[grid_r, grid_c])
         polar = (v - 0.5) * math.pi + 0.25 * _smooth_field(rng, side, smooth)[grid_r, grid_c]
+        polar = np.clip(polar, -0.48 * math.pi, 0.48 * math.pi)  # stay in the hemifield
         sign = 1.0 if hemi == 0 else -1.0  # left hemisphere: right visual field
         is_ev = region == 0
         put("prf_x", np.where(is_ev, np.clip(sign * ecc * np.cos(polar), -1, 1), np.nan))

@@ -112,9 +112,16 @@ def _standardised_signal(b: brain_model.SubjectBrain, bolds: list[np.ndarray]) -
 
 
 def simulate(
-    cfg: SimulateConfig, out: Path, progress: Progress | None = None, overwrite: bool = False
+    cfg: SimulateConfig,
+    out: Path,
+    progress: Progress | None = None,
+    overwrite: bool = False,
+    extra: dict | None = None,
 ) -> dict:
-    """Simulate SynthCC into `out`; returns the dataset.json content. Same cfg, same bytes."""
+    """Simulate SynthCC into `out`; returns the dataset.json content. Same cfg, same bytes.
+
+    `extra` entries (e.g. the profile's name) are recorded in dataset.json.
+    """
     per_tr = _check(cfg)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -127,7 +134,7 @@ def simulate(
     tmp.mkdir(parents=True)
     tick = progress or (lambda n, what: None)
     try:
-        summary = _write(cfg, tmp, per_tr, tick)
+        summary = _write(cfg, tmp, per_tr, tick, extra or {})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -137,7 +144,7 @@ def simulate(
     return summary
 
 
-def _write(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress) -> dict:
+def _write(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress, extra: dict) -> dict:
     p, w, side = cfg.protocol, cfg.world, cfg.brain.sheet_side
     splits = {
         "train": (segment_names("train", p.train_segments), p.train_trs, p.train_repeats),
@@ -219,6 +226,7 @@ def _write(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress) -> dict
         "subcortical_voxels": cfg.brain.subcortical_voxels,
         "corpus": {"subjects": corpus_ids, "runs": cfg.corpus.runs, "trs": cfg.corpus.trs},
         "config": cfg.model_dump(mode="json"),
+        **extra,
     }
     (root / "dataset.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -1,0 +1,120 @@
+"""Profiles: the named base configs in experiments/profiles/ (smoke, tiny, paper)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mindvideo.data.config import DataConfig
+from mindvideo.errors import ConfigError
+
+
+class Profile(BaseModel):
+    """A resolved base config. Sections are added as stages land."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str
+    description: str = ""
+    data: DataConfig
+
+
+def experiments_dir() -> Path:
+    """experiments/: $MVBENCH_EXPERIMENTS, ./experiments, or the one beside the package."""
+    env = os.environ.get("MVBENCH_EXPERIMENTS")
+    if env:
+        return Path(env)
+    here = Path.cwd() / "experiments"
+    if (here / "profiles").is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "experiments"
+
+
+def available_profiles() -> list[str]:
+    folder = experiments_dir() / "profiles"
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def profile_path(name: str) -> Path:
+    """A profile name (smoke, tiny, paper) or a path to a YAML file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.exists():
+            raise ConfigError(f"{candidate}: profile file not found")
+        return candidate
+    path = experiments_dir() / "profiles" / f"{name}.yaml"
+    if not path.exists():
+        have = ", ".join(available_profiles()) or "none found"
+        raise ConfigError(
+            f"unknown profile {name!r}; available: {have} (in {experiments_dir() / 'profiles'}), "
+            "or give a path to a .yaml file"
+        )
+    return path
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse YAML safely (plain data only: no tags, no code)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def format_validation_error(path: Path, err: ValidationError) -> str:
+    """One line per problem: file, dotted key path, what is wrong."""
+    lines = [f"{path}: invalid config"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt? remove it or check the allowed keys in the docs)"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
+    """Load and validate a profile, applying dotted-path overrides (`data.window: 3`)."""
+    path = profile_path(name)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a profile must be a mapping of sections, got {type(raw).__name__}")
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value, path)
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(path, e)) from None
+
+
+def set_dotted(tree: dict, key: str, value: Any, source: Path | str) -> None:
+    """Set tree[a][b][c] = value for key "a.b.c", creating mappings on the way."""
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(
+                f"{source}: override {key!r}: {'.'.join(parts[: i + 1])} is a value, not a section"
+            )
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key.path=value` with the value parsed as YAML (numbers, booleans, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key.path=value, e.g. data.window=3")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed

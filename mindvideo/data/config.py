@@ -1,0 +1,42 @@
+"""Typed configuration of the data slice of a profile (`data:`): source, preprocessing, windows."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mindvideo.data.preprocess import PreprocessConfig
+from mindvideo.data.synth.config import SimulateConfig
+
+
+class DataConfig(BaseModel):
+    """Where the data comes from and how it becomes (fMRI window, clip) samples."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["synth", "cc2017", "mindvideo_npy"] = "synth"
+    root: str | None = Field(
+        None, description="dataset folder; for synth, where it is simulated "
+        "(default <store>/data/<profile>)"
+    )
+    synth: SimulateConfig | None = None
+    corpus_root: str | None = Field(
+        None, description="HCP-style unpaired corpus for MBM (synth: <root>/hcp)"
+    )
+    corpus_mask: str | None = Field(None, description="ROI mask over cortical grayordinates")
+    preprocess: PreprocessConfig = PreprocessConfig()
+    window: int = Field(2, ge=1, le=16, description="fMRI frames per sample (paper: 2)")
+    window_offset: int = Field(
+        2, ge=-8, le=16, description="first fMRI frame of the window, in TRs after the clip"
+    )
+    window_edge: Literal["drop", "clamp"] = "drop"
+    frames_per_clip: int = Field(6, ge=1, description="video frames sampled per 2 s clip")
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.source == "synth" and self.synth is None:
+            raise ValueError("source 'synth' needs a 'synth' section (the simulator config)")
+        if self.source != "synth" and self.synth is not None:
+            raise ValueError(f"source '{self.source}' reads files: remove the 'synth' section")
+        return self

@@ -1,0 +1,67 @@
+"""Shared fixtures: a smoke SynthCC dataset simulated once per session, and CIFTI builders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.profiles import load_profile
+from mindvideo.data.cifti import SurfaceModel, brain_axis, write_dtseries
+from mindvideo.data.synth.simulate import simulate
+
+# The real CC2017 files: 59,412 cortical vertices of the 32k fs_LR meshes (medial wall out).
+REAL_LEFT, REAL_RIGHT, REAL_MESH = 29696, 29716, 32492
+
+
+@pytest.fixture(scope="session")
+def smoke_profile():
+    return load_profile("smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_dataset(tmp_path_factory, smoke_profile) -> Path:
+    out = tmp_path_factory.mktemp("smoke") / "synthcc"
+    simulate(smoke_profile.data.synth, out, extra={"profile": "smoke"})
+    return out
+
+
+def small_axis(n_left: int = 20, n_right: int = 20, n_sub: int = 4):
+    return brain_axis(
+        [
+            SurfaceModel("CORTEX_LEFT", n_left + 5, np.arange(n_left)),
+            SurfaceModel("CORTEX_RIGHT", n_right + 5, np.arange(n_right)),
+        ],
+        n_sub,
+    )
+
+
+def write_run(path: Path, data: np.ndarray, tr: float = 2.0, axis=None) -> Path:
+    """Write a (T, grayordinates) dtseries; the default axis has 40 cortical + 4 volume."""
+    write_dtseries(path, data, tr, axis if axis is not None else small_axis())
+    return path
+
+
+def cc2017_run_path(root: Path, subject: str, segment: str, repeat: int) -> Path:
+    return root / subject / "fmri" / segment / "cifti" / f"{segment}_{repeat}_Atlas.dtseries.nii"
+
+
+def make_cc2017(
+    root: Path,
+    subject: str = "subject1",
+    train=(("seg1", 2), ("seg2", 2)),
+    test=(("test1", 3),),
+    n_tr: int = 12,
+    seed: int = 0,
+) -> Path:
+    """A small CC2017-layout dataset: a shared signal per segment plus noise per repeat."""
+    rng = np.random.default_rng(seed)
+    axis = small_axis()
+    n = 44
+    for seg, reps in (*train, *test):
+        signal = rng.standard_normal((n_tr, n))
+        for r in range(1, reps + 1):
+            data = 100 + signal + 0.5 * rng.standard_normal((n_tr, n))
+            write_run(cc2017_run_path(root, subject, seg, r), data, axis=axis)
+    return root

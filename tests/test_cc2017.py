@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+from conftest import (REAL_LEFT, REAL_MESH, REAL_RIGHT, cc2017_run_path, make_cc2017,
+                      write_run)
+
+from mindvideo.data.cc2017 import list_subjects, open_subject, resolve_root
+from mindvideo.data.cifti import SurfaceModel, brain_axis
+from mindvideo.errors import DataError
+
+
+def test_real_naming_and_grayordinates_load(tmp_path):
+    """A file shaped like CC2017's: 59,412 cortical vertices then subcortical voxels."""
+    rng = np.random.default_rng(0)
+    axis = brain_axis(
+        [
+            SurfaceModel("CORTEX_LEFT", REAL_MESH, np.sort(rng.choice(REAL_MESH, REAL_LEFT, False))),
+            SurfaceModel("CORTEX_RIGHT", REAL_MESH,
+                         np.sort(rng.choice(REAL_MESH, REAL_RIGHT, False))),
+        ],
+        n_subcortical=100,
+    )
+    root = tmp_path / "video_fmri_dataset"
+    data = rng.standard_normal((6, REAL_LEFT + REAL_RIGHT + 100)).astype(np.float32)
+    for seg, rep in [("seg1", 1), ("seg1", 2), ("test1", 1), ("test1", 2)]:
+        write_run(cc2017_run_path(root, "subject1", seg, rep), data, axis=axis)
+    rec = open_subject(tmp_path, "subject1")  # the parent of video_fmri_dataset/ works too
+    assert rec.segments("train") == ["seg1"] and rec.segments("test") == ["test1"]
+    assert rec.check() == (2.0, 59412)
+    runs = rec.load("train", "seg1")
+    assert runs.shape == (2, 6, 59412)
+    np.testing.assert_array_equal(runs[0], data[:, :59412])
+
+
+def test_segments_sort_naturally_and_split_by_name(tmp_path):
+    make_cc2017(tmp_path, train=[(f"seg{k}", 2) for k in (1, 2, 10, 3)], test=[("test1", 3)])
+    rec = open_subject(tmp_path, "subject1")
+    assert rec.segments("train") == ["seg1", "seg2", "seg3", "seg10"]
+    assert rec.repeats("test", "test1") == 3
+    assert list_subjects(tmp_path) == ["subject1"]
+
+
+def test_missing_folder_and_subject(tmp_path):
+    with pytest.raises(DataError, match="dataset folder not found"):
+        resolve_root(tmp_path / "nope")
+    with pytest.raises(DataError, match="no subject\\*/fmri/ folder"):
+        resolve_root(tmp_path)
+    make_cc2017(tmp_path)
+    with pytest.raises(DataError, match=r"subject9/fmri: subject folder not found \(subjects "
+                                        r"present: subject1\)"):
+        open_subject(tmp_path, "subject9")
+
+
+def test_missing_repeat_is_named(tmp_path):
+    make_cc2017(tmp_path, test=[("test1", 3)])
+    cc2017_run_path(tmp_path, "subject1", "test1", 2).unlink()
+    with pytest.raises(DataError, match=r"repeat\(s\) \[2\] of test1 are missing"):
+        open_subject(tmp_path, "subject1")
+
+
+def test_repeats_with_different_lengths(tmp_path):
+    make_cc2017(tmp_path)
+    write_run(cc2017_run_path(tmp_path, "subject1", "seg2", 2), np.ones((9, 44)))
+    rec = open_subject(tmp_path, "subject1")
+    with pytest.raises(DataError, match=r"repeats of segment seg2 have different numbers of "
+                                        r"volumes \(seg2_1_Atlas.dtseries.nii: 12, "
+                                        r"seg2_2_Atlas.dtseries.nii: 9\)"):
+        rec.check()
+
+
+def test_runs_with_different_tr(tmp_path):
+    make_cc2017(tmp_path)
+    write_run(cc2017_run_path(tmp_path, "subject1", "seg2", 2), np.ones((12, 44)), tr=0.72)
+    with pytest.raises(DataError, match="seg2_2_Atlas.dtseries.nii: TR is 0.72 s"):
+        open_subject(tmp_path, "subject1").check()
+
+
+def test_file_in_the_wrong_segment_folder(tmp_path):
+    make_cc2017(tmp_path)
+    src = cc2017_run_path(tmp_path, "subject1", "seg1", 1)
+    dst = src.parent.parent.parent / "seg2" / "cifti" / "seg1_3_Atlas.dtseries.nii"
+    dst.write_bytes(src.read_bytes())
+    with pytest.raises(DataError, match="names segment seg1 but sits in folder seg2"):
+        open_subject(tmp_path, "subject1")
