@@ -28,8 +28,9 @@ def _progress_bar(total: int, desc: str, quiet: bool):
     """A tqdm bar on stderr and the (n, what) callback the library reports through."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="step", disable=quiet, file=sys.stderr,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total, desc=desc, unit="step", disable=quiet, file=sys.stderr, dynamic_ncols=True
+    )
 
     def tick(n: int, what: str) -> None:
         bar.set_postfix_str(what, refresh=False)
@@ -50,8 +51,8 @@ def cmd_data_simulate(args: argparse.Namespace) -> int:
     if data.source != "synth" or data.synth is None:
         raise ConfigError(
             f"profile {profile.profile!r} reads real data (data.source: {data.source}); there is "
-            "nothing to simulate. Use a synthetic profile: " + ", ".join(
-                p for p in available_profiles() if p != profile.profile)
+            "nothing to simulate. Use a synthetic profile: "
+            + ", ".join(p for p in available_profiles() if p != profile.profile)
         )
     out = Path(args.out or data.root or default_store() / "data" / profile.profile)
     cfg = data.synth
@@ -62,8 +63,10 @@ def cmd_data_simulate(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             existing = None
         if existing == cfg.model_dump(mode="json"):
-            print(f"{out}: already simulated with this config; nothing to do "
-                  "(--overwrite to write it again)")
+            print(
+                f"{out}: already simulated with this config; nothing to do "
+                "(--overwrite to write it again)"
+            )
             return 0
         raise ConfigError(
             f"{out}: holds a dataset simulated with a different config; choose another --out "
@@ -72,8 +75,9 @@ def cmd_data_simulate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     bar, tick = _progress_bar(work_units(cfg), f"simulate {profile.profile}", args.quiet)
     try:
-        summary = simulate(cfg, out, tick, overwrite=args.overwrite,
-                           extra={"profile": profile.profile})
+        summary = simulate(
+            cfg, out, tick, overwrite=args.overwrite, extra={"profile": profile.profile}
+        )
     finally:
         bar.close()
     seconds = time.perf_counter() - start
@@ -106,17 +110,31 @@ def _inspect_settings(args: argparse.Namespace, root: Path):
 
 
 def _print_report(report: dict) -> None:
-    print(f"{report['dataset']} at {report['root']}  (TR {report['tr']} s, "
-          f"window {report['window']['size']} at offset {report['window']['offset']})")
+    print(
+        f"{report['dataset']} at {report['root']}  (TR {report['tr']} s, "
+        f"window {report['window']['size']} at offset {report['window']['offset']})"
+    )
     if "stimuli" in report:
         s = report["stimuli"]
         print(f"stimuli: {s['fps']:g} fps, {s['frames_per_tr']} frames per TR")
     if "corpus" in report:
         c = report["corpus"]
-        print(f"corpus: {c['subjects']} subjects x {c['runs_per_subject']} runs x "
-              f"{c['trs_per_run']} TRs")
-    cols = ["subject", "voxels", "train seg x rep", "test seg x rep", "samples tr/te",
-            "selected", "recall", "fpr", "ceiling", "lag peak/true"]
+        print(
+            f"corpus: {c['subjects']} subjects x {c['runs_per_subject']} runs x "
+            f"{c['trs_per_run']} TRs"
+        )
+    cols = [
+        "subject",
+        "voxels",
+        "train seg x rep",
+        "test seg x rep",
+        "samples tr/te",
+        "selected",
+        "recall",
+        "fpr",
+        "ceiling",
+        "lag peak/true",
+    ]
     rows = []
     for name, e in report["subjects"].items():
         tr, te = e["train"], e["test"]
@@ -124,16 +142,20 @@ def _print_report(report: dict) -> None:
         def fmt(v, spec=".3f"):
             return "-" if v is None else format(v, spec)
 
-        rows.append([
-            name, str(e["cortical_voxels"]),
-            f"{tr['segments']} x {'/'.join(map(str, tr['repeats']))}",
-            f"{te['segments']} x {'/'.join(map(str, te['repeats']))}",
-            f"{tr['samples']}/{te['samples']}",
-            str(e.get("selected_voxels", "-")),
-            fmt(e.get("roi_recall")), fmt(e.get("roi_false_positive_rate")),
-            fmt(e.get("noise_ceiling")),
-            f"{e.get('lag_peak_tr', '-')}/{e.get('true_lag_tr', '-')}",
-        ])
+        rows.append(
+            [
+                name,
+                str(e["cortical_voxels"]),
+                f"{tr['segments']} x {'/'.join(map(str, tr['repeats']))}",
+                f"{te['segments']} x {'/'.join(map(str, te['repeats']))}",
+                f"{tr['samples']}/{te['samples']}",
+                str(e.get("selected_voxels", "-")),
+                fmt(e.get("roi_recall")),
+                fmt(e.get("roi_false_positive_rate")),
+                fmt(e.get("noise_ceiling")),
+                f"{e.get('lag_peak_tr', '-')}/{e.get('true_lag_tr', '-')}",
+            ]
+        )
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
@@ -145,8 +167,10 @@ def _print_report(report: dict) -> None:
             for c in failed:
                 print(f"  {c['subject']}: {c['name']} = {c['value']} (needs {c['threshold']})")
         else:
-            print(f"benchmark validation passed ({len(report['checks'])} checks: roi recall, "
-                  "false positives, lag)")
+            print(
+                f"benchmark validation passed ({len(report['checks'])} checks: roi recall, "
+                "false positives, lag)"
+            )
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
@@ -158,8 +182,13 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     bar, tick = _progress_bar(len(list_subjects(root)), "inspect", args.quiet or args.json)
     try:
         report = inspect_dataset(
-            root, data.preprocess, data.window, data.window_offset, data.window_edge,
-            validate=not args.no_validate, progress=tick,
+            root,
+            data.preprocess,
+            data.window,
+            data.window_offset,
+            data.window_edge,
+            validate=not args.no_validate,
+            progress=tick,
         )
     finally:
         bar.close()
@@ -185,25 +214,43 @@ def build_parser() -> argparse.ArgumentParser:
     sim = data_sub.add_parser("simulate", help="write a SynthCC dataset in the CC2017 layout")
     sim.add_argument("profile", help="profile name (smoke, tiny) or a profile .yaml path")
     sim.add_argument("--out", help="output folder (default: <store>/data/<profile>)")
-    sim.add_argument("--store", type=Path, help="store folder (default ./.mvbench or "
-                     "$MVBENCH_STORE)")
+    sim.add_argument(
+        "--store", type=Path, help="store folder (default ./.mvbench or $MVBENCH_STORE)"
+    )
     sim.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    sim.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a profile value, e.g. data.synth.protocol.subjects=2")
+    sim.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a profile value, e.g. data.synth.protocol.subjects=2",
+    )
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=cmd_data_simulate)
 
     ins = data_sub.add_parser("inspect", help="summarise (and validate) a CC2017-layout dataset")
     ins.add_argument("dir", help="dataset folder (holding subject*/ or video_fmri_dataset/)")
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
-    ins.add_argument("--profile", help="take preprocessing and window settings from this "
-                     "profile (default: the dataset's own, else the paper's defaults)")
-    ins.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a profile value, e.g. data.window_offset=3")
-    ins.add_argument("--no-validate", action="store_true",
-                     help="summarise only: skip voxel selection and the decoding checks")
-    ins.add_argument("--check", action="store_true",
-                     help="exit with status 1 when a benchmark validation check fails")
+    ins.add_argument(
+        "--profile",
+        help="take preprocessing and window settings from this "
+        "profile (default: the dataset's own, else the paper's defaults)",
+    )
+    ins.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a profile value, e.g. data.window_offset=3",
+    )
+    ins.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="summarise only: skip voxel selection and the decoding checks",
+    )
+    ins.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with status 1 when a benchmark validation check fails",
+    )
     ins.add_argument("--quiet", action="store_true", help="no progress bar")
     ins.set_defaults(func=cmd_data_inspect)
     return parser

@@ -83,7 +83,9 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     path = profile_path(name)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a profile must be a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: a profile must be a mapping of sections, got {type(raw).__name__}"
+        )
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value, path)
     try:

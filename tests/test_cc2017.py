@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-from conftest import (REAL_LEFT, REAL_MESH, REAL_RIGHT, cc2017_run_path, make_cc2017,
-                      write_run)
+from conftest import REAL_LEFT, REAL_MESH, REAL_RIGHT, cc2017_run_path, make_cc2017, write_run
 
 from mindvideo.data.cc2017 import list_subjects, open_subject, resolve_root
 from mindvideo.data.cifti import SurfaceModel, brain_axis
@@ -13,9 +12,12 @@ def test_real_naming_and_grayordinates_load(tmp_path):
     rng = np.random.default_rng(0)
     axis = brain_axis(
         [
-            SurfaceModel("CORTEX_LEFT", REAL_MESH, np.sort(rng.choice(REAL_MESH, REAL_LEFT, False))),
-            SurfaceModel("CORTEX_RIGHT", REAL_MESH,
-                         np.sort(rng.choice(REAL_MESH, REAL_RIGHT, False))),
+            SurfaceModel(
+                "CORTEX_LEFT", REAL_MESH, np.sort(rng.choice(REAL_MESH, REAL_LEFT, False))
+            ),
+            SurfaceModel(
+                "CORTEX_RIGHT", REAL_MESH, np.sort(rng.choice(REAL_MESH, REAL_RIGHT, False))
+            ),
         ],
         n_subcortical=100,
     )
@@ -45,8 +47,11 @@ def test_missing_folder_and_subject(tmp_path):
     with pytest.raises(DataError, match="no subject\\*/fmri/ folder"):
         resolve_root(tmp_path)
     make_cc2017(tmp_path)
-    with pytest.raises(DataError, match=r"subject9/fmri: subject folder not found \(subjects "
-                                        r"present: subject1\)"):
+    with pytest.raises(
+        DataError,
+        match=r"subject9/fmri: subject folder not found \(subjects "
+        r"present: subject1\)",
+    ):
         open_subject(tmp_path, "subject9")
 
 
@@ -61,9 +66,12 @@ def test_repeats_with_different_lengths(tmp_path):
     make_cc2017(tmp_path)
     write_run(cc2017_run_path(tmp_path, "subject1", "seg2", 2), np.ones((9, 44)))
     rec = open_subject(tmp_path, "subject1")
-    with pytest.raises(DataError, match=r"repeats of segment seg2 have different numbers of "
-                                        r"volumes \(seg2_1_Atlas.dtseries.nii: 12, "
-                                        r"seg2_2_Atlas.dtseries.nii: 9\)"):
+    with pytest.raises(
+        DataError,
+        match=r"repeats of segment seg2 have different numbers of "
+        r"volumes \(seg2_1_Atlas.dtseries.nii: 12, "
+        r"seg2_2_Atlas.dtseries.nii: 9\)",
+    ):
         rec.check()
 
 

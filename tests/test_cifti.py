@@ -34,8 +34,11 @@ def test_nan_and_inf_voxels_are_reported(tmp_path, bad):
     data = np.ones((5, 44))
     data[3, 7] = bad
     path = write_run(tmp_path / "x.dtseries.nii", data)
-    with pytest.raises(DataError, match=r"x\.dtseries\.nii: 1 NaN/Inf values in 1 cortical "
-                                        r"vertices \(first vertex columns \[7\], volumes \[3\]\)"):
+    with pytest.raises(
+        DataError,
+        match=r"x\.dtseries\.nii: 1 NaN/Inf values in 1 cortical "
+        r"vertices \(first vertex columns \[7\], volumes \[3\]\)",
+    ):
         read_cortical(path)
 
 

@@ -33,9 +33,12 @@ def test_layout_loads_with_or_without_segment_axis(tmp_path):
 def test_wrong_shape_is_named(tmp_path):
     write_layout(tmp_path)
     np.save(tmp_path / "fmri_train_subject1.npy", np.zeros((2, 3, 4, 5)))
-    with pytest.raises(DataError, match=r"fmri_train_subject1.npy: fMRI must have shape "
-                                        r"\(segments, trs, \.\.\.\) or \(samples, \.\.\.\), "
-                                        r"got \(2, 3, 4, 5\)"):
+    with pytest.raises(
+        DataError,
+        match=r"fmri_train_subject1.npy: fMRI must have shape "
+        r"\(segments, trs, \.\.\.\) or \(samples, \.\.\.\), "
+        r"got \(2, 3, 4, 5\)",
+    ):
         load_split(tmp_path, "subject1", "train")
 
 

@@ -58,8 +58,9 @@ def test_segment_reproducibility_averages_all_repeat_pairs():
     rng = np.random.default_rng(1)
     runs = rng.standard_normal((3, 40, 2))
     pairs = [(0, 1), (0, 2), (1, 2)]
-    expect = np.mean([np.arctanh(np.corrcoef(runs[i, :, 0], runs[j, :, 0])[0, 1])
-                      for i, j in pairs])
+    expect = np.mean(
+        [np.arctanh(np.corrcoef(runs[i, :, 0], runs[j, :, 0])[0, 1]) for i, j in pairs]
+    )
     assert segment_reproducibility(runs)[0] == pytest.approx(expect)
 
 
@@ -72,7 +73,11 @@ def test_selection_bonferroni_and_keep_fraction():
     p = np.array([1e-6, 0.004, 0.02, 0.5, 1e-9, 0.3, 0.2, 0.9, 0.1, 0.05])
     rep = Reproducibility(z=np.zeros((3, 10)), t=-np.log(p), p=p)
     # Uncorrected p < 0.01: voxels 0, 1, 4. Bonferroni over 10: p < 0.001: 0 and 4.
-    assert select_voxels(rep, SelectionConfig(correction="none", keep_fraction=1)).tolist() == [0, 1, 4]
+    assert select_voxels(rep, SelectionConfig(correction="none", keep_fraction=1)).tolist() == [
+        0,
+        1,
+        4,
+    ]
     assert select_voxels(rep, SelectionConfig(keep_fraction=1)).tolist() == [0, 4]
     # keep_fraction caps the count at 10% of all voxels: the single most significant.
     assert select_voxels(rep, SelectionConfig(keep_fraction=0.1)).tolist() == [4]

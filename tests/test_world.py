@@ -27,15 +27,28 @@ def test_scenes_cover_the_segment_with_2_to_8_s_shots():
 
 def test_render_draws_the_object_in_its_colour_and_moves_it():
     cfg = WorldConfig(height=48, width=48, fps=6)
-    scene = world.Scene(start_s=0, duration_s=4, shape=world.SHAPES.index("circle"),
-                        colour=world.COLOUR_NAMES.index("red"), direction=0, speed=0.1,
-                        size=0.2, texture=0, background=0, background_seed=1, x0=0.4, y0=0.5)
+    scene = world.Scene(
+        start_s=0,
+        duration_s=4,
+        shape=world.SHAPES.index("circle"),
+        colour=world.COLOUR_NAMES.index("red"),
+        direction=0,
+        speed=0.1,
+        size=0.2,
+        texture=0,
+        background=0,
+        background_seed=1,
+        x0=0.4,
+        y0=0.5,
+    )
     frames = world.render_segment([scene], 24, cfg)
     assert frames.shape == (24, 48, 48, 3) and frames.dtype == np.uint8
+
     def centre(f):
         red = (f[..., 0] > 180) & (f[..., 1] < 80)
         ys, xs = np.nonzero(red)
         return xs.mean(), ys.mean()
+
     x0, y0 = centre(frames[0])
     x1, y1 = centre(frames[-1])
     assert x0 == pytest.approx(0.4 * 48, abs=1.0)

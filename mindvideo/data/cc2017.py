@@ -22,8 +22,10 @@ import pandas as pd
 from mindvideo.data.cifti import DtseriesInfo, dtseries_info, read_cortical
 from mindvideo.errors import DataError
 
-RUN_FILE = re.compile(r"^(?P<segment>(?P<kind>seg|test)(?P<index>\d+))_(?P<repeat>\d+)_Atlas"
-                      r"\.dtseries\.nii$")
+RUN_FILE = re.compile(
+    r"^(?P<segment>(?P<kind>seg|test)(?P<index>\d+))_(?P<repeat>\d+)_Atlas"
+    r"\.dtseries\.nii$"
+)
 SPLIT_OF_KIND = {"seg": "train", "test": "test"}
 
 
@@ -116,8 +118,9 @@ class Recording:
         arrays = [read_cortical(p) for p in paths]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
-            desc = ", ".join(f"{p.name}: {a.shape[0]} volumes" for p, a in
-                             zip(paths, arrays, strict=True))
+            desc = ", ".join(
+                f"{p.name}: {a.shape[0]} volumes" for p, a in zip(paths, arrays, strict=True)
+            )
             raise DataError(
                 f"{paths[0].parent}: repeats of {segment} differ in length ({desc}); trim them "
                 "to a common length"
@@ -184,8 +187,7 @@ class Stimuli:
             raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
         if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
             raise DataError(
-                f"{path}: expected uint8 frames of shape (F, H, W, 3), got {arr.dtype} "
-                f"{arr.shape}"
+                f"{path}: expected uint8 frames of shape (F, H, W, 3), got {arr.dtype} {arr.shape}"
             )
         return arr
 

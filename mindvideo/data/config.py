@@ -17,8 +17,9 @@ class DataConfig(BaseModel):
 
     source: Literal["synth", "cc2017", "mindvideo_npy"] = "synth"
     root: str | None = Field(
-        None, description="dataset folder; for synth, where it is simulated "
-        "(default <store>/data/<profile>)"
+        None,
+        description="dataset folder; for synth, where it is simulated "
+        "(default <store>/data/<profile>)",
     )
     synth: SimulateConfig | None = None
     corpus_root: str | None = Field(

@@ -47,7 +47,7 @@ def noise_ceiling(test: dict[str, np.ndarray], seed: int = 0, splits: int = 10) 
     for _ in range(splits):
         perm = rng.permutation(n_rep)
         a = data[perm[: n_rep // 2]].mean(0)
-        b = data[perm[n_rep // 2: 2 * (n_rep // 2)]].mean(0)
+        b = data[perm[n_rep // 2 : 2 * (n_rep // 2)]].mean(0)
         a = a - a.mean(0)
         b = b - b.mean(0)
         r = (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0) + 1e-12)
@@ -64,7 +64,7 @@ def _one_hot(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def lag_curve(
     fmri: SubjectFMRI,
-    clips: dict[str, "object"],
+    clips: dict[str, object],
     max_lag: int = 6,
     folds: int = 4,
     alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4),
@@ -110,7 +110,7 @@ def lag_curve(
                 w = evecs @ (proj / (evals + alpha)[:, None])
                 pred = xe @ w + ym
                 for j, (_, codes) in enumerate(targets):
-                    hit = pred[:, spans[j]:spans[j + 1]].argmax(1) == codes[te]
+                    hit = pred[:, spans[j] : spans[j + 1]].argmax(1) == codes[te]
                     acc[a] += hit.sum() / len(targets)
         curve[lag] = float(acc.max() / len(x))
     return curve
@@ -165,8 +165,14 @@ def inspect_dataset(
             segs = rec.segments(split)
             lengths = sorted({rec.info(rec.runs[split][s][0]).n_volumes for s in segs})
             n_samples = sum(
-                len(window_indices(rec.info(rec.runs[split][s][0]).n_volumes, window,
-                                   window_offset, window_edge)[0])
+                len(
+                    window_indices(
+                        rec.info(rec.runs[split][s][0]).n_volumes,
+                        window,
+                        window_offset,
+                        window_edge,
+                    )[0]
+                )
                 for s in segs
             )
             how = preprocess.train_repeats if split == "train" else preprocess.test_repeats
@@ -223,17 +229,35 @@ def _validate(rec, cfg, stimuli, truth, root, max_lag, tick) -> dict:
 def _checks(subject: str, entry: dict) -> list[dict]:
     checks = []
     if "roi_recall" in entry:
-        checks.append({"subject": subject, "name": "roi_recall",
-                       "value": entry["roi_recall"], "threshold": f">= {THRESHOLDS['roi_recall']}",
-                       "passed": entry["roi_recall"] >= THRESHOLDS["roi_recall"]})
+        checks.append(
+            {
+                "subject": subject,
+                "name": "roi_recall",
+                "value": entry["roi_recall"],
+                "threshold": f">= {THRESHOLDS['roi_recall']}",
+                "passed": entry["roi_recall"] >= THRESHOLDS["roi_recall"],
+            }
+        )
         fpr = entry["roi_false_positive_rate"]
-        checks.append({"subject": subject, "name": "roi_false_positive_rate", "value": fpr,
-                       "threshold": f"<= {THRESHOLDS['roi_false_positive_rate']}",
-                       "passed": fpr <= THRESHOLDS["roi_false_positive_rate"]})
+        checks.append(
+            {
+                "subject": subject,
+                "name": "roi_false_positive_rate",
+                "value": fpr,
+                "threshold": f"<= {THRESHOLDS['roi_false_positive_rate']}",
+                "passed": fpr <= THRESHOLDS["roi_false_positive_rate"],
+            }
+        )
     if "lag_peak_tr" in entry and "true_lag_tr" in entry:
         gap = abs(entry["lag_peak_tr"] - entry["true_lag_tr"])
-        checks.append({"subject": subject, "name": "lag_peak_tr", "value": entry["lag_peak_tr"],
-                       "threshold": f"within {THRESHOLDS['lag_tolerance_tr']} TR of "
-                                    f"true_lag_tr={entry['true_lag_tr']}",
-                       "passed": gap <= THRESHOLDS["lag_tolerance_tr"]})
+        checks.append(
+            {
+                "subject": subject,
+                "name": "lag_peak_tr",
+                "value": entry["lag_peak_tr"],
+                "threshold": f"within {THRESHOLDS['lag_tolerance_tr']} TR of "
+                f"true_lag_tr={entry['true_lag_tr']}",
+                "passed": gap <= THRESHOLDS["lag_tolerance_tr"],
+            }
+        )
     return checks

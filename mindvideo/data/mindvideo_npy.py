@@ -2,7 +2,8 @@
 
     fmri_train_{subject}.npy        float, (segments, trs, voxels) or (samples, voxels)
     fmri_test_{subject}.npy         same; test repeats already averaged
-    video_train_{size}_{fps}hz.npy  uint8, (segments, trs, frames, H, W, 3) or (samples, frames, H, W, 3)
+    video_train_{size}_{fps}hz.npy  uint8, (segments, trs, frames, H, W, 3)
+                                    or (samples, frames, H, W, 3)
     video_test_{size}_{fps}hz.npy
     text_train_{size}_{fps}hz.npy   optional captions, str, (segments, trs) or (samples,)
     text_test_{size}_{fps}hz.npy
@@ -117,13 +118,16 @@ def load_split(root: Path, subject: str, split: str) -> MindVideoSplit:
 def check_finite(split: MindVideoSplit, path: Path, chunk: int = 512) -> None:
     """Raise if the fMRI holds NaN or Inf (scanned in chunks, memory stays flat)."""
     for start in range(0, len(split), chunk):
-        block = np.asarray(split.fmri[start:start + chunk])
+        block = np.asarray(split.fmri[start : start + chunk])
         if not np.isfinite(block).all():
             rows = start + np.nonzero(~np.isfinite(block).all(axis=1))[0]
             raise DataError(f"{path}: NaN/Inf in samples {rows[:5].tolist()}; repair the file")
 
 
 def list_subjects(root: Path) -> list[str]:
-    names = {m.group(1) for p in Path(root).glob("fmri_train_*.npy")
-             if (m := re.match(r"^fmri_train_(.+)\.npy$", p.name))}
+    names = {
+        m.group(1)
+        for p in Path(root).glob("fmri_train_*.npy")
+        if (m := re.match(r"^fmri_train_(.+)\.npy$", p.name))
+    }
     return sorted(names)

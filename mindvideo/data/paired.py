@@ -136,8 +136,10 @@ def make_samples(
                 frms.append(rows["frame_class"].to_numpy(np.int64))
                 caps.extend(rows["caption"].tolist())
     if not blocks:
-        raise DataError(f"subject {fmri.subject}: no {split} samples (no runs, or windows of "
-                        f"{window} at offset {offset} do not fit any segment)")
+        raise DataError(
+            f"subject {fmri.subject}: no {split} samples (no runs, or windows of "
+            f"{window} at offset {offset} do not fit any segment)"
+        )
     data = pad_to_patch(np.concatenate(blocks).astype(np.float32), patch_size)
     return Samples(
         fmri=data,

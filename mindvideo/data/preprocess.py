@@ -22,7 +22,9 @@ class SelectionConfig(BaseModel):
     p_threshold: float = Field(0.01, gt=0, le=1, description="family-wise significance level")
     correction: Literal["bonferroni", "none"] = "bonferroni"
     keep_fraction: float = Field(
-        0.5, gt=0, le=1,
+        0.5,
+        gt=0,
+        le=1,
         description="keep at most this fraction of all cortical voxels, most significant first",
     )
     splits: tuple[Literal["train", "test"], ...] = Field(

@@ -67,6 +67,21 @@ def _smooth_field(rng: np.random.Generator, side: int, sigma: float) -> np.ndarr
     return (f - f.mean()) / (f.std() + 1e-12)
 
 
+def _tuning(
+    rng: np.random.Generator,
+    side: int,
+    smooth: float,
+    n: int,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    sharpness: float = 1.5,
+) -> np.ndarray:
+    """Smoothly varying preferences over n categories, each row summing to 1: (V, n)."""
+    f = np.stack([_smooth_field(rng, side, smooth) for _ in range(n)], -1)
+    f = np.exp(sharpness * f[rows, cols])
+    return f / f.sum(axis=1, keepdims=True)
+
+
 @dataclass
 class SubjectBrain:
     """Per-voxel maps of one simulated subject (cortical voxels, in data-column order)."""
@@ -143,13 +158,9 @@ def make_brain(rng: np.random.Generator, cfg: BrainConfig) -> SubjectBrain:
         )[grid_r, grid_c]
         put("ev_weights", np.where(is_ev[:, None], ev_w, 0.0))
 
-        def tuning(n: int, sharpness: float) -> np.ndarray:
-            f = np.stack([_smooth_field(rng, side, smooth) for _ in range(n)], -1)
-            f = np.exp(sharpness * f[grid_r, grid_c])
-            return f / f.sum(axis=1, keepdims=True)
-
-        put("colour_tuning", np.where((region == 1)[:, None], tuning(len(COLOURS), 1.5), 0.0))
-        shape_t = tuning(len(SHAPES), 1.5)
+        colour_t = _tuning(rng, side, smooth, len(COLOURS), grid_r, grid_c)
+        put("colour_tuning", np.where((region == 1)[:, None], colour_t, 0.0))
+        shape_t = _tuning(rng, side, smooth, len(SHAPES), grid_r, grid_c)
         weak = np.where(region == 1, 0.3, 0.0)
         put("shape_tuning", np.where((region == 3)[:, None], shape_t, weak[:, None] * shape_t))
         vec = np.stack([_smooth_field(rng, side, smooth) for _ in range(2)], -1)[grid_r, grid_c]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -26,16 +26,20 @@ class WorldConfig(_Strict):
         (0.04, 0.14), description="object speed, frame widths per second"
     )
 
+    @field_validator("size_range", "speed_range")
+    @classmethod
+    def _low_high(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
+        if not 0 < lo <= hi:
+            raise ValueError(f"must be [low, high] with 0 < low <= high, got {[lo, hi]}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> WorldConfig:
         if self.scene_max_s < self.scene_min_s:
             raise ValueError(
                 f"scene_max_s ({self.scene_max_s}) must be >= scene_min_s ({self.scene_min_s})"
             )
-        for name in ("size_range", "speed_range"):
-            lo, hi = getattr(self, name)
-            if not 0 < lo <= hi:
-                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {lo, hi}")
         return self
 
 
@@ -80,17 +84,22 @@ class BrainConfig(_Strict):
     )
     drift_std: float = Field(0.6, ge=0, description="slow drift amplitude, in noise stds")
 
-    @model_validator(mode="after")
-    def _check(self) -> BrainConfig:
-        side = self.sheet_side
+    @field_validator("sheet_side")
+    @classmethod
+    def _power_of_two(cls, side: int) -> int:
         if side & (side - 1):
-            raise ValueError(f"sheet_side must be a power of two, got {side}")
-        missing = {"early_visual", "colour_shape", "motion", "category"} - set(self.snr)
+            raise ValueError(f"must be a power of two (4, 8, 16, 32, ...), got {side}")
+        return side
+
+    @field_validator("snr")
+    @classmethod
+    def _all_regions(cls, snr: dict[str, float]) -> dict[str, float]:
+        missing = {"early_visual", "colour_shape", "motion", "category"} - set(snr)
         if missing:
-            raise ValueError(f"snr is missing regions {sorted(missing)}")
-        if any(v < 0 for v in self.snr.values()):
-            raise ValueError("snr values must be >= 0")
-        return self
+            raise ValueError(f"missing regions {sorted(missing)}")
+        if any(v < 0 for v in snr.values()):
+            raise ValueError("values must be >= 0")
+        return snr
 
 
 class ProtocolConfig(_Strict):

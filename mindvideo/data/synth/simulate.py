@@ -157,7 +157,7 @@ def _write(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress, extra: 
     # Stimuli are shared by all subjects (as in CC2017); keep only the pooled features.
     features: dict[str, np.ndarray] = {}
     tables: dict[str, object] = {}
-    for split_id, (split, (names, n_tr, _)) in enumerate(splits.items()):
+    for split_id, (names, n_tr, _) in enumerate(splits.values()):
         for k, seg in enumerate(names):
             rng = np.random.default_rng([cfg.seed, _STIMULUS, split_id, k])
             scenes = world.make_scenes(rng, n_tr * p.tr, w)
