@@ -46,7 +46,10 @@ def _folder_size(path: Path) -> int:
 def cmd_data_simulate(args: argparse.Namespace) -> int:
     from mindvideo.data.synth.simulate import simulate, work_units
 
-    profile = load_profile(args.profile, _overrides(args.set))
+    overrides = _overrides(args.set)
+    if args.seed is not None:
+        overrides["data.synth.seed"] = args.seed
+    profile = load_profile(args.profile, overrides)
     data = profile.data
     if data.source != "synth" or data.synth is None:
         raise ConfigError(
@@ -117,6 +120,12 @@ def _print_report(report: dict) -> None:
     if "stimuli" in report:
         s = report["stimuli"]
         print(f"stimuli: {s['fps']:g} fps, {s['frames_per_tr']} frames per TR")
+        if s.get("segments_without_npy_frames"):
+            print(
+                "  no stimuli/<segment>.npy frames for: "
+                + ", ".join(s["segments_without_npy_frames"])
+                + " (convert the movies to uint8 (F, H, W, 3) .npy for the pipeline)"
+            )
     if "corpus" in report:
         c = report["corpus"]
         print(
@@ -216,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", help="output folder (default: <store>/data/<profile>)")
     sim.add_argument(
         "--store", type=Path, help="store folder (default ./.mvbench or $MVBENCH_STORE)"
+    )
+    sim.add_argument(
+        "--seed", type=int, help="dataset seed (default: the profile's data.synth.seed)"
     )
     sim.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     sim.add_argument(

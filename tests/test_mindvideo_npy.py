@@ -82,3 +82,19 @@ def test_nan_fmri_is_found(tmp_path):
     split = load_split(tmp_path, "subject1", "test")
     with pytest.raises(DataError, match=r"NaN/Inf in samples \[7\]"):
         check_finite(split, tmp_path / "fmri_test_subject1.npy", chunk=4)
+
+
+def test_samples_are_windowed_within_segments(tmp_path):
+    from mindvideo.data.mindvideo_npy import to_samples
+
+    write_layout(tmp_path, n_seg=3, n_tr=5, voxels=20)
+    train = load_split(tmp_path, "subject1", "train")
+    s = to_samples(train, window=2, offset=1, edge="drop", patch_size=16)
+    assert len(s) == 3 * (5 - 2) and s.fmri.shape == (9, 2, 32)
+    raw = np.load(tmp_path / "fmri_train_subject1.npy")
+    np.testing.assert_allclose(s.fmri[3, :, :20], raw[1, 1:3])  # segment 2, clip 0
+    assert s.caption[3] == "clip 1 0"
+    flat = load_split(tmp_path, "subject1", "test")
+    with pytest.raises(DataError, match="give trs_per_segment"):
+        to_samples(flat, window=2, offset=0, edge="drop", patch_size=1)
+    assert len(to_samples(flat, 2, 0, "drop", 1, trs_per_segment=5)) == 12

@@ -156,6 +156,7 @@ def inspect_dataset(
     # Keep every test repeat: the noise ceiling needs them; averaging happens below.
     stats_cfg = preprocess.model_copy(update={"test_repeats": "separate"})
     checks = []
+    missing_frames: set[str] = set()
     for subject in list_subjects(root):
         rec = open_subject(root, subject)
         tr, n_cortical = rec.check()
@@ -187,6 +188,9 @@ def inspect_dataset(
         if stimuli is not None:
             for split in ("train", "test"):
                 for seg in rec.segments(split):
+                    if not (stimuli.folder / f"{seg}.npy").exists():
+                        missing_frames.add(seg)
+                        continue
                     n_frames = stimuli.frames(seg).shape[0]
                     n_tr = rec.info(rec.runs[split][seg][0]).n_volumes
                     if n_frames < n_tr * stimuli.frames_per_tr:
@@ -200,6 +204,9 @@ def inspect_dataset(
             checks.extend(_checks(subject, entry))
         report["subjects"][subject] = entry
         tick(1, subject)
+    if missing_frames:
+        # Real CC2017 ships mp4 movies: the pipeline needs them as stimuli/<segment>.npy.
+        report.setdefault("stimuli", {})["segments_without_npy_frames"] = sorted(missing_frames)
     if validate and truth is not None:
         report["checks"] = checks
         report["valid"] = all(c["passed"] for c in checks)

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mindvideo.data.paired import Samples
+from mindvideo.data.preprocess import pad_to_patch
+from mindvideo.data.windows import Edge, make_windows, window_indices
 from mindvideo.errors import DataError
 
 VIDEO_FILE = re.compile(r"^video_(?P<split>train|test)_(?P<size>\d+)_(?P<fps>\d+)hz\.npy$")
@@ -131,3 +134,40 @@ def list_subjects(root: Path) -> list[str]:
         if (m := re.match(r"^fmri_train_(.+)\.npy$", p.name))
     }
     return sorted(names)
+
+
+def to_samples(
+    split: MindVideoSplit,
+    window: int,
+    offset: int,
+    edge: Edge,
+    patch_size: int,
+    trs_per_segment: int | None = None,
+) -> Samples:
+    """Window the split within each segment, as SynthCC/CC2017 samples are windowed.
+
+    Windows never cross a segment boundary: files that kept the segment axis know their
+    segments; flat files need `trs_per_segment` (240 in MinD-Video's CC2017 files).
+    """
+    n = len(split)
+    per = trs_per_segment or (n // split.segments if split.segments else None)
+    if per is None:
+        if window > 1 or offset != 0:
+            raise DataError(
+                f"the fMRI file has no segment axis, so windows of {window} at offset {offset} "
+                "would cross segments; give trs_per_segment (240 for CC2017)"
+            )
+        per = n
+    if n % per:
+        raise DataError(f"{n} samples do not split into segments of {per} TRs")
+    fmri = np.asarray(split.fmri, dtype=np.float32).reshape(n // per, per, -1)
+    clip_idx, vols = window_indices(per, window, offset, edge)
+    blocks = [make_windows(seg, vols) for seg in fmri]
+    rows = (np.arange(n // per)[:, None] * per + clip_idx[None]).ravel()
+    return Samples(
+        fmri=pad_to_patch(np.concatenate(blocks), patch_size),
+        segment=np.repeat([f"seg{k + 1}" for k in range(n // per)], len(clip_idx)),
+        clip=np.tile(clip_idx, n // per),
+        repeat=np.full(len(rows), -1),
+        caption=[str(t) for t in split.text[rows]] if split.text is not None else None,
+    )

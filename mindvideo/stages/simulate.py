@@ -1,0 +1,35 @@
+"""Stage `simulate`: write a SynthCC dataset (the synthetic stand-in for CC2017 + HCP)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from mindvideo.data.synth.config import SimulateConfig
+from mindvideo.data.synth.simulate import FORMAT_VERSION, simulate
+from mindvideo.stages.base import StageContext, StageResult
+
+NAME = "simulate"
+INPUTS: tuple[str, ...] = ()
+CONFIG = SimulateConfig
+VERSION = FORMAT_VERSION
+
+
+def run(
+    cfg: SimulateConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
+) -> StageResult:
+    """Simulate into out/synthcc. The dataset's seed is cfg.seed (part of the config slice),
+    so the stage key already pins it; ctx.seed is not used."""
+    dataset = Path(out) / "synthcc"
+    summary = simulate(cfg, dataset, progress=ctx.progress)
+    p = cfg.protocol
+    metrics = {
+        "subjects": float(len(summary["subjects"])),
+        "train_clips_per_subject": float(p.train_segments * p.train_trs),
+        "test_clips_per_subject": float(p.test_segments * p.test_trs),
+        "cortical_vertices": float(summary["cortical_vertices"]),
+        "corpus_subjects": float(len(summary["corpus"]["subjects"])),
+    }
+    for name, value in metrics.items():
+        ctx.log_metric(name, value, None)
+    return StageResult(metrics=metrics, artifacts=[Path("synthcc") / "dataset.json"])
