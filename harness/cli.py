@@ -182,11 +182,32 @@ def _print_report(report: dict) -> None:
             )
 
 
+def _print_flat(report: dict) -> None:
+    print(f"{report['dataset']} at {report['root']}")
+    for key, value in report.items():
+        if key in ("dataset", "root", "format", "subjects") and not isinstance(value, int):
+            continue
+        print(f"  {key}: {value}")
+    if isinstance(report.get("subjects"), dict):
+        for name, entry in report["subjects"].items():
+            for split, info in entry.items():
+                desc = ", ".join(f"{k} {v}" for k, v in info.items())
+                print(f"  {name} {split}: {desc}")
+
+
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     from mindvideo.data.cc2017 import list_subjects
-    from mindvideo.data.inspect import inspect_dataset
+    from mindvideo.data.inspect import detect_format, inspect_corpus, inspect_dataset, inspect_npy
 
     root = Path(args.dir)
+    kind = detect_format(root)
+    if kind != "cc2017":
+        report = inspect_npy(root) if kind == "mindvideo_npy" else inspect_corpus(root)
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            _print_flat(report)
+        return 0
     data = _inspect_settings(args, root)
     bar, tick = _progress_bar(len(list_subjects(root)), "inspect", args.quiet or args.json)
     try:

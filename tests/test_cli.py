@@ -141,3 +141,20 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "unknown profile 'nosuchprofile'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_inspect_reads_the_other_layouts(smoke_dataset, tmp_path, capsys):
+    from test_mindvideo_npy import write_layout
+
+    code, out, _ = run(capsys, "data", "inspect", str(smoke_dataset / "hcp"), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["format"] == "hcp" and report["subjects"] == 3
+    assert report["volumes"] == 3 * 60 and 0 < report["roi_voxels"] < 512
+    write_layout(tmp_path)
+    code, out, _ = run(capsys, "data", "inspect", str(tmp_path))
+    assert code == 0 and "subject1 train: samples 12" in out
+    code, _, err = run(capsys, "data", "inspect", str(tmp_path / "nothing"))
+    assert code == 2 and "dataset folder not found" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "data", "inspect", str(tmp_path / "empty"))
+    assert code == 2 and "not a dataset this tool reads" in err

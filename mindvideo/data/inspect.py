@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from mindvideo.data.cc2017 import list_subjects, open_stimuli, open_subject, read_metadata
 from mindvideo.data.cc2017 import resolve_root as resolve_cc2017
@@ -64,7 +65,7 @@ def _one_hot(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def lag_curve(
     fmri: SubjectFMRI,
-    clips: dict[str, object],
+    clips: dict[str, pd.DataFrame | None],
     max_lag: int = 6,
     folds: int = 4,
     alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4),
@@ -225,8 +226,8 @@ def _validate(rec, cfg, stimuli, truth, root, max_lag, tick) -> dict:
         out["roi_recall"] = float((selected & driven).sum() / max(driven.sum(), 1))
         out["roi_false_positive_rate"] = float((selected & ~driven).sum() / max((~driven).sum(), 1))
         out["true_lag_tr"] = int(truth["subjects"][rec.subject]["true_lag_tr"])
-    if stimuli is not None and stimuli.clips(rec.segments("train")[0]) is not None:
-        clips = {s: stimuli.clips(s) for s in rec.segments("train")}
+    clips = {s: stimuli.clips(s) for s in rec.segments("train")} if stimuli else {}
+    if sum(c is not None for c in clips.values()) >= 2:
         curve = lag_curve(fmri, clips, max_lag=max_lag)
         out["lag_accuracy"] = {str(k): round(v, 4) for k, v in curve.items()}
         out["lag_peak_tr"] = int(max(curve, key=curve.get))
@@ -268,3 +269,68 @@ def _checks(subject: str, entry: dict) -> list[dict]:
             }
         )
     return checks
+
+
+def detect_format(root: Path) -> str:
+    """Which layout `root` holds: "cc2017", "mindvideo_npy" or "hcp" (an unpaired corpus)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    if any(root.glob("subject*/fmri")) or any(root.glob("video_fmri_dataset/subject*/fmri")):
+        return "cc2017"
+    if any(root.glob("fmri_train_*.npy")):
+        return "mindvideo_npy"
+    if any(root.glob("*/MNINonLinear/Results")):
+        return "hcp"
+    raise DataError(
+        f"{root}: not a dataset this tool reads; expected the CC2017 layout "
+        "(subject1/fmri/seg1/cifti/seg1_1_Atlas.dtseries.nii), MinD-Video's npy files "
+        "(fmri_train_subject1.npy, video_train_256_3hz.npy) or an HCP-style corpus "
+        "(<subject>/MNINonLinear/Results/<run>/<run>_Atlas*.dtseries.nii)"
+    )
+
+
+def inspect_npy(root: Path) -> dict:
+    """Summary of a MinD-Video npy folder: per subject and split, samples, voxels, clips."""
+    from mindvideo.data import mindvideo_npy
+
+    report: dict = {
+        "root": str(root),
+        "dataset": "MinD-Video npy",
+        "format": "mindvideo_npy",
+        "subjects": {},
+    }
+    for subject in mindvideo_npy.list_subjects(root):
+        entry = {}
+        for split in ("train", "test"):
+            s = mindvideo_npy.load_split(root, subject, split)
+            mindvideo_npy.check_finite(s, Path(root) / f"fmri_{split}_{subject}.npy")
+            entry[split] = {
+                "samples": len(s),
+                "segments": s.segments,
+                "voxels": int(s.fmri.shape[1]),
+                "clip_shape": list(s.video.shape[1:]),
+                "captions": s.text is not None,
+            }
+        report["subjects"][subject] = entry
+    return report
+
+
+def inspect_corpus(root: Path, mask: Path | None = None) -> dict:
+    """Summary of an HCP-style corpus: subjects, runs, volumes and ROI size."""
+    from mindvideo.data.cifti import dtseries_info
+    from mindvideo.data.hcp import open_corpus
+
+    corpus = open_corpus(root, mask)
+    infos = [dtseries_info(p) for p in corpus.runs]
+    return {
+        "root": str(root),
+        "dataset": "HCP-style corpus",
+        "format": "hcp",
+        "subjects": len(corpus.subjects()),
+        "runs": len(corpus.runs),
+        "volumes": sum(i.n_volumes for i in infos),
+        "tr": sorted({i.tr for i in infos}),
+        "cortical_voxels": int(corpus.mask.size),
+        "roi_voxels": corpus.n_voxels,
+    }
