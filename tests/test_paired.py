@@ -43,3 +43,26 @@ def test_selection_that_keeps_nothing_says_what_to_change(smoke_dataset, smoke_p
     cfg = smoke_profile.data.preprocess.model_copy(update={"selection": sel})
     with pytest.raises(DataError, match="no voxel passes the reproducibility test.*p_threshold"):
         prepare_fmri(open_subject(smoke_dataset, "subject1"), cfg)
+
+
+def test_clip_frames_are_sampled_evenly(smoke_dataset):
+    stimuli = open_stimuli(smoke_dataset)
+    assert stimuli.frames_per_tr == 12  # 2 s at 6 fps
+    full = stimuli.frames("seg1")
+    three_fps = stimuli.clip("seg1", 4, 6)
+    np.testing.assert_array_equal(three_fps, full[48:60:2])
+    np.testing.assert_array_equal(stimuli.clip("seg1", 4, 12), full[48:60])
+    with pytest.raises(DataError, match="at most 12"):
+        stimuli.clip("seg1", 0, 24)
+    with pytest.raises(DataError, match="clip 99 ends after the last frame"):
+        stimuli.clip("seg1", 99, 6)
+
+
+def test_clip_video_follows_the_samples(fmri, smoke_dataset):
+    from mindvideo.data.paired import clip_video
+
+    stimuli = open_stimuli(smoke_dataset)
+    s = make_samples(fmri, "test", window=2, offset=2, edge="drop", patch_size=16, stimuli=stimuli)
+    video = clip_video(stimuli, s, 6)
+    assert video.shape == (len(s), 6, 32, 32, 3) and video.dtype == np.uint8
+    np.testing.assert_array_equal(video[3], stimuli.clip(s.segment[3], s.clip[3], 6))

@@ -191,6 +191,28 @@ class Stimuli:
             )
         return arr
 
+    def clip(self, segment: str, clip: int, n_frames: int) -> np.ndarray:
+        """The clip at TR `clip` as `n_frames` evenly spaced frames: (n_frames, H, W, 3).
+
+        A 2 s clip rendered at 6 fps has 12 frames; n_frames=6 takes every other one (3 fps,
+        the paper's rate), n_frames=12 all of them. n_frames cannot exceed frames_per_tr.
+        """
+        if not 1 <= n_frames <= self.frames_per_tr:
+            raise DataError(
+                f"{self.folder}: {n_frames} frames per clip requested but the stimuli have "
+                f"{self.frames_per_tr} per TR ({self.fps:g} fps); choose at most "
+                f"{self.frames_per_tr} (data.frames_per_clip)"
+            )
+        frames = self.frames(segment)
+        start = clip * self.frames_per_tr
+        if start + self.frames_per_tr > frames.shape[0]:
+            raise DataError(
+                f"{self.folder / (segment + '.npy')}: clip {clip} ends after the last frame "
+                f"({frames.shape[0]} frames)"
+            )
+        offsets = (np.arange(n_frames) * self.frames_per_tr) // n_frames
+        return np.asarray(frames[start + offsets])
+
     def clips(self, segment: str) -> pd.DataFrame | None:
         """Per-clip annotation table (video_class, scene_cut, caption, ...), if present."""
         path = self.folder / f"{segment}_clips.csv"

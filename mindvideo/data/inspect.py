@@ -225,6 +225,11 @@ def _validate(rec, cfg, stimuli, truth, root, max_lag, tick) -> dict:
         selected[fmri.selected] = True
         out["roi_recall"] = float((selected & driven).sum() / max(driven.sum(), 1))
         out["roi_false_positive_rate"] = float((selected & ~driven).sum() / max((~driven).sum(), 1))
+        out["selected_fraction_by_region"] = {
+            name: round(float(selected[arrays["region"] == k].mean()), 4)
+            for k, name in enumerate(truth["regions"])
+            if (arrays["region"] == k).any()
+        }
         out["true_lag_tr"] = int(truth["subjects"][rec.subject]["true_lag_tr"])
     clips = {s: stimuli.clips(s) for s in rec.segments("train")} if stimuli else {}
     if sum(c is not None for c in clips.values()) >= 2:

@@ -151,3 +151,13 @@ def make_samples(
         frame_class=np.concatenate(frms) if annotated else None,
         caption=caps if annotated else None,
     )
+
+
+def clip_video(stimuli: Stimuli, samples: Samples, n_frames: int) -> np.ndarray:
+    """The ground-truth clips of `samples`: (n, n_frames, H, W, 3) uint8."""
+    return np.stack(
+        [
+            stimuli.clip(seg, int(c), n_frames)
+            for seg, c in zip(samples.segment, samples.clip, strict=True)
+        ]
+    )
