@@ -65,7 +65,11 @@ def test_refuses_to_write_into_a_full_folder(tmp_path, smoke_profile):
     (tmp_path / "out" / "mine.txt").write_text("keep me")
     with pytest.raises(DataError, match="folder exists and is not empty"):
         simulate(smoke_profile.data.synth, tmp_path / "out")
+    with pytest.raises(DataError, match="not a SynthCC dataset .* will not delete it"):
+        simulate(smoke_profile.data.synth, tmp_path / "out", overwrite=True)
     assert (tmp_path / "out" / "mine.txt").read_text() == "keep me"
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        simulate(smoke_profile.data.synth, tmp_path / "out" / "mine.txt")
 
 
 def test_interrupted_simulation_leaves_nothing_behind(tmp_path, smoke_profile):

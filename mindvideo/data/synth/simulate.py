@@ -124,10 +124,19 @@ def simulate(
     """
     per_tr = _check(cfg)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DataError(
-            f"{out}: folder exists and is not empty; choose another --out or pass --overwrite"
-        )
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: is a file, not a folder; choose another --out")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise DataError(
+                f"{out}: folder exists and is not empty; choose another --out or pass --overwrite"
+            )
+        if not (out / "dataset.json").exists():
+            # --overwrite replaces a dataset, never an arbitrary folder of the user's.
+            raise DataError(
+                f"{out}: not a SynthCC dataset (no dataset.json), so --overwrite will not "
+                "delete it; choose another --out"
+            )
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
