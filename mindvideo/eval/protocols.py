@@ -1,0 +1,254 @@
+"""Named metric protocols: which metrics, on which frames and sizes, scored how.
+
+`mindvideo` is the protocol of MinD-Video (and NeuroClips): N-way top-1 with the frame judge
+(per frame, averaged) and the video judge (per clip), SSIM and PSNR per frame, and CLIP-pcc
+between adjacent frames. `mind-animator` adds hue similarity, the end-point error of optical
+flow and CLIP-pcc over all frame pairs. Before scoring, predictions and ground truth are brought
+to the same frame count (evenly resampled) and resolution (bilinear, antialiased); clips that
+span a scene cut can be excluded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mindvideo.errors import ConfigError, DataError
+from mindvideo.eval import metrics as M
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named, fully specified way of scoring reconstructions."""
+
+    name: str
+    metrics: tuple[str, ...]
+    n_frames: int | None = 6  # frames per clip scored; None: the ground truth's count
+    size: int | None = None  # square side both are resized to; None: the ground truth's
+    trials: int = 100  # N-way trials per sample
+    gt_top: int = 3  # ground-truth top classes that count as correct (1: strict)
+    top_k: int = 1
+    exclude_scene_cuts: bool = False
+    n_boot: int = 1000
+    description: str = ""
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "mindvideo": Protocol(
+        name="mindvideo",
+        metrics=(
+            "video_2way_top1",
+            "video_50way_top1",
+            "frame_2way_top1",
+            "frame_50way_top1",
+            "ssim",
+            "psnr",
+            "clip_pcc_adjacent",
+        ),
+        description="MinD-Video / NeuroClips: N-way top-1 (GT top-3 correct, 100 seeded "
+        "trials), SSIM and PSNR per frame, CLIP-pcc of adjacent frames",
+    ),
+    "mind-animator": Protocol(
+        name="mind-animator",
+        metrics=(
+            "video_2way_top1",
+            "video_50way_top1",
+            "frame_2way_top1",
+            "frame_50way_top1",
+            "ssim",
+            "psnr",
+            "clip_pcc_allpairs",
+            "hue_sim",
+            "epe",
+        ),
+        description="Mind-Animator: the semantic and pixel metrics plus hue similarity, "
+        "Farneback end-point error and CLIP-pcc over all frame pairs",
+    ),
+}
+PROPORTIONS = {"video_2way_top1", "video_50way_top1", "frame_2way_top1", "frame_50way_top1"}
+
+
+def get_protocol(name: str, **overrides) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {name!r}; available: {', '.join(PROTOCOLS)}")
+    return replace(PROTOCOLS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def resample_frames(clip: np.ndarray, n_frames: int) -> np.ndarray:
+    """Pick n_frames evenly spaced frames (repeats frames when upsampling): (n_frames, ...)."""
+    idx = np.floor(np.arange(n_frames) * clip.shape[0] / n_frames).astype(int)
+    return clip[idx]
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear, antialiased resize of (..., H, W, 3) uint8 frames."""
+    if frames.shape[-3:-1] == (height, width):
+        return frames
+    lead = frames.shape[:-3]
+    x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, *frames.shape[-3:])
+    x = x.permute(0, 3, 1, 2).float()
+    y = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    y = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return y.reshape(*lead, height, width, 3)
+
+
+def normalise(clips: list[np.ndarray], n_frames: int, height: int, width: int) -> np.ndarray:
+    """Stack clips of any frame count and size into (n, n_frames, height, width, 3) uint8."""
+    return np.stack([resize_frames(resample_frames(c, n_frames), height, width) for c in clips])
+
+
+@dataclass
+class Scorers:
+    """The models a protocol needs; a missing one skips its metrics (and says so)."""
+
+    frame_judge: object | None = None  # mindvideo.eval.judges.Judge
+    video_judge: object | None = None
+    clip: object | None = None  # mindvideo.models.clip.ClipModel
+
+
+@dataclass
+class ScoreReport:
+    protocol: str
+    n_samples: int
+    excluded_scene_cuts: int
+    metrics: dict[str, float]
+    per_sample: dict[str, np.ndarray] = field(default_factory=dict)
+    frame_positions: dict[str, list[float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "protocol": self.protocol,
+            "n_samples": self.n_samples,
+            "excluded_scene_cuts": self.excluded_scene_cuts,
+            "metrics": {k: float(v) for k, v in self.metrics.items()},
+            "frame_positions": self.frame_positions,
+            "skipped": self.skipped,
+        }
+
+
+def _n_way_of(name: str) -> int:
+    return int(name.split("_")[1].removesuffix("way"))
+
+
+def score(
+    pred: list[np.ndarray] | np.ndarray,
+    truth: list[np.ndarray] | np.ndarray,
+    protocol: Protocol,
+    scorers: Scorers,
+    scene_cut: np.ndarray | None = None,
+    seed: int = 0,
+) -> ScoreReport:
+    """Score predicted clips against ground-truth clips (paired by position) under a protocol."""
+    if len(pred) != len(truth):
+        raise DataError(f"{len(pred)} predicted clips but {len(truth)} ground-truth clips")
+    if len(truth) == 0:
+        raise DataError("no clips to score")
+    keep = np.ones(len(truth), dtype=bool)
+    if protocol.exclude_scene_cuts:
+        if scene_cut is None:
+            raise DataError(
+                "the protocol excludes clips spanning a scene cut, but the ground truth has no "
+                "scene-cut flags (score against a dataset, or give scene_cuts.txt)"
+            )
+        keep = ~np.asarray(scene_cut, dtype=bool)
+    n_frames = protocol.n_frames or int(truth[0].shape[0])
+    if protocol.size:
+        height = width = protocol.size
+    else:
+        height, width = truth[0].shape[1:3]
+    idx = np.nonzero(keep)[0]
+    p = normalise([pred[i] for i in idx], n_frames, height, width)
+    t = normalise([truth[i] for i in idx], n_frames, height, width)
+    n = len(idx)
+    if n == 0:
+        raise DataError("every clip spans a scene cut: nothing left to score")
+
+    per: dict[str, np.ndarray] = {}
+    positions: dict[str, list[float]] = {}
+    skipped: dict[str, str] = {}
+    wanted = protocol.metrics
+    rng_seed = np.random.SeedSequence(seed)
+    seeds = {
+        name: int(s.generate_state(1)[0])
+        for name, s in zip(wanted, rng_seed.spawn(len(wanted)), strict=True)
+    }
+
+    frame_metrics = [m for m in wanted if m.startswith("frame_")]
+    if frame_metrics:
+        if scorers.frame_judge is None:
+            skipped.update({m: "no frame judge" for m in frame_metrics})
+        else:
+            judge = scorers.frame_judge
+            pp = judge.probs(p.reshape(-1, height, width, 3))  # (n*F, C)
+            gp = judge.probs(t.reshape(-1, height, width, 3))
+            for m in frame_metrics:
+                s = M.n_way_top_k(
+                    pp,
+                    gp,
+                    n_way=_n_way_of(m),
+                    top_k=protocol.top_k,
+                    trials=protocol.trials,
+                    gt_top=protocol.gt_top,
+                    seed=seeds[m],
+                ).reshape(n, n_frames)
+                per[m] = s.mean(axis=1)
+                positions[m] = [float(v) for v in s.mean(axis=0)]
+    video_metrics = [m for m in wanted if m.startswith("video_")]
+    if video_metrics:
+        if scorers.video_judge is None:
+            skipped.update({m: "no video judge" for m in video_metrics})
+        else:
+            judge = scorers.video_judge
+            pp, gp = judge.probs(p), judge.probs(t)  # (n, C)
+            for m in video_metrics:
+                per[m] = M.n_way_top_k(
+                    pp,
+                    gp,
+                    n_way=_n_way_of(m),
+                    top_k=protocol.top_k,
+                    trials=protocol.trials,
+                    gt_top=protocol.gt_top,
+                    seed=seeds[m],
+                )
+    if "ssim" in wanted:
+        per["ssim"] = M.ssim(p, t).mean(axis=1)
+    if "psnr" in wanted:
+        per["psnr"] = M.psnr(p, t).mean(axis=1)
+    clip_metrics = [m for m in wanted if m.startswith("clip_pcc")]
+    if clip_metrics:
+        if scorers.clip is None:
+            skipped.update({m: "no CLIP model" for m in clip_metrics})
+        elif n_frames < 2:
+            skipped.update({m: "needs >= 2 frames" for m in clip_metrics})
+        else:
+            emb = scorers.clip.image_embeddings(p.reshape(-1, height, width, 3))
+            emb = emb.reshape(n, n_frames, -1)
+            for m in clip_metrics:
+                per[m] = M.clip_pcc(emb, variant=m.removeprefix("clip_pcc_"))
+    if "hue_sim" in wanted:
+        per["hue_sim"] = M.hue_similarity(p, t)
+    if "epe" in wanted:
+        if n_frames < 2:
+            skipped["epe"] = "needs >= 2 frames"
+        else:
+            per["epe"] = M.epe(p, t)
+
+    summary: dict[str, float] = {}
+    for m in wanted:
+        if m not in per:
+            continue
+        kind = "proportion" if m in PROPORTIONS else "mean"
+        summary.update(M.summarise(m, per[m], seed=seeds[m], n_boot=protocol.n_boot, kind=kind))
+    return ScoreReport(
+        protocol=protocol.name,
+        n_samples=n,
+        excluded_scene_cuts=int((~keep).sum()),
+        metrics=summary,
+        per_sample=per,
+        frame_positions=positions,
+        skipped=skipped,
+    )
