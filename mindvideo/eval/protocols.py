@@ -36,39 +36,36 @@ class Protocol:
     description: str = ""
 
 
+# N-way metrics: the published rule counts the ground truth's top-3 classes as correct (chance
+# level 3 / (N + 2): 0.75 for 2-way); the `_strict` variants count only its argmax (chance 1/N).
+SEMANTIC = (
+    "video_2way_top1",
+    "video_50way_top1",
+    "frame_2way_top1",
+    "frame_50way_top1",
+    "video_2way_top1_strict",
+    "video_50way_top1_strict",
+    "frame_2way_top1_strict",
+    "frame_50way_top1_strict",
+)
+
 PROTOCOLS: dict[str, Protocol] = {
     "mindvideo": Protocol(
         name="mindvideo",
-        metrics=(
-            "video_2way_top1",
-            "video_50way_top1",
-            "frame_2way_top1",
-            "frame_50way_top1",
-            "ssim",
-            "psnr",
-            "clip_pcc_adjacent",
-        ),
+        metrics=(*SEMANTIC, "ssim", "psnr", "clip_pcc_adjacent"),
         description="MinD-Video / NeuroClips: N-way top-1 (GT top-3 correct, 100 seeded "
         "trials), SSIM and PSNR per frame, CLIP-pcc of adjacent frames",
     ),
     "mind-animator": Protocol(
         name="mind-animator",
-        metrics=(
-            "video_2way_top1",
-            "video_50way_top1",
-            "frame_2way_top1",
-            "frame_50way_top1",
-            "ssim",
-            "psnr",
-            "clip_pcc_allpairs",
-            "hue_sim",
-            "epe",
-        ),
+        metrics=(*SEMANTIC, "ssim", "psnr", "clip_pcc_allpairs", "hue_sim", "epe"),
         description="Mind-Animator: the semantic and pixel metrics plus hue similarity, "
         "Farneback end-point error and CLIP-pcc over all frame pairs",
     ),
 }
-PROPORTIONS = {"video_2way_top1", "video_50way_top1", "frame_2way_top1", "frame_50way_top1"}
+# Identical frames have infinite PSNR; scores are capped here so that means stay finite.
+PSNR_CAP_DB = 100.0
+PROPORTIONS = set(SEMANTIC)
 
 
 def get_protocol(name: str, **overrides) -> Protocol:
@@ -134,6 +131,10 @@ def _n_way_of(name: str) -> int:
     return int(name.split("_")[1].removesuffix("way"))
 
 
+def _gt_top(name: str, protocol: Protocol) -> int:
+    return 1 if name.endswith("_strict") else protocol.gt_top
+
+
 def score(
     pred: list[np.ndarray] | np.ndarray,
     truth: list[np.ndarray] | np.ndarray,
@@ -192,7 +193,7 @@ def score(
                     n_way=_n_way_of(m),
                     top_k=protocol.top_k,
                     trials=protocol.trials,
-                    gt_top=protocol.gt_top,
+                    gt_top=_gt_top(m, protocol),
                     seed=seeds[m],
                 ).reshape(n, n_frames)
                 per[m] = s.mean(axis=1)
@@ -211,13 +212,13 @@ def score(
                     n_way=_n_way_of(m),
                     top_k=protocol.top_k,
                     trials=protocol.trials,
-                    gt_top=protocol.gt_top,
+                    gt_top=_gt_top(m, protocol),
                     seed=seeds[m],
                 )
     if "ssim" in wanted:
         per["ssim"] = M.ssim(p, t).mean(axis=1)
     if "psnr" in wanted:
-        per["psnr"] = M.psnr(p, t).mean(axis=1)
+        per["psnr"] = M.psnr(p, t, max_db=PSNR_CAP_DB).mean(axis=1)
     clip_metrics = [m for m in wanted if m.startswith("clip_pcc")]
     if clip_metrics:
         if scorers.clip is None:
@@ -230,7 +231,7 @@ def score(
             for m in clip_metrics:
                 per[m] = M.clip_pcc(emb, variant=m.removeprefix("clip_pcc_"))
     if "hue_sim" in wanted:
-        per["hue_sim"] = M.hue_similarity(p, t)
+        per["hue_sim"] = M.hue_sim(p, t)
     if "epe" in wanted:
         if n_frames < 2:
             skipped["epe"] = "needs >= 2 frames"
