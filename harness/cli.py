@@ -242,41 +242,56 @@ def cmd_data_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scorers(args: argparse.Namespace, dataset: Path | None, quiet: bool):
-    """Judges and CLIP: given on the command line, else the SynthCC dataset's (trained once)."""
-    from mindvideo.eval.judges import JudgeConfig, load_judge, load_synth_judges, train_synth_judges
-    from mindvideo.models.clip import ClipConfig, load_clip, train_domain_clip
+def _dataset_profile(dataset: Path | None, name: str | None = None):
+    """The profile a dataset was simulated with (or the one named), if it can be found."""
+    from mindvideo.data.cc2017 import read_metadata
 
+    if name is None and dataset is not None:
+        recorded = read_metadata(dataset).get("profile")
+        name = recorded if recorded in available_profiles() else None
+    return load_profile(name) if name else None
+
+
+def _scorers(args: argparse.Namespace, dataset: Path | None, quiet: bool):
+    """Judges and CLIP: given on the command line, else the SynthCC dataset's (trained once,
+    with the sizes of the dataset's profile, `eval.judges` and `eval.clip`)."""
+    from harness.profiles import typed_section
+    from mindvideo.eval.judges import (
+        JudgeConfig,
+        load_judge,
+        load_synth_judges,
+        train_synth_judges,
+    )
+    from mindvideo.eval.judges import work_units as judge_units
     from mindvideo.eval.protocols import Scorers
+    from mindvideo.models.clip import ClipConfig, load_clip, train_domain_clip
+    from mindvideo.models.clip import work_units as clip_units
 
     frame = load_judge(Path(args.frame_judge), "frame") if args.frame_judge else None
     video = load_judge(Path(args.video_judge), "video") if args.video_judge else None
     clip = load_clip(Path(args.clip), args.clip_model) if args.clip else None
-    if dataset is not None and (frame is None or video is None):
-        if not (dataset / "judges" / "metrics.json").exists():
-            print(
-                f"training the SynthCC judges once (cached in {dataset / 'judges'}) ...",
-                file=sys.stderr,
-            )
-            bar, tick = _progress_bar(None, "judges", quiet)
-            try:
-                train_synth_judges(dataset, JudgeConfig(), progress=tick)
-            finally:
-                bar.close()
+    if dataset is None:
+        return Scorers(frame_judge=frame, video_judge=video, clip=clip)
+    profile = _dataset_profile(dataset, getattr(args, "profile", None))
+    if frame is None or video is None:
+        cfg = typed_section(profile, "eval.judges", JudgeConfig) if profile else JudgeConfig()
+        print(f"SynthCC judges: {dataset / 'judges'} (trained once, then cached)", file=sys.stderr)
+        bar, tick = _progress_bar(judge_units(cfg), "judges", quiet)
+        try:
+            train_synth_judges(dataset, cfg, progress=tick)
+        finally:
+            bar.close()
         synth_frame, synth_video = load_synth_judges(dataset)
         frame = frame or synth_frame
         video = video or synth_video
-    if dataset is not None and clip is None:
-        if not (dataset / "clip" / "metrics.json").exists():
-            print(
-                f"training the SynthCC domain CLIP once (cached in {dataset / 'clip'}) ...",
-                file=sys.stderr,
-            )
-            bar, tick = _progress_bar(None, "clip", quiet)
-            try:
-                train_domain_clip(dataset, ClipConfig(), progress=tick)
-            finally:
-                bar.close()
+    if clip is None:
+        cfg = typed_section(profile, "eval.clip", ClipConfig) if profile else ClipConfig()
+        print(f"SynthCC CLIP: {dataset / 'clip'} (trained once, then cached)", file=sys.stderr)
+        bar, tick = _progress_bar(clip_units(cfg), "clip", quiet)
+        try:
+            train_domain_clip(dataset, cfg, progress=tick)
+        finally:
+            bar.close()
         clip = load_clip(dataset / "clip")
     return Scorers(frame_judge=frame, video_judge=video, clip=clip)
 

@@ -13,6 +13,17 @@ from mindvideo.data.config import DataConfig
 from mindvideo.errors import ConfigError
 
 
+class EvalSection(BaseModel):
+    """Scoring: the protocol, and the SynthCC judges' and CLIP's sizes (validated on use, so
+    that commands which do not score never import transformers or open_clip)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: str = "mindvideo"
+    judges: dict[str, Any] = {}
+    clip: dict[str, Any] = {}
+
+
 class Profile(BaseModel):
     """A resolved base config. Sections are added as stages land."""
 
@@ -21,6 +32,24 @@ class Profile(BaseModel):
     profile: str
     description: str = ""
     data: DataConfig
+    eval: EvalSection = EvalSection()
+    source: str = ""  # the YAML file it was read from
+
+
+def typed_section(profile: Profile, key: str, model: type[BaseModel]) -> BaseModel:
+    """Validate a lazily typed section (e.g. eval.judges) with errors naming file and keys."""
+    raw = profile
+    for part in key.split("."):
+        raw = getattr(raw, part)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{profile.source or profile.profile}: invalid config"]
+        for err in e.errors():
+            loc = ".".join([key, *(str(x) for x in err["loc"])])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"  {loc}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
 
 
 def experiments_dir() -> Path:
@@ -88,6 +117,7 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
         )
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value, path)
+    raw["source"] = str(path)
     try:
         return Profile.model_validate(raw)
     except ValidationError as e:
