@@ -115,6 +115,7 @@ class FrameJudgeConfig(_JudgeTraining):
     """The frame judge over frame classes (shape x colour): a ResNet or a ViT."""
 
     architecture: Literal["resnet", "vit"] = "resnet"
+    epochs: int = Field(6, ge=1, description="passes over the training frames")
     dihedral: bool = Field(
         False, description="random flips and transposes (SynthCC objects are always upright)"
     )

@@ -39,7 +39,7 @@ class BaselinesConfig(BaseModel):
 
     subject: str = "subject1"
     methods: tuple[Method, ...] = ("ridge", "shuffled", "chance")
-    features: tuple[Literal["clip", "pixels"], ...] = ("clip", "pixels")
+    features: tuple[Literal["clip", "pixels", "labels"], ...] = ("clip", "pixels", "labels")
     pixel_size: int = Field(8, ge=2, le=64, description="pixel features: frames resized to this")
     top_k: int = Field(1, ge=1, description="training clips averaged into a reconstruction")
     alphas: tuple[float, ...] = (1e1, 1e2, 1e3, 1e4, 1e5)
@@ -55,12 +55,43 @@ class BaselinesConfig(BaseModel):
 CONFIG = BaselinesConfig
 
 
+LABEL_COLUMNS = ("shape", "colour", "direction")
+
+
+def label_features(stimuli, samples) -> np.ndarray | None:
+    """One-hot shape, colour and direction of each sample's clip (SynthCC annotations), or None
+    where the dataset has none (real data): (n, 26)."""
+    rows = []
+    for seg in dict.fromkeys(samples.segment):
+        table = stimuli.clips(seg)
+        if table is None or not set(LABEL_COLUMNS) <= set(table.columns):
+            return None
+    tables = {seg: stimuli.clips(seg) for seg in dict.fromkeys(samples.segment)}
+    for seg, clip in zip(samples.segment, samples.clip, strict=True):
+        rows.append(tables[seg].loc[int(clip), list(LABEL_COLUMNS)].tolist())
+    values = np.array(rows, dtype=object)
+    blocks = [
+        (values[:, j][:, None] == np.unique(values[:, j])[None]).astype(np.float64)
+        for j in range(values.shape[1])
+    ]
+    return np.concatenate(blocks, axis=1)
+
+
 def clip_features(
-    clips: np.ndarray, features: tuple[str, ...], pixel_size: int, clip_model=None
+    clips: np.ndarray,
+    features: tuple[str, ...],
+    pixel_size: int,
+    clip_model=None,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Features of clips (n, F, H, W, 3): blocks z-scored and weighted equally: (n, f)."""
+    """Features of clips (n, F, H, W, 3): blocks z-scored and weighted equally: (n, f).
+
+    "labels" (one-hot annotations) is used where given and skipped otherwise.
+    """
     n, f = clips.shape[:2]
     blocks = []
+    if "labels" in features and labels is not None:
+        blocks.append(labels)
     if "pixels" in features:
         small = resize_frames(clips, pixel_size, pixel_size).reshape(n, -1).astype(np.float64)
         blocks.append(small)
@@ -104,7 +135,8 @@ def run_baselines(
     x_test = test.fmri.reshape(len(test), -1)
     decoder = None
     if {"ridge", "shuffled"} & set(cfg.methods):
-        y_train = clip_features(bank, cfg.features, cfg.pixel_size, scorers.clip)
+        labels = label_features(stimuli, train) if "labels" in cfg.features else None
+        y_train = clip_features(bank, cfg.features, cfg.pixel_size, scorers.clip, labels)
         decoder = RidgeDecoder(cfg.alphas, cfg.folds).fit(x_train, y_train, train.segment)
         tick(1, f"{cfg.subject} ridge fitted (alpha {decoder.alpha:g})")
 

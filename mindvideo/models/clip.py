@@ -1,0 +1,745 @@
+"""CLIP for the pipeline: train a small synthetic-domain open_clip model, or load a real one."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import set_model_preprocess_cfg
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from safetensors.torch import load_file, save_file
+
+from mindvideo.data.cc2017 import open_stimuli, read_metadata, resolve_root
+from mindvideo.errors import ConfigError, DataError
+
+VERSION = 1  # bump when training changes, so cached models are retrained
+FOLDER = "clip"  # <dataset root>/clip/
+WEIGHTS_FILE = "open_clip_model.safetensors"
+MODEL_CONFIG_FILE = "model_config.json"  # open_clip's model config: embed_dim, vision_cfg, text_cfg
+OPEN_CLIP_CONFIG_FILE = "open_clip_config.json"  # model + preprocess config, open_clip's layout
+METRICS_FILE = "metrics.json"
+PROMPT = "a {}"  # zero-shot prompt around a frame class name ("red triangle")
+MAX_LOGIT_SCALE = math.log(100.0)  # open_clip's clamp on the learnable temperature
+
+Progress = Callable[[int, str], None]  # (units done since last call, what is being done)
+
+
+class ClipConfig(BaseModel):
+    """The synthetic-domain CLIP: architecture and training (defaults: the tiny SynthCC)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    embed_dim: int = Field(64, ge=8, description="shared image-text embedding size")
+    vision_layers: int | tuple[int, int, int, int] = Field(
+        (1, 1, 1, 1),
+        description="as open_clip: 4 stage depths -> ModifiedResNet, one int -> ViT blocks",
+    )
+    vision_width: int = Field(
+        16, ge=4, description="ResNet stem width (pool width is 32x) or ViT token width"
+    )
+    vision_heads: int = Field(8, ge=1, description="heads of the ResNet attention pool or ViT")
+    patch_size: int = Field(8, ge=1, description="ViT patch side, pixels (ViT only)")
+    vision_pool: Literal["tok", "avg"] = Field(
+        "tok", description="ViT only: class token ('tok') or mean of patch tokens ('avg')"
+    )
+    image_size: int | None = Field(
+        None, ge=8, description="model input side, pixels; None: the dataset's frame size"
+    )
+    text_width: int = Field(64, ge=8, description="text transformer width")
+    text_layers: int = Field(2, ge=1, description="text transformer blocks")
+    text_heads: int = Field(4, ge=1, description="text attention heads")
+    context_length: int = Field(32, ge=8, description="tokens per caption (SimpleTokenizer)")
+    epochs: int = Field(12, ge=1, description="passes over the sampled training frames")
+    batch_size: int = Field(128, ge=2, description="frames per contrastive batch")
+    lr: float = Field(2e-3, gt=0, description="AdamW peak learning rate")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices")
+    warmup: float = Field(0.05, ge=0, lt=1, description="fraction of steps of linear warm-up")
+    frame_stride: int = Field(3, ge=1, description="train on every k-th frame of each segment")
+    word_dropout: float = Field(
+        0.3, ge=0, lt=1, description="drop each caption word with this probability in training"
+    )
+    hard_batches: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="fraction of batches drawn from frames whose captions share one word",
+    )
+    seed: int = Field(0, description="seed of initialisation, batch order and caption dropout")
+
+    @property
+    def resnet(self) -> bool:
+        return not isinstance(self.vision_layers, int)
+
+    @model_validator(mode="after")
+    def _check(self) -> ClipConfig:
+        vision_width = self.vision_width * 32 if self.resnet else self.vision_width
+        for tower, width, heads in (
+            ("vision", vision_width, self.vision_heads),
+            ("text", self.text_width, self.text_heads),
+        ):
+            if width % heads:
+                raise ValueError(
+                    f"{tower} width {width} is not a multiple of {tower}_heads {heads}"
+                )
+        if self.image_size is not None and (problem := self.image_size_problem(self.image_size)):
+            raise ValueError(problem)
+        return self
+
+    def image_size_problem(self, size: int) -> str | None:
+        """Why `size` cannot be this model's input side, or None if it can."""
+        step = 32 if self.resnet else self.patch_size
+        if size % step == 0:
+            return None
+        what = "the ResNet's total stride 32" if self.resnet else f"patch_size {step}"
+        return (
+            f"clip image size {size} is not a multiple of {what}; set clip.image_size to a "
+            f"multiple of {step}"
+        )
+
+
+@functools.cache
+def _vocab_size() -> int:
+    return open_clip.SimpleTokenizer().vocab_size
+
+
+def model_config(cfg: ClipConfig, image_size: int | None = None) -> dict[str, Any]:
+    """The open_clip model config (as in open_clip's model_configs/*.json) of `cfg`."""
+    size = cfg.image_size if cfg.image_size is not None else image_size
+    if size is None:
+        raise ConfigError("clip.image_size is not set; give it or pass the dataset's frame size")
+    if problem := cfg.image_size_problem(size):
+        raise ConfigError(problem)
+    if cfg.resnet:
+        # open_clip's ModifiedResNet: attention-pool heads = width * 32 // head_width.
+        vision = {
+            "image_size": size,
+            "layers": list(cfg.vision_layers),
+            "width": cfg.vision_width,
+            "head_width": cfg.vision_width * 32 // cfg.vision_heads,
+        }
+    else:
+        vision = {
+            "image_size": size,
+            "layers": cfg.vision_layers,
+            "width": cfg.vision_width,
+            "patch_size": cfg.patch_size,
+            "head_width": cfg.vision_width // cfg.vision_heads,
+            "pool_type": cfg.vision_pool,
+        }
+    return {
+        "embed_dim": cfg.embed_dim,
+        "vision_cfg": vision,
+        "text_cfg": {
+            "context_length": cfg.context_length,
+            "vocab_size": _vocab_size(),
+            "width": cfg.text_width,
+            "heads": cfg.text_heads,
+            "layers": cfg.text_layers,
+        },
+    }
+
+
+def build_clip(cfg: ClipConfig | dict[str, Any], image_size: int | None = None) -> open_clip.CLIP:
+    """A randomly initialised open_clip `CLIP` from our config or an open_clip model config.
+
+    Initialisation draws from torch's global generator: seed it (or fork it) around the call.
+    """
+    model_cfg = model_config(cfg, image_size) if isinstance(cfg, ClipConfig) else cfg
+    try:
+        return open_clip.CLIP(**model_cfg)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"open_clip cannot build a CLIP from {model_cfg}: {e}") from None
+
+
+def build_tokenizer(context_length: int) -> open_clip.SimpleTokenizer:
+    """open_clip's BPE tokenizer (its vocabulary ships with the package) at our context length."""
+    return open_clip.SimpleTokenizer(context_length=context_length)
+
+
+def _preprocess_size(size: int | Sequence[int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def frames_to_pixels(
+    frames: np.ndarray | torch.Tensor,
+    size: int | Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    resize_mode: str = "shortest",
+    interpolation: str = "bicubic",
+    fill_color: int = 0,
+) -> torch.Tensor:
+    """uint8 frames (n, H, W, 3) -> normalised model input (n, 3, h, w), float32.
+
+    Follows open_clip's inference transform: resize ('shortest' side then centre crop,
+    'longest' side then pad, or 'squash'), scale to [0, 1], normalise by mean/std.
+    """
+    x = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+        raise DataError(
+            f"expected uint8 frames of shape (n, H, W, 3), got {x.dtype} {tuple(x.shape)}"
+        )
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (n, 3, H, W)
+    th, tw = _preprocess_size(size)
+    h, w = x.shape[-2:]
+    if (h, w) != (th, tw):
+        if resize_mode == "squash":
+            new = (th, tw)
+        else:
+            pick = max if resize_mode == "shortest" else min
+            scale = pick(th / h, tw / w)
+            new = (max(1, round(h * scale)), max(1, round(w * scale)))
+        mode = interpolation if interpolation in ("bicubic", "bilinear") else "nearest"
+        smooth = mode != "nearest"
+        x = F.interpolate(
+            x, size=new, mode=mode, antialias=smooth, align_corners=False if smooth else None
+        ).clamp_(0.0, 1.0)
+        h, w = new
+        if resize_mode == "shortest":
+            top, left = (h - th) // 2, (w - tw) // 2
+            x = x[:, :, top : top + th, left : left + tw]
+        elif resize_mode == "longest":
+            out = x.new_full((x.shape[0], 3, th, tw), fill_color / 255.0)
+            top, left = (th - h) // 2, (tw - w) // 2
+            out[:, :, top : top + h, left : left + w] = x
+            x = out
+    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+@dataclass
+class ClipModel:
+    """An open_clip model ready to embed frames and captions, with its tokenizer and preprocess."""
+
+    model: torch.nn.Module
+    tokenizer: Callable[..., torch.Tensor]
+    image_size: int | tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize_mode: str = "shortest"
+    interpolation: str = "bicubic"
+    device: str = "cpu"
+    name: str = ""
+
+    @property
+    def embed_dim(self) -> int:
+        return self._dim()
+
+    def pixels(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 frames (n, H, W, 3) -> the model's normalised input (n, 3, h, w)."""
+        return frames_to_pixels(
+            frames, self.image_size, self.mean, self.std, self.resize_mode, self.interpolation
+        )
+
+    @torch.no_grad()
+    def image_embeddings(self, frames: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """uint8 frames (n, H, W, 3) -> L2-normalised image embeddings (n, D), float32."""
+        self.model.eval()
+        out = []
+        for start in range(0, len(frames), batch_size):
+            x = self.pixels(frames[start : start + batch_size]).to(self.device)
+            out.append(self.model.encode_image(x, normalize=True).float().cpu())
+        if not out:
+            return np.zeros((0, self._dim()), dtype=np.float32)
+        return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def text_embeddings(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Captions -> L2-normalised text embeddings (n, D), float32."""
+        if isinstance(texts, str):
+            raise DataError("text_embeddings takes a list of captions, got one string")
+        self.model.eval()
+        texts = list(texts)
+        out = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(texts[start : start + batch_size]).to(self.device)
+            out.append(self.model.encode_text(tokens, normalize=True).float().cpu())
+        if not out:
+            return np.zeros((0, self._dim()), dtype=np.float32)
+        return torch.cat(out).numpy()
+
+    def _dim(self) -> int:
+        with torch.no_grad():
+            return int(self.model.encode_text(self.tokenizer(["a"]).to(self.device)).shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training on SynthCC frames and captions
+
+
+@dataclass
+class _Split:
+    frames: torch.Tensor  # (n, H, W, 3) uint8
+    captions: list[str]  # unique captions
+    caption_index: torch.Tensor  # (n,) index into captions
+    frame_class: torch.Tensor  # (n,) frame class (shape x colour)
+
+
+def _load_split(root: Path, split: str, stride: int) -> _Split:
+    meta = read_metadata(root)
+    segments = meta.get("segments", {}).get(split)
+    if not segments:
+        raise DataError(
+            f"{root / 'dataset.json'}: no segments.{split} list; the synthetic-domain CLIP "
+            "trains on a SynthCC dataset (mvbench data simulate); for real data load a "
+            "pre-trained CLIP with load_clip(path, model_name)"
+        )
+    stimuli = open_stimuli(root)
+    if stimuli is None:
+        raise DataError(f"{root / 'stimuli'}: stimuli folder not found; re-simulate the dataset")
+    frames, captions, classes = [], [], []
+    for seg in segments:
+        labels = stimuli.frame_labels(seg)
+        path = stimuli.folder / f"{seg}_frames.csv"
+        if labels is None:
+            raise DataError(
+                f"{path}: per-frame captions not found; the synthetic-domain CLIP needs SynthCC "
+                "annotations (re-simulate the dataset)"
+            )
+        for column in ("caption", "frame_class"):
+            if column not in labels.columns:
+                raise DataError(f"{path}: no '{column}' column; re-simulate the dataset")
+        seg_frames = stimuli.frames(seg)
+        if len(labels) != len(seg_frames):
+            raise DataError(
+                f"{path}: {len(labels)} rows but {seg}.npy has {len(seg_frames)} frames; "
+                "re-simulate the dataset"
+            )
+        frames.append(np.asarray(seg_frames[::stride]))
+        captions.extend(labels["caption"].astype(str).tolist()[::stride])
+        classes.append(labels["frame_class"].to_numpy()[::stride])
+    unique = sorted(set(captions))
+    lookup = {c: i for i, c in enumerate(unique)}
+    return _Split(
+        frames=torch.from_numpy(np.concatenate(frames)),
+        captions=unique,
+        caption_index=torch.tensor([lookup[c] for c in captions]),
+        frame_class=torch.from_numpy(np.concatenate(classes).astype(np.int64)),
+    )
+
+
+def _class_names(root: Path) -> list[str]:
+    path = root / "stimuli" / "classes.json"
+    if not path.exists():
+        raise DataError(f"{path}: frame class names not found; re-simulate the dataset")
+    try:
+        names = json.loads(path.read_text())["frame"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: expected {{'frame': [names...]}} ({e}); re-simulate") from None
+    return [str(n) for n in names]
+
+
+def _drop_words(caption: str, p: float, rng: np.random.Generator) -> str:
+    """Caption augmentation: each word survives with probability 1 - p (at least one does)."""
+    words = caption.split()
+    if p == 0:
+        return caption
+    keep = rng.random(len(words)) >= p
+    if not keep.any():
+        keep[rng.integers(len(words))] = True
+    return " ".join(w for w, k in zip(words, keep, strict=True) if k)
+
+
+def _word_groups(train: _Split, batch_size: int) -> list[np.ndarray]:
+    """Frames grouped by a caption word they share ("red", "triangle", "checkers", ...).
+
+    A batch drawn from one group is a batch of hard negatives: the shared word no longer tells
+    captions apart, so the model must use the others (e.g. shape among red objects). Words in
+    every caption ("a", "moves") or in too few frames for a batch are left out.
+    """
+    frames_of_caption: dict[int, list[int]] = {}
+    for frame, caption in enumerate(train.caption_index.tolist()):
+        frames_of_caption.setdefault(caption, []).append(frame)
+    by_word: dict[str, list[int]] = {}
+    for caption, text in enumerate(train.captions):
+        for word in set(text.split()):
+            by_word.setdefault(word, []).extend(frames_of_caption.get(caption, []))
+    n = len(train.caption_index)
+    return [
+        np.array(sorted(frames))
+        for _, frames in sorted(by_word.items())
+        if batch_size <= len(frames) < n
+    ]
+
+
+def contrastive_loss(
+    image: torch.Tensor, text: torch.Tensor, positives: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE with several positives per row.
+
+    image (B, D) and text (T, D) are L2-normalised; positives (T, B) is True where text t
+    describes image b (every text and every image needs at least one). Each direction is a
+    cross-entropy against the uniform distribution over the row's positives; with one positive
+    per row this is open_clip's ClipLoss. Frames of one scene share a caption, so counting only
+    a diagonal would push duplicates apart as negatives.
+    """
+    logits = logit_scale * image @ text.T  # (B, T)
+    pos = positives.float()
+    image_targets = pos.T / pos.T.sum(1, keepdim=True)  # (B, T)
+    text_targets = pos / pos.sum(1, keepdim=True)  # (T, B)
+    image_to_text = -(image_targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+    text_to_image = -(text_targets * F.log_softmax(logits.T, dim=1)).sum(1).mean()
+    return 0.5 * (image_to_text + text_to_image)
+
+
+def caption_positives(texts: Sequence[str], captions: Sequence[str]) -> torch.Tensor:
+    """(T, C) True where every word of texts[t] occurs in captions[c].
+
+    A caption shortened by word dropout ("a red triangle") is still a true description of every
+    frame whose full caption contains its words, so those frames are its positives too.
+    """
+    words = [set(c.split()) for c in captions]
+    return torch.tensor([[set(t.split()) <= w for w in words] for t in texts], dtype=torch.bool)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    # As open_clip's trainer: no decay on gains, biases, embeddings' scale or the temperature.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        exclude = p.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if exclude else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _cosine_lr(step: int, total: int, warmup_steps: int) -> float:
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _evaluate(clip: ClipModel, test: _Split, class_names: list[str]) -> dict[str, float]:
+    """Zero-shot frame classification and image->caption retrieval on held-out frames."""
+    images = torch.from_numpy(clip.image_embeddings(test.frames.numpy()))  # (n, D)
+    prompts = torch.from_numpy(clip.text_embeddings([PROMPT.format(n) for n in class_names]))
+    captions = torch.from_numpy(clip.text_embeddings(test.captions))  # (U, D)
+    metrics = {}
+    for name, text, truth in (
+        ("zeroshot", prompts, test.frame_class),
+        ("retrieval", captions, test.caption_index),
+    ):
+        scores = images @ text.T
+        ranked = scores.topk(min(5, text.shape[0]), dim=1).indices
+        hit = ranked == truth[:, None]
+        metrics[f"clip_{name}_top1"] = hit[:, 0].float().mean().item()
+        metrics[f"clip_{name}_top5"] = hit.any(1).float().mean().item()
+    metrics["clip_retrieval_candidates"] = float(len(test.captions))
+    metrics["clip_zeroshot_chance"] = 1.0 / len(class_names)
+    return metrics
+
+
+def _channel_stats(frames: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    x = frames.reshape(-1, 3).double() / 255.0
+    mean = x.mean(0)
+    std = x.std(0).clamp_min(1e-3)
+    return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
+
+
+def _train(
+    root: Path, cfg: ClipConfig, progress: Progress
+) -> tuple[open_clip.CLIP, dict, dict, dict[str, float]]:
+    meta = read_metadata(root)
+    height, width = int(meta.get("height", 0)), int(meta.get("width", 0))
+    train = _load_split(root, "train", cfg.frame_stride)
+    test = _load_split(root, "test", 1)
+    class_names = _class_names(root)
+    size = cfg.image_size or min(height or train.frames.shape[1], width or train.frames.shape[2])
+    model_cfg = model_config(cfg, size)
+    mean, std = _channel_stats(train.frames)
+    preprocess_cfg = {
+        "size": size,
+        "mode": "RGB",
+        "mean": mean,
+        "std": std,
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+        "fill_color": 0,
+    }
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_clip(model_cfg)
+    set_model_preprocess_cfg(model, preprocess_cfg)
+    tokenizer = build_tokenizer(cfg.context_length)
+    rng = np.random.default_rng([cfg.seed, 1])  # batch order, hard batches, word dropout
+
+    n = train.frames.shape[0]
+    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the ragged last batch
+    groups = _word_groups(train, cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup_steps = max(1, round(cfg.warmup * total))
+    optimiser = torch.optim.AdamW(
+        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
+    )
+    model.train()
+    started = time.perf_counter()
+    step, loss_value = 0, float("nan")
+    for epoch in range(cfg.epochs):
+        order = torch.from_numpy(rng.permutation(n))
+        epoch_loss = 0.0
+        for b in range(steps_per_epoch):
+            if groups and rng.random() < cfg.hard_batches:
+                members = groups[int(rng.integers(len(groups)))]
+                idx = torch.from_numpy(rng.choice(members, cfg.batch_size, replace=False))
+            else:
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            present, caption_of_image = torch.unique(train.caption_index[idx], return_inverse=True)
+            captions = [train.captions[i] for i in present.tolist()]
+            texts = [_drop_words(c, cfg.word_dropout, rng) for c in captions]
+            positives = caption_positives(texts, captions)[:, caption_of_image]  # (U, B)
+            for group in optimiser.param_groups:
+                group["lr"] = cfg.lr * _cosine_lr(step, total, warmup_steps)
+            pixels = frames_to_pixels(train.frames[idx], size, mean, std)  # (B, 3, size, size)
+            image = model.encode_image(pixels, normalize=True)  # (B, D)
+            text = model.encode_text(tokenizer(texts), normalize=True)  # (U, D)
+            loss = contrastive_loss(image, text, positives, model.logit_scale.exp())
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            epoch_loss += loss.item()
+            step += 1
+        loss_value = epoch_loss / steps_per_epoch
+        progress(1, f"clip epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.3f}")
+    seconds = time.perf_counter() - started
+
+    clip = ClipModel(model, tokenizer, size, mean, std)
+    metrics = _evaluate(clip, test, class_names)
+    progress(1, "clip zero-shot evaluation")
+    metrics.update(
+        {
+            "clip_train_loss": loss_value,
+            "clip_train_seconds": seconds,
+            "clip_train_frames": float(n),
+            "clip_train_captions": float(len(train.captions)),
+            "clip_logit_scale": float(model.logit_scale.exp().item()),
+        }
+    )
+    return model, model_cfg, preprocess_cfg, metrics
+
+
+def work_units(cfg: ClipConfig) -> int:
+    """How many progress units `train_domain_clip` reports (one per epoch, one for evaluation)."""
+    return cfg.epochs + 1
+
+
+def _cache_record(cfg: ClipConfig) -> dict:
+    return {"version": VERSION, "config": cfg.model_dump(mode="json"), "seed": cfg.seed}
+
+
+def train_domain_clip(
+    root: Path, cfg: ClipConfig | None = None, progress: Progress | None = None, force: bool = False
+) -> dict:
+    """Train the synthetic-domain CLIP on a SynthCC dataset's training frames and captions.
+
+    Writes <root>/clip/ (weights, model_config.json, open_clip_config.json, metrics.json) and
+    returns the metrics: zero-shot top-1/top-5 over the frame classes and image->caption
+    retrieval on the test segments. A folder trained with the same config is reused unless
+    `force`. Load the model with `load_clip(<root>/clip)`.
+    """
+    cfg = cfg or ClipConfig()
+    root = resolve_root(Path(root))
+    out = root / FOLDER
+    record = _cache_record(cfg)
+    if not force and (out / METRICS_FILE).exists() and (out / WEIGHTS_FILE).exists():
+        try:
+            cached = json.loads((out / METRICS_FILE).read_text())
+        except json.JSONDecodeError:
+            cached = {}
+        if all(cached.get(k) == v for k, v in record.items()):
+            return cached
+
+    tick = progress or (lambda n, what: None)
+    model, model_cfg, preprocess_cfg, metrics = _train(root, cfg, tick)
+    result = {**metrics, **record}
+
+    tmp = root / f".{FOLDER}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(model_cfg, indent=1))
+        (tmp / OPEN_CLIP_CONFIG_FILE).write_text(
+            json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=1)
+        )
+        (tmp / METRICS_FILE).write_text(json.dumps(result, indent=1))
+        if out.exists():
+            old = root / f".{FOLDER}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); retrain with train_domain_clip") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object; retrain with train_domain_clip")
+    return value
+
+
+def _load_ours(folder: Path, device: str) -> ClipModel:
+    model_cfg = _read_json(folder / MODEL_CONFIG_FILE)
+    missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in model_cfg]
+    if missing:
+        raise DataError(
+            f"{folder / MODEL_CONFIG_FILE}: missing key(s) {missing}; expected an open_clip "
+            "model config (embed_dim, vision_cfg, text_cfg)"
+        )
+    weights = folder / WEIGHTS_FILE
+    if not weights.exists():
+        raise DataError(f"{weights}: weights not found; retrain with train_domain_clip")
+    preprocess: dict = {}
+    if (folder / OPEN_CLIP_CONFIG_FILE).exists():
+        preprocess = _read_json(folder / OPEN_CLIP_CONFIG_FILE).get("preprocess_cfg", {})
+    try:
+        model = build_clip(model_cfg)
+    except ConfigError as e:
+        raise DataError(f"{folder / MODEL_CONFIG_FILE}: {e}") from None
+    try:
+        state = load_file(str(weights))
+    except Exception as e:
+        raise DataError(f"{weights}: cannot read ({type(e).__name__}: {e})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise DataError(
+            f"{weights}: does not fit the model of {folder / MODEL_CONFIG_FILE} "
+            f"({_first_line(e)}); retrain with train_domain_clip"
+        ) from None
+    size = model_cfg["vision_cfg"].get("image_size", 224)
+    preprocess = {
+        "size": size,
+        "mean": open_clip.OPENAI_DATASET_MEAN,
+        "std": open_clip.OPENAI_DATASET_STD,
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+        "fill_color": 0,
+        **preprocess,
+    }
+    set_model_preprocess_cfg(model, preprocess)
+    context = model_cfg["text_cfg"].get("context_length", 77)
+    return _ready(model, build_tokenizer(context), preprocess, device, str(folder))
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return " ".join(lines[:3])[:400]
+
+
+def _ready(model, tokenizer, preprocess: dict, device: str, name: str) -> ClipModel:
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    size = preprocess["size"]
+    return ClipModel(
+        model=model,
+        tokenizer=tokenizer,
+        image_size=size if isinstance(size, int) else tuple(size),
+        mean=tuple(float(v) for v in preprocess["mean"]),
+        std=tuple(float(v) for v in preprocess["std"]),
+        resize_mode=preprocess.get("resize_mode", "shortest"),
+        interpolation=preprocess.get("interpolation", "bicubic"),
+        device=device,
+        name=name,
+    )
+
+
+def _load_open_clip(path: Path, model_name: str, device: str) -> ClipModel:
+    """A real checkpoint file through open_clip's own factory (a local file: no download)."""
+    pretrained = None if model_name.startswith("local-dir:") else str(path)
+    if pretrained is not None:
+        known = open_clip.list_models()
+        if model_name.replace("/", "-") not in known:
+            lowered = model_name.lower()
+            similar = [m for m in known if lowered in m.lower()]
+            similar = similar or difflib.get_close_matches(model_name, known, n=8, cutoff=0.5)
+            hint = (
+                f"similar: {', '.join(similar[:12])}" if similar else "see open_clip.list_models()"
+            )
+            raise DataError(
+                f"{model_name!r}: not an open_clip model name ({hint}); give the architecture "
+                f"that {path.name} was trained with"
+            )
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, device=device, weights_only=True
+        )
+    except RuntimeError as e:
+        raise DataError(
+            f"{path}: does not fit open_clip model {model_name!r} ({_first_line(e)}); check "
+            "that the checkpoint and the model name belong together"
+        ) from None
+    except Exception as e:
+        raise DataError(
+            f"{path}: cannot load as {model_name!r} ({type(e).__name__}: {e})"
+        ) from None
+    try:
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except Exception as e:
+        raise DataError(f"{model_name!r}: cannot build its tokenizer ({e})") from None
+    preprocess = dict(model.visual.preprocess_cfg)
+    return _ready(model, tokenizer, preprocess, device, model_name)
+
+
+def load_clip(path: Path | str, model_name: str | None = None, device: str = "cpu") -> ClipModel:
+    """Load a CLIP for embedding frames and captions.
+
+    - a folder with our model_config.json (from `train_domain_clip`): the synthetic-domain CLIP;
+    - a folder in open_clip's local layout (open_clip_config.json + weights): via `local-dir:`;
+    - a checkpoint file plus `model_name` (e.g. "ViT-L-14"): the real-data path, built by
+      `open_clip.create_model_and_transforms(model_name, pretrained=path)`.
+    Weights are read without pickle (safetensors, or torch.load with weights_only=True).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(
+            f"{path}: CLIP not found; give the folder written by train_domain_clip "
+            "(<dataset>/clip) or a local open_clip checkpoint file with its model_name"
+        )
+    if path.is_dir():
+        if (path / MODEL_CONFIG_FILE).exists():
+            return _load_ours(path, device)
+        if (path / OPEN_CLIP_CONFIG_FILE).exists():
+            return _load_open_clip(path, f"local-dir:{path}", device)
+        raise DataError(
+            f"{path}: folder has no {MODEL_CONFIG_FILE} (nor {OPEN_CLIP_CONFIG_FILE}); train one "
+            "with train_domain_clip, or give a checkpoint file and its open_clip model_name"
+        )
+    if model_name is None:
+        raise DataError(
+            f"{path}: a checkpoint file needs its open_clip architecture; pass model_name "
+            "(e.g. 'ViT-L-14', see open_clip.list_models())"
+        )
+    return _load_open_clip(path, model_name, device)
