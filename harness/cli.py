@@ -358,12 +358,13 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         return 0
     shown = [
         "video_2way_top1",
+        "video_2way_top1_strict",
         "video_50way_top1",
         "frame_2way_top1",
+        "frame_2way_top1_strict",
         "frame_50way_top1",
         "ssim",
         "psnr",
-        "clip_pcc_adjacent",
     ]
     header = ["subject", "baseline"] + shown
     table = [header]

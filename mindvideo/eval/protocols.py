@@ -178,6 +178,17 @@ def score(
         for name, s in zip(wanted, rng_seed.spawn(len(wanted)), strict=True)
     }
 
+    def n_way(m: str, pred_probs: np.ndarray, gt_probs: np.ndarray) -> np.ndarray:
+        return M.n_way_top_k(
+            pred_probs,
+            gt_probs,
+            n_way=_n_way_of(m),
+            top_k=protocol.top_k,
+            trials=protocol.trials,
+            gt_top=_gt_top(m, protocol),
+            seed=seeds[m],
+        )
+
     frame_metrics = [m for m in wanted if m.startswith("frame_")]
     if frame_metrics:
         if scorers.frame_judge is None:
@@ -187,15 +198,7 @@ def score(
             pp = judge.probs(p.reshape(-1, height, width, 3))  # (n*F, C)
             gp = judge.probs(t.reshape(-1, height, width, 3))
             for m in frame_metrics:
-                s = M.n_way_top_k(
-                    pp,
-                    gp,
-                    n_way=_n_way_of(m),
-                    top_k=protocol.top_k,
-                    trials=protocol.trials,
-                    gt_top=_gt_top(m, protocol),
-                    seed=seeds[m],
-                ).reshape(n, n_frames)
+                s = n_way(m, pp, gp).reshape(n, n_frames)
                 per[m] = s.mean(axis=1)
                 positions[m] = [float(v) for v in s.mean(axis=0)]
     video_metrics = [m for m in wanted if m.startswith("video_")]
@@ -206,15 +209,7 @@ def score(
             judge = scorers.video_judge
             pp, gp = judge.probs(p), judge.probs(t)  # (n, C)
             for m in video_metrics:
-                per[m] = M.n_way_top_k(
-                    pp,
-                    gp,
-                    n_way=_n_way_of(m),
-                    top_k=protocol.top_k,
-                    trials=protocol.trials,
-                    gt_top=_gt_top(m, protocol),
-                    seed=seeds[m],
-                )
+                per[m] = n_way(m, pp, gp)
     if "ssim" in wanted:
         per["ssim"] = M.ssim(p, t).mean(axis=1)
     if "psnr" in wanted:
