@@ -188,7 +188,7 @@ def frames_to_pixels(
     Follows open_clip's inference transform: resize ('shortest' side then centre crop,
     'longest' side then pad, or 'squash'), scale to [0, 1], normalise by mean/std.
     """
-    x = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    x = torch.as_tensor(np.array(frames)) if not isinstance(frames, torch.Tensor) else frames
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
         raise DataError(
             f"expected uint8 frames of shape (n, H, W, 3), got {x.dtype} {tuple(x.shape)}"
