@@ -61,14 +61,13 @@ LABEL_COLUMNS = ("shape", "colour", "direction")
 def label_features(stimuli, samples) -> np.ndarray | None:
     """One-hot shape, colour and direction of each sample's clip (SynthCC annotations), or None
     where the dataset has none (real data): (n, 26)."""
-    rows = []
-    for seg in dict.fromkeys(samples.segment):
-        table = stimuli.clips(seg)
-        if table is None or not set(LABEL_COLUMNS) <= set(table.columns):
-            return None
     tables = {seg: stimuli.clips(seg) for seg in dict.fromkeys(samples.segment)}
-    for seg, clip in zip(samples.segment, samples.clip, strict=True):
-        rows.append(tables[seg].loc[int(clip), list(LABEL_COLUMNS)].tolist())
+    if any(t is None or not set(LABEL_COLUMNS) <= set(t.columns) for t in tables.values()):
+        return None
+    rows = [
+        tables[seg].loc[int(clip), list(LABEL_COLUMNS)].tolist()
+        for seg, clip in zip(samples.segment, samples.clip, strict=True)
+    ]
     values = np.array(rows, dtype=object)
     blocks = [
         (values[:, j][:, None] == np.unique(values[:, j])[None]).astype(np.float64)
