@@ -15,6 +15,17 @@ from mindvideo.data.synth.simulate import simulate
 REAL_LEFT, REAL_RIGHT, REAL_MESH = 29696, 29716, 32492
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models on a shared 2-core machine: one torch thread avoids contention stalls."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def smoke_profile():
     return load_profile("smoke")

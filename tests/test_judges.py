@@ -70,13 +70,7 @@ SMALL_TRANSFORMERS = JudgeConfig(
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small models on a shared 2-core machine: one thread avoids contention stalls.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _copy(smoke_dataset, tmp_path_factory, name):
