@@ -385,6 +385,214 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_plan(args: argparse.Namespace):
+    from harness.plan import build_plan
+    from harness.spec import load_spec
+
+    spec = load_spec(args.spec, args.profile)
+    return build_plan(spec, _overrides(args.set))
+
+
+def _store(args: argparse.Namespace) -> Path:
+    return Path(args.store) if args.store else default_store()
+
+
+def _cache_state(plan, store: Path) -> dict[str, bool]:
+    """Which of the plan's stage keys are already in the cache."""
+    from harness.cache import StageCache
+
+    cache = StageCache(store)
+    return {key: cache.manifest(node) is not None for key, node in plan.nodes.items()}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.execute import LocalExecutor
+    from harness.tracking import Tracker
+
+    plan = _load_plan(args)
+    store = _store(args)
+    tracker = Tracker(store)  # created (or found unreachable) before any work starts
+    cached = _cache_state(plan, store)
+    n_cached = sum(cached.values())
+    if not args.quiet:
+        print(
+            f"suite {plan.suite} ({plan.spec.profile}): {len(plan.runs)} runs, "
+            f"{len(plan.nodes)} distinct stages ({n_cached} cached); tracking {tracker.uri}",
+            file=sys.stderr,
+        )
+    executor = LocalExecutor(
+        plan, store, tracker, fail_fast=args.fail_fast, quiet=args.quiet, device=args.device
+    )
+    result = executor.execute()
+    parts = [
+        f"{result.count('FINISHED')} finished",
+        f"{result.count('DONE_BEFORE')} already done",
+        f"{result.count('FAILED')} failed",
+    ]
+    if result.count("BUSY"):
+        parts.append(f"{result.count('BUSY')} running in another live process (skipped)")
+    if result.count("NOT_RUN"):
+        parts.append(f"{result.count('NOT_RUN')} not run (--fail-fast)")
+    print(f"suite {plan.suite}: {', '.join(parts)} in {result.seconds:.1f} s")
+    for o in result.failed:
+        print(f"  FAILED {o.run.label}: {o.error}")
+    if result.failed:
+        print(
+            "  (details: the run's error.txt artifact in MLflow; the other runs are kept, and "
+            "running the same command again retries only the failed runs)"
+        )
+    spec_arg = str(plan.spec.path)
+    if args.profile:
+        spec_arg += f" --profile {args.profile}"
+    if args.store:
+        spec_arg += f" --store {args.store}"
+    print(f"Next: mvbench report {spec_arg}")
+    print(f"      mlflow ui --backend-store-uri {tracker.uri}")
+    return 1 if result.failed else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = _load_plan(args)
+    cached = _cache_state(plan, _store(args))
+    names: list[str] = []
+    for run in plan.runs:
+        for key in run.stages:
+            if plan.node(key).name not in names:
+                names.append(plan.node(key).name)
+    header = ["variant", "subject", "seed", *names]
+    rows = []
+    for run in plan.runs:
+        state = {plan.node(k).name: ("cached" if cached[k] else "to run") for k in run.stages}
+        rows.append(
+            [run.variant.name, run.subject, str(run.seed), *(state.get(n, "-") for n in names)]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print(f"suite {plan.suite}, profile {plan.spec.profile} ({plan.spec.path})")
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    n_cached = sum(cached.values())
+    by_stage: dict[str, list[int]] = {}
+    for key, node in plan.nodes.items():
+        counts = by_stage.setdefault(node.name, [0, 0])
+        counts[0] += 1
+        counts[1] += cached[key]
+    detail = ", ".join(f"{name} {n} ({c} cached)" for name, (n, c) in by_stage.items())
+    print(
+        f"{len(plan.runs)} runs share {len(plan.nodes)} distinct stages: {detail}; "
+        f"{len(plan.nodes) - n_cached} to compute"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report.build import write_report
+    from harness.tracking import Tracker
+
+    plan = _load_plan(args)
+    tracker = Tracker(_store(args))
+    out = Path(args.out) if args.out else Path("results") / plan.suite
+    written, found = write_report(plan, tracker, out)
+    n = len(found.runs)
+    print(f"report of {plan.suite} ({plan.spec.profile}, {n} runs) written to {out}/:")
+    for path in written:
+        if path.parent == out or path.name.startswith(("table", "samples_grid")):
+            print(f"  {path}")
+    figures = [p for p in written if p.parent.name == "figures"]
+    gifs = [p for p in written if p.suffix == ".gif"]
+    print(f"  + {len(figures)} figures in {out / 'figures'}, {len(gifs)} GIFs in {out / 'samples'}")
+    if found.missing:
+        print(
+            f"warning: {len(found.missing)} of {len(plan.runs)} planned runs have not finished "
+            f"and are missing from the tables (e.g. {found.missing[0].label}); "
+            f"run: mvbench run {plan.spec.path}",
+            file=sys.stderr,
+        )
+    if (out / "table.md").exists():
+        print()
+        print((out / "table.md").read_text().split("\n## Per subject")[0].rstrip())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness import tracking as T
+    from harness.tracking import Tracker, default_uri, tracking_uri
+
+    store = _store(args)
+    uri = tracking_uri(store)
+    if uri == default_uri(store) and not (store / "mlflow.db").exists():
+        print(f"no tracking store yet at {store / 'mlflow.db'} (nothing has run with this store)")
+        return 0
+    tracker = Tracker(store)
+    if args.spec is None:
+        exps = tracker.client.search_experiments()
+        print(f"tracking {tracker.uri}")
+        for exp in exps:
+            if exp.name == "Default":
+                continue
+            counts: dict[str, int] = {}
+            for r in tracker.children(exp.experiment_id):
+                counts[r.info.status] = counts.get(r.info.status, 0) + 1
+            desc = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "no runs"
+            print(f"  {exp.name}: {desc}")
+        return 0
+    plan = _load_plan(args)
+    cached = _cache_state(plan, store)
+    exp = tracker.experiment(plan.suite, create=False)
+    latest: dict[str, object] = {}
+    for r in tracker.children(exp) if exp else []:
+        key = r.data.tags.get(T.RUN_KEY)
+        if key not in latest or r.info.start_time > latest[key].info.start_time:
+            latest[key] = r
+    header = ["variant", "subject", "seed", "status", "stages cached", "note"]
+    rows = []
+    for run in plan.runs:
+        r = latest.get(run.key)
+        status = r.info.status if r else "not run"
+        note = ""
+        if (
+            r is not None
+            and status == "RUNNING"
+            and T.worker_alive(r.data.tags.get(T.WORKER)) is False
+        ):
+            note = "worker died: runs again on the next `mvbench run`"
+        elif r is not None and status == "FAILED":
+            note = r.data.tags.get(T.ERROR, "")[:80]
+        n = sum(cached[k] for k in run.stages)
+        rows.append(
+            [run.variant.name, run.subject, str(run.seed), status, f"{n}/{len(run.stages)}", note]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print(f"suite {plan.suite}, profile {plan.spec.profile}; tracking {tracker.uri}")
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    finished = sum(r[3] == "FINISHED" for r in rows)
+    print(f"{finished}/{len(rows)} runs finished")
+    return 0
+
+
+def _spec_arguments(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    p.add_argument(
+        "spec",
+        nargs="?" if optional else None,
+        help="suite spec (.yaml), e.g. experiments/suites/baselines.yaml"
+        + (" (default: every suite in the store)" if optional else ""),
+    )
+    p.add_argument(
+        "--profile", help="run the suite on this profile instead of the spec's (smoke, tiny, paper)"
+    )
+    p.add_argument(
+        "--store",
+        help="store folder: stage cache and MLflow database (default ./.mvbench or "
+        "$MVBENCH_STORE; $MLFLOW_TRACKING_URI overrides the database)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a profile value for every run, e.g. data.synth.protocol.subjects=1",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mvbench", description="MinD-Video benchmark harness (fMRI-to-video decoding)."
@@ -520,6 +728,33 @@ def build_parser() -> argparse.ArgumentParser:
     bl.set_defaults(
         func=cmd_baselines, frame_judge=None, video_judge=None, clip=None, clip_model=None
     )
+
+    run = sub.add_parser(
+        "run",
+        help="run a suite: every (variant, subject, seed), each stage once, tracked in MLflow",
+    )
+    _spec_arguments(run)
+    run.add_argument(
+        "--fail-fast", action="store_true", help="stop at the first failed run (default: go on)"
+    )
+    run.add_argument("--device", help="torch device for the stages (default: cuda if available)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    pl = sub.add_parser("plan", help="dry run: the suite's runs and stages, cached or to run")
+    _spec_arguments(pl)
+    pl.set_defaults(func=cmd_plan)
+
+    rep = sub.add_parser(
+        "report", help="tables, figures and samples of a suite's finished runs (read from MLflow)"
+    )
+    _spec_arguments(rep)
+    rep.add_argument("--out", help="output folder (default results/<suite>/)")
+    rep.set_defaults(func=cmd_report)
+
+    st = sub.add_parser("status", help="runs of a suite (or all suites) and their state")
+    _spec_arguments(st, optional=True)
+    st.set_defaults(func=cmd_status)
     return parser
 
 
@@ -536,7 +771,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mvbench: error: invalid configuration:\n{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("mvbench: interrupted; nothing half-written was kept", file=sys.stderr)
+        print(
+            "mvbench: interrupted; nothing half-written was kept (finished runs and stages "
+            "are; the interrupted run is marked KILLED: run the same command to resume)",
+            file=sys.stderr,
+        )
         return 130
     except Exception as e:
         if os.environ.get("MVBENCH_DEBUG"):

@@ -4,24 +4,39 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mindvideo.data.config import DataConfig
 from mindvideo.errors import ConfigError
+from mindvideo.stages.baselines import BaselineOptions
 
 
 class EvalSection(BaseModel):
     """Scoring: the protocol, and the SynthCC judges' and CLIP's sizes (validated on use, so
-    that commands which do not score never import transformers or open_clip)."""
+    that commands which do not score never import transformers or open_clip); for real data,
+    the local paths of pre-trained judges and CLIP."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     protocol: str = "mindvideo"
+    frames: int | None = Field(None, ge=1, description="frames per clip scored")
+    trials: int | None = Field(None, ge=1, description="N-way trials per sample")
+    exclude_scene_cuts: bool | None = None
+    samples: int = Field(4, ge=0, description="test clips kept as GIFs and in contact sheets")
     judges: dict[str, Any] = {}
     clip: dict[str, Any] = {}
+    frame_judge: str | None = None
+    video_judge: str | None = None
+    clip_checkpoint: str | None = None
+    clip_model: str | None = None
+
+
+# What decodes the test fMRI: the MinD-Video model, or one of the baselines.
+METHODS = ("mindvideo", "ridge", "shuffled", "chance")
+BASELINES = METHODS[1:]
 
 
 class Profile(BaseModel):
@@ -31,7 +46,9 @@ class Profile(BaseModel):
 
     profile: str
     description: str = ""
+    method: Literal["mindvideo", "ridge", "shuffled", "chance"] = "mindvideo"
     data: DataConfig
+    baselines: BaselineOptions = BaselineOptions()
     eval: EvalSection = EvalSection()
     source: str = ""  # the YAML file it was read from
 
@@ -100,7 +117,7 @@ def format_validation_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid config"]
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (misspelt? remove it or check the allowed keys in the docs)"
         lines.append(f"  {loc}: {msg}")

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval import metrics as M
@@ -84,6 +82,9 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear, antialiased resize of (..., H, W, 3) uint8 frames."""
     if frames.shape[-3:-1] == (height, width):
         return frames
+    import torch  # here, so that naming a protocol does not load torch
+    import torch.nn.functional as F
+
     lead = frames.shape[:-3]
     x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, *frames.shape[-3:])
     x = x.permute(0, 3, 1, 2).float()

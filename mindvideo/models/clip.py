@@ -13,18 +13,18 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.model import set_model_preprocess_cfg
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 
 from mindvideo.data.cc2017 import open_stimuli, read_metadata, resolve_root
 from mindvideo.errors import ConfigError, DataError
+from mindvideo.models.clip_config import ClipConfig  # noqa: F401  (re-exported)
 
 VERSION = 2  # bump when training changes, so cached models are retrained
 FOLDER = "clip"  # <dataset root>/clip/
@@ -36,85 +36,6 @@ PROMPT = "a {}"  # zero-shot prompt around a frame class name ("red triangle")
 MAX_LOGIT_SCALE = math.log(100.0)  # open_clip's clamp on the learnable temperature
 
 Progress = Callable[[int, str], None]  # (units done since last call, what is being done)
-
-
-class ClipConfig(BaseModel):
-    """The synthetic-domain CLIP: architecture and training (defaults: the tiny SynthCC)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    embed_dim: int = Field(64, ge=8, description="shared image-text embedding size")
-    vision_layers: int | tuple[int, int, int, int] = Field(
-        (1, 1, 1, 1),
-        description="as open_clip: 4 stage depths -> ModifiedResNet, one int -> ViT blocks",
-    )
-    vision_width: int = Field(
-        16, ge=4, description="ResNet stem width (pool width is 32x) or ViT token width"
-    )
-    vision_heads: int = Field(8, ge=1, description="heads of the ResNet attention pool or ViT")
-    patch_size: int = Field(8, ge=1, description="ViT patch side, pixels (ViT only)")
-    vision_pool: Literal["tok", "avg"] = Field(
-        "tok", description="ViT only: class token ('tok') or mean of patch tokens ('avg')"
-    )
-    # 32 px halves the tiny frames: steps are 2x cheaper, and the number of steps matters more
-    # than resolution for learning shapes within the CPU budget.
-    image_size: int | None = Field(
-        32,
-        ge=8,
-        description="model input side, pixels (frames are resized); None: the dataset's frames",
-    )
-    text_width: int = Field(64, ge=8, description="text transformer width")
-    text_layers: int = Field(2, ge=1, description="text transformer blocks")
-    text_heads: int = Field(4, ge=1, description="text attention heads")
-    context_length: int = Field(24, ge=8, description="tokens per caption (SimpleTokenizer)")
-    epochs: int = Field(24, ge=1, description="passes over the sampled training frames")
-    batch_size: int = Field(64, ge=2, description="frames per contrastive batch")
-    lr: float = Field(2e-3, gt=0, description="AdamW peak learning rate")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices")
-    warmup: float = Field(0.05, ge=0, lt=1, description="fraction of steps of linear warm-up")
-    frame_stride: int = Field(3, ge=1, description="train on every k-th frame of each segment")
-    sub_caption_words: tuple[int, int] | None = Field(
-        (1, 4),
-        description="besides each caption, train on a random sub-caption of k of its words, "
-        "k uniform in [low, high], order kept; None: full captions only",
-    )
-    seed: int = Field(0, description="seed of initialisation, batch order and sub-captions")
-
-    @property
-    def resnet(self) -> bool:
-        return not isinstance(self.vision_layers, int)
-
-    @model_validator(mode="after")
-    def _check(self) -> ClipConfig:
-        vision_width = self.vision_width * 32 if self.resnet else self.vision_width
-        for tower, width, heads in (
-            ("vision", vision_width, self.vision_heads),
-            ("text", self.text_width, self.text_heads),
-        ):
-            if width % heads:
-                raise ValueError(
-                    f"{tower} width {width} is not a multiple of {tower}_heads {heads}"
-                )
-        if self.sub_caption_words is not None:
-            low, high = self.sub_caption_words
-            if not 1 <= low <= high:
-                raise ValueError(
-                    f"sub_caption_words must be [low, high], 1 <= low <= high; got {[low, high]}"
-                )
-        if self.image_size is not None and (problem := self.image_size_problem(self.image_size)):
-            raise ValueError(problem)
-        return self
-
-    def image_size_problem(self, size: int) -> str | None:
-        """Why `size` cannot be this model's input side, or None if it can."""
-        step = 32 if self.resnet else self.patch_size
-        if size % step == 0:
-            return None
-        what = "the ResNet's total stride 32" if self.resnet else f"patch_size {step}"
-        return (
-            f"clip image size {size} is not a multiple of {what}; set clip.image_size to a "
-            f"multiple of {step}"
-        )
 
 
 @functools.cache
@@ -538,18 +459,22 @@ def _cache_record(cfg: ClipConfig) -> dict:
 
 
 def train_domain_clip(
-    root: Path, cfg: ClipConfig | None = None, progress: Progress | None = None, force: bool = False
+    root: Path,
+    cfg: ClipConfig | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+    out: Path | None = None,
 ) -> dict:
     """Train the synthetic-domain CLIP on a SynthCC dataset's training frames and captions.
 
-    Writes <root>/clip/ (weights, model_config.json, open_clip_config.json, metrics.json) and
-    returns the metrics: zero-shot top-1/top-5 over the frame classes and image->caption
-    retrieval on the test segments. A folder trained with the same config is reused unless
-    `force`. Load the model with `load_clip(<root>/clip)`.
+    Writes <root>/clip/ (or `out`: weights, model_config.json, open_clip_config.json,
+    metrics.json) and returns the metrics: zero-shot top-1/top-5 over the frame classes and
+    image->caption retrieval on the test segments. A folder trained with the same config is
+    reused unless `force`. Load the model with `load_clip(<root>/clip)`.
     """
     cfg = cfg or ClipConfig()
     root = resolve_root(Path(root))
-    out = root / FOLDER
+    out = Path(out) if out is not None else root / FOLDER
     record = _cache_record(cfg)
     if not force and (out / METRICS_FILE).exists() and (out / WEIGHTS_FILE).exists():
         try:
@@ -563,8 +488,8 @@ def train_domain_clip(
     model, model_cfg, preprocess_cfg, metrics = _train(root, cfg, tick)
     result = {**metrics, **record}
 
-    tmp = root / f".{FOLDER}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
     try:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
@@ -574,7 +499,7 @@ def train_domain_clip(
         )
         (tmp / METRICS_FILE).write_text(json.dumps(result, indent=1))
         if out.exists():
-            old = root / f".{FOLDER}.old-{uuid.uuid4().hex[:8]}"
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -21,30 +22,39 @@ from pydantic import BaseModel, ConfigDict, Field
 from mindvideo.data.cc2017 import open_stimuli, open_subject
 from mindvideo.data.paired import clip_video, make_samples, prepare_fmri
 from mindvideo.data.preprocess import PreprocessConfig
-from mindvideo.eval.protocols import Scorers, get_protocol, resize_frames, score
-from mindvideo.eval.video_io import write_clip_set
+from mindvideo.errors import ConfigError
 from mindvideo.models.ridge import RidgeDecoder, retrieve
-from mindvideo.stages.base import StageContext, StageResult
+from mindvideo.stages.base import (
+    NAMES,
+    RECONSTRUCTIONS,
+    StageContext,
+    StageResult,
+    dataset_root,
+)
 
 NAME = "baselines"
-INPUTS: tuple[str, ...] = ("simulate",)
-VERSION = 1
+INPUTS: tuple[str, ...] = ("dataset", "foundation")
+VERSION = 2
 Method = Literal["ridge", "shuffled", "chance"]
 
 
-class BaselinesConfig(BaseModel):
-    """Which baselines, on which subject, decoding which features."""
+class BaselineOptions(BaseModel):
+    """How the baselines decode: the profile's `baselines` section."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    subject: str = "subject1"
-    methods: tuple[Method, ...] = ("ridge", "shuffled", "chance")
     features: tuple[Literal["clip", "pixels", "labels"], ...] = ("clip", "pixels", "labels")
     pixel_size: int = Field(8, ge=2, le=64, description="pixel features: frames resized to this")
     top_k: int = Field(1, ge=1, description="training clips averaged into a reconstruction")
     alphas: tuple[float, ...] = (1e1, 1e2, 1e3, 1e4, 1e5)
     folds: int = Field(4, ge=2)
-    protocol: str = "mindvideo"
+
+
+class BaselinesConfig(BaselineOptions):
+    """Which baselines, on which subject, decoding which features."""
+
+    subject: str = "subject1"
+    methods: tuple[Method, ...] = ("ridge", "shuffled", "chance")
     preprocess: PreprocessConfig = PreprocessConfig()
     window: int = 2
     window_offset: int = 2
@@ -87,6 +97,8 @@ def clip_features(
 
     "labels" (one-hot annotations) is used where given and skipped otherwise.
     """
+    from mindvideo.eval.protocols import resize_frames
+
     n, f = clips.shape[:2]
     blocks = []
     if "labels" in features and labels is not None:
@@ -106,15 +118,25 @@ def clip_features(
     return np.concatenate(out, axis=1)
 
 
-def run_baselines(
+@dataclass
+class Decoded:
+    """The test clips decoded by each baseline, in test-sample order."""
+
+    names: list[str]  # <segment>_<clip:03d>
+    truth: np.ndarray  # (n, F, H, W, 3) uint8
+    scene_cut: np.ndarray  # (n,) bool
+    clips: dict[str, np.ndarray]  # method -> (n, F, H, W, 3) uint8
+    ridge_alpha: float | None
+
+
+def decode_baselines(
     dataset: Path,
     cfg: BaselinesConfig,
-    scorers: Scorers,
+    clip_model,
     seed: int,
-    out: Path | None = None,
     progress: Callable[[int, str], None] | None = None,
-) -> dict[str, dict[str, float]]:
-    """Decode the test clips of one subject with each baseline and score them."""
+) -> Decoded:
+    """Decode the test clips of one subject with each baseline in cfg.methods."""
     tick = progress or (lambda n, what: None)
     stimuli = open_stimuli(dataset)
     fmri = prepare_fmri(open_subject(dataset, cfg.subject), cfg.preprocess)
@@ -127,7 +149,6 @@ def run_baselines(
     bank = clip_video(stimuli, train, cfg.frames_per_clip)  # (n_train, F, H, W, 3)
     truth = clip_video(stimuli, test, cfg.frames_per_clip)
     names = [f"{s}_{c:03d}" for s, c in zip(test.segment, test.clip, strict=True)]
-    protocol = get_protocol(cfg.protocol)
     rng = np.random.default_rng(seed)
 
     x_train = train.fmri.reshape(len(train), -1)
@@ -135,46 +156,106 @@ def run_baselines(
     decoder = None
     if {"ridge", "shuffled"} & set(cfg.methods):
         labels = label_features(stimuli, train) if "labels" in cfg.features else None
-        y_train = clip_features(bank, cfg.features, cfg.pixel_size, scorers.clip, labels)
+        y_train = clip_features(bank, cfg.features, cfg.pixel_size, clip_model, labels)
         decoder = RidgeDecoder(cfg.alphas, cfg.folds).fit(x_train, y_train, train.segment)
         tick(1, f"{cfg.subject} ridge fitted (alpha {decoder.alpha:g})")
 
-    results: dict[str, dict[str, float]] = {}
+    clips: dict[str, np.ndarray] = {}
     for method in cfg.methods:
         if method == "chance":
             picks = rng.integers(0, len(bank), size=(len(test), cfg.top_k))
         else:
             x = x_test if method == "ridge" else x_test[rng.permutation(len(test))]
             picks = retrieve(decoder.predict(x), y_train, cfg.top_k)
-        recon = bank[picks].astype(np.float32).mean(axis=1).round().astype(np.uint8)
-        report = score(list(recon), list(truth), protocol, scorers, test.scene_cut, seed)
+        clips[method] = bank[picks].astype(np.float32).mean(axis=1).round().astype(np.uint8)
+        tick(1, f"{cfg.subject} {method} decoded")
+    return Decoded(
+        names=names,
+        truth=truth,
+        scene_cut=np.asarray(test.scene_cut, dtype=bool),
+        clips=clips,
+        ridge_alpha=None if decoder is None else float(decoder.alpha),
+    )
+
+
+def write_reconstructions(
+    folder: Path, names: list[str], clips: np.ndarray, fps: float, n_gifs: int = 4
+) -> list[Path]:
+    """The layout every decoding stage writes: clips.npy, names.txt and a few sample GIFs."""
+    from mindvideo.eval.video_io import write_clip_set
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / RECONSTRUCTIONS, clips)
+    (folder / NAMES).write_text("".join(f"{n}\n" for n in names))
+    write_clip_set(folder / "samples", names[:n_gifs], clips[:n_gifs], fmt="gif", fps=fps)
+    return [Path(RECONSTRUCTIONS), Path(NAMES)]
+
+
+def run_baselines(
+    dataset: Path,
+    cfg: BaselinesConfig,
+    scorers,  # mindvideo.eval.protocols.Scorers
+    seed: int,
+    out: Path | None = None,
+    progress: Callable[[int, str], None] | None = None,
+    protocol: str = "mindvideo",
+) -> dict[str, dict[str, float]]:
+    """Decode the test clips of one subject with each baseline and score them."""
+    from mindvideo.eval.protocols import get_protocol, score
+
+    tick = progress or (lambda n, what: None)
+    decoded = decode_baselines(dataset, cfg, scorers.clip, seed, tick)
+    results: dict[str, dict[str, float]] = {}
+    for method, recon in decoded.clips.items():
+        report = score(
+            list(recon),
+            list(decoded.truth),
+            get_protocol(protocol),
+            scorers,
+            decoded.scene_cut,
+            seed,
+        )
         results[method] = dict(report.metrics)
-        if decoder is not None and method != "chance":
-            results[method]["ridge_alpha"] = float(decoder.alpha)
+        if decoded.ridge_alpha is not None and method != "chance":
+            results[method]["ridge_alpha"] = decoded.ridge_alpha
         if out is not None:
-            folder = Path(out) / method
-            folder.mkdir(parents=True, exist_ok=True)
-            np.save(folder / "clips.npy", recon)
-            (folder / "names.txt").write_text("".join(f"{n}\n" for n in names))
-            write_clip_set(
-                folder / "samples", names[:4], recon[:4], fmt="gif", fps=cfg.frames_per_clip / 2.0
+            write_reconstructions(
+                Path(out) / method, decoded.names, recon, fps=cfg.frames_per_clip / 2.0
             )
         tick(1, f"{cfg.subject} {method} scored")
     return results
 
 
+def seeded(cfg: BaselinesConfig) -> bool:
+    """Only the shuffled control and chance draw random numbers; ridge is deterministic."""
+    return bool({"shuffled", "chance"} & set(cfg.methods))
+
+
 def run(
     cfg: BaselinesConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 ) -> StageResult:
-    from mindvideo.eval.judges import load_synth_judges
-    from mindvideo.models.clip import load_clip
+    """Decode the test set with the single baseline of cfg.methods into out/ (clips.npy,
+    names.txt, samples/*.gif), for the `evaluate` stage to score."""
+    from mindvideo.stages.foundation import load_scorers
 
-    dataset = Path(inputs["simulate"]) / "synthcc"
-    frame, video = load_synth_judges(dataset)
-    scorers = Scorers(frame_judge=frame, video_judge=video, clip=load_clip(dataset / "clip"))
-    results = run_baselines(dataset, cfg, scorers, ctx.seed, out, ctx.progress)
-    flat = {f"{m}.{k}": v for m, metrics in results.items() for k, v in metrics.items()}
-    for k, v in flat.items():
+    if len(cfg.methods) != 1:
+        raise ConfigError(
+            f"stage baselines decodes one method per run, got methods={list(cfg.methods)}"
+        )
+    dataset = dataset_root(inputs["dataset"])
+    clip_model = load_scorers(inputs["foundation"]).clip if "clip" in cfg.features else None
+    decoded = decode_baselines(dataset, cfg, clip_model, ctx.seed, ctx.progress)
+    (method,) = cfg.methods
+    artifacts = write_reconstructions(
+        out, decoded.names, decoded.clips[method], fps=cfg.frames_per_clip / 2.0
+    )
+    metrics = {"test_clips": float(len(decoded.names))}
+    if decoded.ridge_alpha is not None and method != "chance":
+        metrics["ridge_alpha"] = decoded.ridge_alpha
+    for k, v in metrics.items():
         ctx.log_metric(k, v, None)
-    artifacts = [Path(m) / "clips.npy" for m in results]
-    return StageResult(metrics=flat, artifacts=artifacts)
+    return StageResult(metrics=metrics, artifacts=artifacts)
+
+
+SEEDED = seeded

@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mindvideo.data.synth.config import SimulateConfig
-from mindvideo.data.synth.simulate import FORMAT_VERSION, simulate
-from mindvideo.stages.base import StageContext, StageResult
+from mindvideo.data.synth.simulate import FORMAT_VERSION, simulate, work_units
+from mindvideo.stages.base import SYNTHCC_FOLDER, StageContext, StageResult
 
 NAME = "simulate"
 INPUTS: tuple[str, ...] = ()
+SEEDED = False  # the dataset seed is data.synth.seed, part of the config slice
 CONFIG = SimulateConfig
+__all__ = ["CONFIG", "INPUTS", "NAME", "SEEDED", "VERSION", "run", "work_units"]
 VERSION = FORMAT_VERSION
 
 
@@ -20,7 +22,7 @@ def run(
 ) -> StageResult:
     """Simulate into out/synthcc. The dataset's seed is cfg.seed (part of the config slice),
     so the stage key already pins it; ctx.seed is not used."""
-    dataset = Path(out) / "synthcc"
+    dataset = Path(out) / SYNTHCC_FOLDER
     summary = simulate(cfg, dataset, progress=ctx.progress)
     p = cfg.protocol
     metrics = {
@@ -32,4 +34,4 @@ def run(
     }
     for name, value in metrics.items():
         ctx.log_metric(name, value, None)
-    return StageResult(metrics=metrics, artifacts=[Path("synthcc") / "dataset.json"])
+    return StageResult(metrics=metrics, artifacts=[Path(SYNTHCC_FOLDER) / "dataset.json"])

@@ -1,0 +1,103 @@
+"""The content-addressed stage cache: <store>/cache/<stage>/<key>/ with a manifest.
+
+An entry exists only once its manifest is inside and the folder has been renamed into place:
+a stage computes into a temporary sibling folder, the manifest is written last, and one
+`rename` publishes it. A per-key file lock makes concurrent workers wait for each other
+instead of computing the same key twice; a process killed mid-stage leaves only a temporary
+folder, which the next writer of that key removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from harness.plan import StageNode
+
+MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created if missing), released on exit or death."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class StageCache:
+    """Finished stage outputs by key."""
+
+    def __init__(self, store: Path):
+        self.root = Path(store) / "cache"
+
+    def path(self, node: StageNode) -> Path:
+        if node.external is not None:
+            return node.external
+        return self.root / node.name / node.key
+
+    def manifest(self, node: StageNode) -> dict | None:
+        """The entry's manifest, or None when the stage has not finished for this key."""
+        if node.external is not None:
+            return {"stage": node.name, "key": node.key, "metrics": {}, "series": []}
+        path = self.path(node) / MANIFEST
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, OSError):
+            # Published entries are complete by construction; an unreadable manifest means
+            # outside damage. Move the entry aside (never delete work) and recompute.
+            folder = self.path(node)
+            folder.rename(folder.with_name(f"{node.key}.damaged-{uuid.uuid4().hex[:6]}"))
+            return None
+
+    def compute(self, node: StageNode, produce: Callable[[Path], dict]) -> tuple[dict, bool]:
+        """The entry for `node`, computing it with produce(tmp_folder) -> manifest fields if
+        needed. Returns (manifest, computed)."""
+        if (found := self.manifest(node)) is not None:
+            return found, False
+        final = self.path(node)
+        with file_lock(final.parent / f".{node.key}.lock"):
+            if (found := self.manifest(node)) is not None:  # another worker finished it
+                return found, False
+            for stale in final.parent.glob(f"{TMP_PREFIX}{node.key}-*"):
+                shutil.rmtree(stale, ignore_errors=True)  # left by a killed process
+            tmp = final.parent / f"{TMP_PREFIX}{node.key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir(parents=True)
+            try:
+                started = time.time()
+                fields = produce(tmp)
+                manifest = {
+                    "stage": node.name,
+                    "key": node.key,
+                    "config": node.config.model_dump(mode="json") if node.config else None,
+                    "inputs": node.inputs,
+                    "seed": node.seed,
+                    **fields,
+                    "seconds": round(time.time() - started, 3),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "host": socket.gethostname(),
+                }
+                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return manifest, True
+
+    def entries(self) -> list[Path]:
+        return sorted(p.parent for p in self.root.glob(f"*/*/{MANIFEST}"))

@@ -1,0 +1,273 @@
+"""The planner: a spec becomes runs (variant x subject x seed), each a DAG of keyed stages."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from harness.profiles import BASELINES, Profile, load_profile, typed_section
+from harness.spec import LoadedSpec, Variant, expand_variants
+from mindvideo.errors import ConfigError
+
+# The stages the harness knows, by name (modules of mindvideo/stages/).
+STAGE_MODULES = {
+    "simulate": "mindvideo.stages.simulate",
+    "foundation": "mindvideo.stages.foundation",
+    "baselines": "mindvideo.stages.baselines",
+    "evaluate": "mindvideo.stages.evaluate",
+}
+EXTERNAL = "dataset"  # the node standing for a real dataset read in place (not cached)
+
+
+def stage_module(name: str) -> ModuleType:
+    return importlib.import_module(STAGE_MODULES[name])
+
+
+def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
+    """The run's stages in dependency order, each with its input roles bound to stages."""
+    data = "simulate" if profile.data.source == "synth" else EXTERNAL
+    head = [] if data == EXTERNAL else [("simulate", {})]
+    if profile.method in BASELINES:
+        return [
+            *head,
+            ("foundation", {"dataset": data}),
+            ("baselines", {"dataset": data, "foundation": "foundation"}),
+            ("evaluate", {"dataset": data, "foundation": "foundation", "decode": "baselines"}),
+        ]
+    raise ConfigError(
+        f"method {profile.method!r}: the MinD-Video model stages (mbm, contrastive, cotrain, "
+        "decode) are not part of this release yet; run the baselines (method: "
+        + " | ".join(BASELINES)
+        + ", or the spec's `baselines:` list)"
+    )
+
+
+def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
+    """The config slice of a stage, resolved from the profile (and the run's subject)."""
+    from mindvideo.eval.judge_config import JudgeConfig
+    from mindvideo.eval.protocols import get_protocol
+    from mindvideo.models.clip_config import ClipConfig
+
+    data, ev = profile.data, profile.eval
+    if name == "simulate":
+        return data.synth
+    if name == "foundation":
+        return stage_module(name).CONFIG(
+            synthetic=data.source == "synth",
+            judges=typed_section(profile, "eval.judges", JudgeConfig),
+            clip=typed_section(profile, "eval.clip", ClipConfig),
+            frame_judge=ev.frame_judge,
+            video_judge=ev.video_judge,
+            clip_checkpoint=ev.clip_checkpoint,
+            clip_model=ev.clip_model,
+        )
+    if name == "baselines":
+        return stage_module(name).CONFIG(
+            **profile.baselines.model_dump(),
+            subject=subject,
+            methods=(profile.method,),
+            preprocess=data.preprocess,
+            window=data.window,
+            window_offset=data.window_offset,
+            window_edge=data.window_edge,
+            frames_per_clip=data.frames_per_clip,
+        )
+    if name == "evaluate":
+        get_protocol(ev.protocol)  # unknown names fail here, before any work
+        return stage_module(name).CONFIG(
+            protocol=ev.protocol,
+            frames=ev.frames,
+            trials=ev.trials,
+            exclude_scene_cuts=ev.exclude_scene_cuts,
+            samples=ev.samples,
+        )
+    raise ConfigError(f"no stage named {name!r}; stages: {', '.join(STAGE_MODULES)}")
+
+
+def digest(payload: Any, n: int = 20) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class StageNode:
+    """One stage execution, identified by its content key."""
+
+    name: str
+    key: str
+    config: BaseModel | None
+    inputs: dict[str, str]  # role -> key of the upstream node
+    seed: int | None  # None: the stage does not depend on the run seed
+    external: Path | None = None  # a real dataset read in place
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.key}"
+
+
+@dataclass
+class Run:
+    """A (variant, subject, seed) of the suite: a fully resolved config and its stages."""
+
+    variant: Variant
+    subject: str
+    seed: int
+    profile: Profile
+    stages: list[str]  # node keys in dependency order
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant.name} / {self.subject} / seed {self.seed}"
+
+
+@dataclass
+class Plan:
+    spec: LoadedSpec
+    runs: list[Run]
+    nodes: dict[str, StageNode] = field(default_factory=dict)
+
+    @property
+    def suite(self) -> str:
+        return self.spec.suite
+
+    def node(self, key: str) -> StageNode:
+        return self.nodes[key]
+
+
+def is_seeded(module: ModuleType, cfg: BaseModel) -> bool:
+    seeded = getattr(module, "SEEDED", True)
+    return bool(seeded(cfg) if callable(seeded) else seeded)
+
+
+def all_subjects(profile: Profile) -> list[str]:
+    data = profile.data
+    if data.source == "synth":
+        return [f"subject{i + 1}" for i in range(data.synth.protocol.subjects)]
+    if data.root is None:
+        raise ConfigError(
+            f"{profile.source}: data.root is not set: give the {data.source} dataset folder "
+            "(in the profile, or --set data.root=/path)"
+        )
+    from mindvideo.data.cc2017 import list_subjects
+
+    found = list_subjects(Path(data.root)) if Path(data.root).exists() else []
+    if not found:
+        raise ConfigError(f"data.root: {data.root} holds no subject*/fmri folders")
+    return found
+
+
+def _resolve(spec: LoadedSpec, variant: Variant, overrides: dict[str, Any]) -> Profile:
+    try:
+        return load_profile(spec.profile, variant.overrides | overrides)
+    except ConfigError as e:
+        where = f"variants.{variant.base}" if variant.kind == "model" else "baselines"
+        raise ConfigError(f"{spec.path}: {where} ({variant.name}): {e}") from None
+
+
+def _check_paths(spec: LoadedSpec, variant: Variant, base: dict) -> None:
+    """Every override must name a key the profile has (or a known section's key)."""
+    for key in variant.overrides:
+        parts = key.split(".")
+        node: Any = base
+        for i, part in enumerate(parts):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+                continue
+            if isinstance(node, dict) and i > 0 and _open_section(parts[:i]):
+                break  # eval.judges.* / eval.clip.*: validated with their own models
+            where = f"variants.{variant.base}" if variant.kind == "model" else "baselines"
+            known = ", ".join(sorted(node)) if isinstance(node, dict) else "(a value)"
+            raise ConfigError(
+                f"{spec.path}: {where}: unknown variant path {key!r} ({'.'.join(parts[: i + 1])} "
+                f"is not in profile {spec.profile!r}; keys there: {known})"
+            )
+
+
+def _open_section(parts: list[str]) -> bool:
+    return parts in (["eval", "judges"], ["eval", "clip"])
+
+
+def build_plan(spec: LoadedSpec, overrides: dict[str, Any] | None = None) -> Plan:
+    """Expand the spec into runs and share identical stages between them."""
+    overrides = overrides or {}
+    base_profile = load_profile(spec.profile, overrides)
+    base = base_profile.model_dump(mode="json")
+    subjects = all_subjects(base_profile)
+    wanted = list(spec.spec.subjects or subjects)
+    unknown = [s for s in wanted if s not in subjects]
+    swapped = spec.profile != spec.spec.profile
+    if unknown and swapped and len(unknown) < len(wanted):
+        # --profile swapped in a smaller profile: run the subjects it has.
+        print(
+            f"note: profile {spec.profile!r} has no {', '.join(unknown)}; running "
+            f"{', '.join(s for s in wanted if s in subjects)}",
+            file=sys.stderr,
+        )
+        wanted = [s for s in wanted if s in subjects]
+    elif unknown:
+        raise ConfigError(
+            f"{spec.path}: subjects: {unknown} not in profile {spec.profile!r}; "
+            f"it has: {', '.join(subjects)}"
+        )
+    plan = Plan(spec=spec, runs=[])
+    for variant in expand_variants(spec.spec):
+        _check_paths(spec, variant, base)
+        profile = _resolve(spec, variant, overrides)
+        try:
+            stages = pipeline(profile)
+        except ConfigError as e:
+            raise ConfigError(f"{spec.path}: variant {variant.name!r}: {e}") from None
+        for subject in wanted:
+            for seed in spec.spec.seeds:
+                try:
+                    keys = _add_stages(plan, stages, profile, subject, seed)
+                except (ConfigError, ValidationError) as e:
+                    raise ConfigError(f"{spec.path}: variant {variant.name!r}: {e}") from None
+                run = Run(variant, subject, seed, profile, keys)
+                run.key = digest(
+                    {"variant": variant.name, "subject": subject, "seed": seed, "stages": keys}
+                )
+                plan.runs.append(run)
+    return plan
+
+
+def _add_stages(
+    plan: Plan, stages: list[tuple[str, dict[str, str]]], profile: Profile, subject: str, seed: int
+) -> list[str]:
+    by_name: dict[str, str] = {}
+    keys = []
+    if profile.data.source != "synth":
+        root = Path(profile.data.root).resolve()
+        key = digest({"external": str(root)})
+        plan.nodes.setdefault(key, StageNode(EXTERNAL, key, None, {}, None, external=root))
+        by_name[EXTERNAL] = key
+    for name, bindings in stages:
+        module = stage_module(name)
+        cfg = stage_config(name, profile, subject)
+        missing = set(module.INPUTS) - set(bindings)
+        if missing:
+            raise ConfigError(f"stage {name}: inputs {sorted(missing)} are not bound")
+        inputs = {role: by_name[bindings[role]] for role in module.INPUTS}
+        node_seed = seed if is_seeded(module, cfg) else None
+        key = digest(
+            {
+                "stage": name,
+                "version": module.VERSION,
+                "config": cfg.model_dump(mode="json"),
+                "inputs": inputs,
+                "seed": node_seed,
+            }
+        )
+        plan.nodes.setdefault(key, StageNode(name, key, cfg, inputs, node_seed))
+        by_name[name] = key
+        keys.append(key)
+    return keys

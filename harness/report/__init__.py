@@ -1,0 +1,1 @@
+"""`mvbench report`: tables, figures and sample sheets from finished runs."""

@@ -1,0 +1,191 @@
+"""Bar figures per metric and line figures per grid parameter, as PNG files."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from harness.report.tables import PARAM_PREFIX, check_runs, higher_is_better, metric_label
+
+# The variant drawn as a dashed level line instead of a bar, when a suite has it.
+CHANCE = "chance"
+DPI = 150
+MODEL_COLOR, BASELINE_COLOR, REFERENCE_COLOR = "tab:blue", "0.72", "tab:orange"
+
+
+def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, list[Axes]]:
+    """A figure on the Agg canvas, outside pyplot: nothing global to show or close."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    return fig, list(axes)
+
+
+def _axis_label(metric: str) -> str:
+    return f"{metric_label(metric)} {'↑' if higher_is_better(metric) else '↓'}"
+
+
+def _per_seed(rows: pd.DataFrame, metric: str, keys: list[str]) -> pd.DataFrame:
+    """One score per (keys, seed): the mean over subjects; runs without the metric dropped."""
+    scores = rows.groupby([*keys, "seed"], sort=False)[metric].mean().reset_index()
+    return scores.dropna(subset=[metric])
+
+
+def _level(runs: pd.DataFrame, variant: str | None, metric: str) -> float:
+    """A variant's average score (mean over seeds of the mean over subjects), NaN if none."""
+    if variant is None:
+        return math.nan
+    return float(_per_seed(runs[runs["variant"] == variant], metric, [])[metric].mean())
+
+
+def _file_part(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name.replace(".", "_"))
+
+
+def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) -> bool:
+    """Bars per variant (sd over seeds), per-subject points; False if no run has the metric."""
+    scores = _per_seed(runs, metric, ["variant"])
+    if scores.empty:
+        return False
+    chance = _level(runs, CHANCE, metric)
+    order = [v for v in pd.unique(runs["variant"]) if v in set(scores["variant"])]
+    chance_line = CHANCE in order and len(order) > 1
+    if chance_line:
+        order.remove(CHANCE)  # drawn as a level line instead
+    kinds = runs.groupby("variant", sort=False)["kind"].first()
+    colors = {
+        v: REFERENCE_COLOR
+        if v == reference
+        else (BASELINE_COLOR if kinds[v] == "baseline" else MODEL_COLOR)
+        for v in order
+    }
+    bars = scores[scores["variant"].isin(order)]
+    points = runs[runs["variant"].isin(order)].groupby(["variant", "subject"], sort=False)
+    points = points[metric].mean().reset_index().dropna(subset=[metric])  # mean over seeds
+
+    fig, (ax,) = _figure(max(4.0, 0.8 * len(order) + 2.0), 3.6)
+    sns.barplot(
+        data=bars,
+        x="variant",
+        y=metric,
+        hue="variant",
+        order=order,
+        hue_order=order,
+        palette=colors,
+        errorbar="sd",
+        capsize=0.2,
+        legend=False,
+        ax=ax,
+    )
+    sns.stripplot(
+        data=points,
+        x="variant",
+        y=metric,
+        hue="subject",
+        order=order,
+        palette="dark",
+        jitter=0.15,
+        size=4.5,
+        linewidth=0.6,
+        edgecolor="white",
+        ax=ax,
+    )
+    if chance_line:
+        ax.axhline(chance, linestyle="--", color="0.3", linewidth=1, label=CHANCE)
+    ax.legend(fontsize="small", title=None, loc="best")
+    ax.set_xlabel("")
+    ax.set_ylabel(_axis_label(metric))
+    ax.set_title(metric_label(metric))
+    if len(order) > 3 or max(len(str(v)) for v in order) > 8:
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    fig.savefig(path, dpi=DPI)
+    return True
+
+
+def _numeric_param(values: pd.Series) -> pd.Series | None:
+    """A grid parameter as numbers (NaN off the grid), or None if not numeric or not varied."""
+    if pd.api.types.is_bool_dtype(values):
+        return None
+    present = values.notna()
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers[present].isna().any() or numbers.nunique() < 2:
+        return None
+    return numbers
+
+
+def _lines(
+    runs: pd.DataFrame, column: str, metrics: list[str], reference: str | None, path: Path
+) -> bool:
+    """Metric vs one grid parameter: a line per base, band = sd over seeds; False if no data."""
+    numbers = _numeric_param(runs[column])
+    if numbers is None:
+        return False
+    grid = runs[numbers.notna()].assign(**{column: numbers[numbers.notna()]})
+    # Other grid parameters that vary along this one split the lines further.
+    others = [
+        c
+        for c in grid.columns
+        if c.startswith(PARAM_PREFIX) and c != column and grid[c].nunique() > 1
+    ]
+    grid["line"] = grid["base"].astype(str)
+    for c in others:
+        grid["line"] += ", " + c[len(PARAM_PREFIX) :] + "=" + grid[c].astype(str)
+    panels = [m for m in metrics if grid[m].notna().any()]
+    if not panels:
+        return False
+    name = column[len(PARAM_PREFIX) :]
+    fig, axes = _figure(6.0, 2.6 * len(panels) + 0.6, rows=len(panels))
+    for i, (ax, metric) in enumerate(zip(axes, panels, strict=True)):
+        scores = _per_seed(grid, metric, ["line", column])
+        sns.lineplot(data=scores, x=column, y=metric, hue="line", errorbar="sd", marker="o", ax=ax)
+        for variant, style, label in (
+            (reference, "--", f"{reference} (ref.)"),
+            (CHANCE, ":", CHANCE),
+        ):
+            level = _level(runs[numbers.isna()], variant, metric)
+            if not math.isnan(level):
+                ax.axhline(level, linestyle=style, color="0.3", linewidth=1, label=label)
+        ax.set_ylabel(_axis_label(metric))
+        if i == 0:
+            ax.legend(fontsize="small", title="base")
+        elif ax.get_legend() is not None:
+            ax.get_legend().remove()
+    axes[-1].set_xlabel(name)
+    ticks = sorted(numbers.dropna().unique())
+    if len(ticks) <= 12:
+        axes[-1].set_xticks(ticks)
+    fig.savefig(path, dpi=DPI)
+    return True
+
+
+def write_figures(
+    runs: pd.DataFrame, metrics: list[str], out: Path, reference: str | None = None
+) -> list[Path]:
+    """Write out/bars_<metric>.png per metric and out/line_<param>.png per numeric grid
+    parameter (dots in its path become underscores); metrics no run has are skipped."""
+    metrics = list(dict.fromkeys(metrics))
+    check_runs(runs, metrics, reference)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = runs.copy()
+    for m in metrics:
+        runs[m] = pd.to_numeric(runs[m], errors="coerce")
+    written = []
+    for metric in metrics:
+        path = out / f"bars_{_file_part(metric)}.png"
+        if _bars(runs, metric, reference, path):
+            written.append(path)
+    for column in [c for c in runs.columns if c.startswith(PARAM_PREFIX)]:
+        path = out / f"line_{_file_part(column[len(PARAM_PREFIX) :])}.png"
+        if _lines(runs, column, metrics, reference, path):
+            written.append(path)
+    return written

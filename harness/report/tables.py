@@ -1,0 +1,520 @@
+"""Ablation tables (Markdown, LaTeX, CSV) from a DataFrame of finished runs."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mindvideo.errors import ConfigError
+
+ID_COLUMNS = ("variant", "base", "kind", "subject", "seed")
+PARAM_PREFIX = "param:"
+# Per-run companions of a metric column `m`: standard error and 95% bootstrap CI over test samples.
+COMPANION_SUFFIXES = ("_se", "_ci_low", "_ci_high")
+# Column order of the long frames ("subject" lacks `subjects`; "average" lacks `subject`).
+COLUMNS = (
+    "variant",
+    "base",
+    "kind",
+    "subject",
+    "metric",
+    "mean",
+    "std",
+    "n_seeds",
+    "ci_low",
+    "ci_high",
+    "delta",
+    "best",
+    "subjects",
+)
+FORMATS = ("md", "tex", "csv")
+GROUPINGS = ("average", "subject")
+
+_NWAY = re.compile(r"^(video|frame)_(\d+)way_top(\d+)(_strict)?$")
+_LABELS = {
+    "ssim": "SSIM",
+    "psnr": "PSNR",
+    "epe": "EPE",
+    "clip_pcc_adjacent": "CLIP-pcc (adj.)",
+    "clip_pcc_allpairs": "CLIP-pcc (all)",
+    "hue_sim": "Hue sim.",
+}
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric: lower is better for EPE (`epe`, `*_epe`) and losses (`*loss`)."""
+    return not (metric == "epe" or metric.endswith(("loss", "_epe")))
+
+
+def metric_label(metric: str) -> str:
+    """Short column header: `video_2way_top1` -> `Video 2-way`, `ssim` -> `SSIM`."""
+    match = _NWAY.match(metric)
+    if match:
+        unit, n, k, strict = match.groups()
+        label = f"{unit.capitalize()} {n}-way"
+        if k != "1":
+            label += f" top-{k}"
+        return label + (" (strict)" if strict else "")
+    return _LABELS.get(metric, metric)
+
+
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The metric columns of a runs frame: not an id, `param:` or `_se`/`_ci_*` column."""
+    return [
+        c
+        for c in runs.columns
+        if c not in ID_COLUMNS
+        and not c.startswith(PARAM_PREFIX)
+        and not c.endswith(COMPANION_SUFFIXES)
+    ]
+
+
+def check_runs(runs: pd.DataFrame, metrics: Sequence[str], reference: str | None) -> None:
+    """Raise if the runs frame lacks an id column, a requested metric or the reference."""
+    missing_ids = [c for c in ID_COLUMNS if c not in runs.columns]
+    if missing_ids:
+        raise ValueError(f"runs frame lacks the column(s) {', '.join(missing_ids)}")
+    if runs.empty:
+        raise ConfigError("no finished runs to report; run the suite first")
+    if not metrics:
+        raise ConfigError(f"no metrics to report; choose from {', '.join(metric_columns(runs))}")
+    unknown = [m for m in metrics if m not in runs.columns]
+    if unknown:
+        have = ", ".join(metric_columns(runs)) or "none"
+        raise ConfigError(
+            f"unknown metric(s) {', '.join(unknown)}: no run logged them; "
+            f"the runs have the metrics {have}"
+        )
+    if reference is not None and reference not in set(runs["variant"]):
+        have = ", ".join(str(v) for v in pd.unique(runs["variant"]))
+        raise ConfigError(
+            f"reference variant {reference!r} is not among the runs' variants ({have}); "
+            "choose one of them or no reference"
+        )
+
+
+def _ci_mean(rows: pd.DataFrame, metric: str, bound: str) -> float:
+    column = f"{metric}_ci_{bound}"
+    if column not in rows.columns:
+        return math.nan
+    return float(rows.loc[rows[metric].notna(), column].mean())
+
+
+def _annotate(frame: pd.DataFrame, keys: list[str], reference: str | None) -> pd.DataFrame:
+    """Add `delta` (vs the reference at the same keys; NaN for the reference) and `best`."""
+    if reference is not None:
+        ref = frame.loc[frame["variant"] == reference, [*keys, "mean"]]
+        ref = ref.rename(columns={"mean": "_ref"})
+        frame = frame.merge(ref, on=keys, how="left")
+        frame["delta"] = frame["mean"] - frame["_ref"]
+        frame.loc[frame["variant"] == reference, "delta"] = math.nan
+        frame = frame.drop(columns="_ref")
+    else:
+        frame["delta"] = math.nan
+    higher = frame["metric"].map(higher_is_better).astype(bool)
+    signed = frame["mean"].where(higher, -frame["mean"])
+    top = signed.groupby([frame[k] for k in keys]).transform("max")
+    frame["best"] = signed.notna() & np.isclose(signed, top, rtol=1e-9, atol=1e-12)
+    return frame
+
+
+def summarise_runs(
+    runs: pd.DataFrame, metrics: list[str], reference: str | None
+) -> dict[str, pd.DataFrame]:
+    """Long-format summaries of the runs: {"subject": per variant x subject x metric,
+    "average": per variant x metric}.
+
+    Columns: variant, base, kind, [subject,] metric, mean, std, n_seeds, ci_low, ci_high, delta,
+    best, [subjects,] then the `param:` columns. `mean`/`std` are over seeds (std with ddof=1, NaN
+    for one seed); in "average" each seed's score is first averaged over the subjects that variant
+    has (`subjects` counts them, so a variant missing a subject is visible). `ci_low`/`ci_high` are
+    the mean of the per-run 95% bootstrap CIs over test samples (`m_ci_low`/`m_ci_high`), not a CI
+    over seeds; NaN when the runs logged none. `delta` = mean - the reference's mean at the same
+    subject (or in the average); NaN for the reference itself, without a reference, or where the
+    reference has no value. `best` marks the best mean per metric (per subject), in the direction
+    of `higher_is_better`; ties are all best. A metric NaN for some runs is left out of their
+    means; a metric no run has raises ConfigError.
+    """
+    metrics = list(dict.fromkeys(metrics))
+    check_runs(runs, metrics, reference)
+    runs = runs.copy()
+    for m in metrics:
+        for column in (m, f"{m}_ci_low", f"{m}_ci_high"):
+            if column in runs.columns:
+                runs[column] = pd.to_numeric(runs[column], errors="coerce")
+    params = [c for c in runs.columns if c.startswith(PARAM_PREFIX)]
+    info = runs.groupby("variant", sort=False)[["base", "kind", *params]].first()
+    variants = list(pd.unique(runs["variant"]))
+    subjects = list(pd.unique(runs["subject"]))
+
+    def stats(values: pd.Series) -> dict[str, float | int]:
+        values = values.dropna()
+        std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        mean = float(values.mean()) if len(values) else math.nan
+        return {"mean": mean, "std": std, "n_seeds": len(values)}
+
+    per_subject, average = [], []
+    for variant in variants:
+        rows = runs[runs["variant"] == variant]
+        head = {
+            "variant": variant,
+            "base": info.at[variant, "base"],
+            "kind": info.at[variant, "kind"],
+        }
+        for subject in subjects:
+            sub = rows[rows["subject"] == subject]
+            if sub.empty:
+                continue
+            for metric in metrics:
+                per_subject.append(
+                    {
+                        **head,
+                        "subject": subject,
+                        "metric": metric,
+                        **stats(sub[metric]),
+                        "ci_low": _ci_mean(sub, metric, "low"),
+                        "ci_high": _ci_mean(sub, metric, "high"),
+                    }
+                )
+        for metric in metrics:
+            per_seed = rows.groupby("seed", sort=False)[metric].mean()  # mean over subjects
+            average.append(
+                {
+                    **head,
+                    "metric": metric,
+                    **stats(per_seed),
+                    "ci_low": _ci_mean(rows, metric, "low"),
+                    "ci_high": _ci_mean(rows, metric, "high"),
+                    "subjects": int(rows.loc[rows[metric].notna(), "subject"].nunique()),
+                }
+            )
+
+    def finish(records: list[dict], keys: list[str]) -> pd.DataFrame:
+        frame = _annotate(pd.DataFrame(records), keys, reference)
+        frame["n_seeds"] = frame["n_seeds"].astype(int)
+        frame["best"] = frame["best"].astype(bool)
+        for p in params:
+            frame[p] = frame["variant"].map(info[p])
+        if "subjects" in frame.columns:
+            frame["subjects"] = frame["subjects"].astype(int)
+        return frame[[c for c in COLUMNS if c in frame.columns] + params]
+
+    return {
+        "subject": finish(per_subject, ["subject", "metric"]),
+        "average": finish(average, ["metric"]),
+    }
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """How one output format writes the pieces of a cell."""
+
+    pm: str
+    minus: str
+    missing: str
+    up: str
+    down: str
+    dagger: str
+    dash: str
+    bold: Callable[[str], str]
+    escape: Callable[[str], str]
+
+
+def tex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in plain text."""
+    out = []
+    for ch in str(text):
+        if ch in "&%$#_{}":
+            out.append("\\" + ch)
+        elif ch == "\\":
+            out.append(r"\textbackslash{}")
+        elif ch == "~":
+            out.append(r"\textasciitilde{}")
+        elif ch == "^":
+            out.append(r"\textasciicircum{}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_MD = _Dialect(
+    pm=" ± ",
+    minus="−",
+    missing="–",
+    up=" ↑",
+    down=" ↓",
+    dagger="†",
+    dash="–",
+    bold=lambda s: f"**{s}**",
+    escape=lambda s: str(s).replace("|", r"\|"),
+)
+_TEX = _Dialect(
+    pm=r" $\pm$ ",
+    minus="$-$",
+    missing="--",
+    up=r" $\uparrow$",
+    down=r" $\downarrow$",
+    dagger=r"$^\dagger$",
+    dash="--",
+    bold=lambda s: f"\\textbf{{{s}}}",
+    escape=tex_escape,
+)
+
+
+def _partial_variants(frame: pd.DataFrame, n_subjects: int) -> set[str]:
+    """Variants of an average frame whose best-covered metric has fewer than n_subjects."""
+    if not n_subjects or "subjects" not in frame.columns:
+        return set()
+    covered = frame.groupby("variant", sort=False)["subjects"].max()
+    return set(covered.index[covered < n_subjects])
+
+
+def _decimals(metric: str, means: pd.Series) -> int:
+    """3 decimals; 2 for PSNR and any metric whose values exceed 10."""
+    finite = means.dropna().abs()
+    return 2 if metric == "psnr" or (len(finite) and finite.max() > 10) else 3
+
+
+def _cell(row: pd.Series, decimals: int, d: _Dialect) -> str:
+    if pd.isna(row["mean"]):
+        return d.missing
+    text = f"{row['mean']:.{decimals}f}"
+    if pd.notna(row["std"]):
+        text += f"{d.pm}{row['std']:.{decimals}f}"
+    if row["best"]:
+        text = d.bold(text)
+    if pd.notna(row["delta"]):
+        sign = d.minus if round(row["delta"], decimals) < 0 else "+"
+        text += f" ({sign}{abs(row['delta']):.{decimals}f})"
+    return text
+
+
+def _ci_cell(row: pd.Series, decimals: int, d: _Dialect) -> str:
+    if pd.isna(row["ci_low"]) or pd.isna(row["ci_high"]):
+        return d.missing
+    return f"[{row['ci_low']:.{decimals}f}, {row['ci_high']:.{decimals}f}]"
+
+
+@dataclass
+class _Grid:
+    """One displayed table: header, model rows, then baseline rows."""
+
+    header: list[str]
+    models: list[list[str]]
+    baselines: list[list[str]]
+
+
+def _grid(
+    frame: pd.DataFrame,
+    metrics: list[str],
+    reference: str | None,
+    d: _Dialect,
+    cell: Callable[[pd.Series, int, _Dialect], str] = _cell,
+    arrows: bool = True,
+    n_subjects: int = 0,
+) -> _Grid:
+    """Variants x metrics from one grouping's long rows (one subject, or the average)."""
+    header = ["Variant"]
+    for m in metrics:
+        arrow = (d.up if higher_is_better(m) else d.down) if arrows else ""
+        header.append(d.escape(metric_label(m)) + arrow)
+    decimals = {m: _decimals(m, frame.loc[frame["metric"] == m, "mean"]) for m in metrics}
+    by_key = frame.set_index(["variant", "metric"])
+    partial = _partial_variants(frame, n_subjects)
+    grid = _Grid(header, [], [])
+    for variant in pd.unique(frame["variant"]):
+        first = by_key.loc[(variant, metrics[0])]
+        label = d.escape(variant)
+        if variant == reference:
+            label += " (ref.)"
+        if variant in partial:
+            label += d.dagger
+        row = [label] + [cell(by_key.loc[(variant, m)], decimals[m], d) for m in metrics]
+        (grid.baselines if first["kind"] == "baseline" else grid.models).append(row)
+    return grid
+
+
+def _md_table(grid: _Grid) -> list[str]:
+    lines = [
+        "| " + " | ".join(grid.header) + " |",
+        "| :-- |" + " --: |" * (len(grid.header) - 1),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in grid.models + grid.baselines]
+    return lines
+
+
+def _tex_rows(grid: _Grid) -> list[str]:
+    lines = [" & ".join(row) + r" \\" for row in grid.models]
+    if grid.models and grid.baselines:
+        lines.append(r"\midrule")
+    lines += [" & ".join(row) + r" \\" for row in grid.baselines]
+    return lines
+
+
+def _seeds_text(frame: pd.DataFrame, d: _Dialect) -> str:
+    counts = frame.loc[frame["n_seeds"] > 0, "n_seeds"]
+    if counts.empty:
+        return "0 seeds"
+    lo, hi = int(counts.min()), int(counts.max())
+    if lo == hi:
+        return f"{lo} seed" + ("s" if lo != 1 else "")
+    return f"{lo}{d.dash}{hi} seeds"
+
+
+def _caption(
+    summary: dict[str, pd.DataFrame], reference: str | None, d: _Dialect, n_subjects: int
+) -> str:
+    """What the cells mean: ±, the delta, bold, the CIs and the † mark."""
+    average = summary["average"]
+    parts = [
+        f"Mean{d.pm}std (ddof=1) over seeds of each run's test-set score;",
+        "the average first averages the subjects within each seed.",
+    ]
+    if reference is not None:
+        parts.append(
+            f"In parentheses: difference of the mean from the reference {d.escape(reference)}."
+        )
+    parts.append("Bold = best per column.")
+    if average[["ci_low", "ci_high"]].notna().any(axis=None):
+        parts.append(
+            f"95{d.escape('%')} CIs = mean over runs of each run's bootstrap CI over test samples."
+        )
+    if _partial_variants(average, n_subjects):
+        parts.append(f"{d.dagger} = averaged over fewer subjects than the others.")
+    return " ".join(parts)
+
+
+def _write_md(
+    summary: dict[str, pd.DataFrame],
+    metrics: list[str],
+    reference: str | None,
+    group_by: Sequence[str],
+    title: str,
+    n_subjects: int,
+) -> str:
+    average, per_subject = summary["average"], summary["subject"]
+    lines = [f"# {title}", ""] if title else []
+    lines += [f"_{_caption(summary, reference, _MD, n_subjects)}_", ""]
+    if "average" in group_by:
+        lines += [f"## Average over subjects (mean ± std over {_seeds_text(average, _MD)})", ""]
+        lines += _md_table(_grid(average, metrics, reference, _MD, n_subjects=n_subjects)) + [""]
+    if "subject" in group_by:
+        lines += [f"## Per subject (mean ± std over {_seeds_text(per_subject, _MD)})", ""]
+        for subject in pd.unique(per_subject["subject"]):
+            rows = per_subject[per_subject["subject"] == subject]
+            lines += [f"### {subject}", ""]
+            lines += _md_table(_grid(rows, metrics, reference, _MD)) + [""]
+    if "average" in group_by and average[["ci_low", "ci_high"]].notna().any(axis=None):
+        lines += ["## 95% bootstrap CIs", ""]
+        lines += [
+            "_Average over subjects; each cell is the mean over runs of the per-run "
+            "[low, high] 95% bootstrap CI over test samples._",
+            "",
+        ]
+        grid = _grid(average, metrics, reference, _MD, cell=_ci_cell, arrows=False)
+        lines += _md_table(grid) + [""]
+    return "\n".join(lines)
+
+
+def _label(title: str, grouping: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return f"tab:{slug + '-' if slug else ''}{grouping}"
+
+
+def _tex_table(grid_rows: list[str], header: list[str], caption: str, label: str) -> list[str]:
+    return [
+        r"\begin{table}[t]",
+        r"\centering",
+        f"\\caption{{{caption}}}",
+        f"\\label{{{label}}}",
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+        *grid_rows,
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+
+
+def _write_tex(
+    summary: dict[str, pd.DataFrame],
+    metrics: list[str],
+    reference: str | None,
+    group_by: Sequence[str],
+    title: str,
+    n_subjects: int,
+) -> str:
+    average, per_subject = summary["average"], summary["subject"]
+    lead = f"{tex_escape(title)}: " if title else ""
+    caption = _caption(summary, reference, _TEX, n_subjects)
+    blocks: list[list[str]] = []
+    if "average" in group_by:
+        grid = _grid(average, metrics, reference, _TEX, n_subjects=n_subjects)
+        text = f"{lead}average over subjects (mean $\\pm$ std over {_seeds_text(average, _TEX)}). "
+        blocks.append(
+            _tex_table(_tex_rows(grid), grid.header, text + caption, _label(title, "average"))
+        )
+    if "subject" in group_by and not per_subject.empty:
+        rows: list[str] = []
+        header: list[str] = []
+        for i, subject in enumerate(pd.unique(per_subject["subject"])):
+            grid = _grid(per_subject[per_subject["subject"] == subject], metrics, reference, _TEX)
+            header = grid.header
+            if i:
+                rows.append(r"\midrule")
+            rows.append(
+                f"\\multicolumn{{{len(header)}}}{{l}}{{\\textit{{{tex_escape(subject)}}}}} \\\\"
+            )
+            rows += _tex_rows(grid)
+        text = f"{lead}per subject (mean $\\pm$ std over {_seeds_text(per_subject, _TEX)}). "
+        blocks.append(_tex_table(rows, header, text + caption, _label(title, "subject")))
+    return "\n\n".join("\n".join(b) for b in blocks) + "\n"
+
+
+def write_tables(
+    runs: pd.DataFrame,
+    metrics: list[str],
+    out: Path,
+    reference: str | None,
+    formats: Sequence[str] = ("md", "tex", "csv"),
+    group_by: Sequence[str] = ("average", "subject"),
+    title: str = "",
+) -> list[Path]:
+    """Write out/table.{md,tex,csv}: variants x metrics, mean ± std over seeds, best in bold,
+    delta vs the reference; the CSV holds `summarise_runs`' long frames at full precision."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ConfigError(f"unknown table format(s) {', '.join(bad)}; use {', '.join(FORMATS)}")
+    bad = [g for g in group_by if g not in GROUPINGS]
+    if bad:
+        raise ConfigError(f"unknown table grouping(s) {', '.join(bad)}; use {', '.join(GROUPINGS)}")
+    metrics = list(dict.fromkeys(metrics))
+    summary = summarise_runs(runs, metrics, reference)
+    n_subjects = int(runs["subject"].nunique())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    render = {"md": _write_md, "tex": _write_tex}
+    for fmt in formats:
+        path = out / f"table.{fmt}"
+        if fmt in render:
+            text = render[fmt](summary, metrics, reference, group_by, title, n_subjects)
+            path.write_text(text, encoding="utf-8")
+        else:
+            frames = [summary[g].assign(table=g) for g in GROUPINGS if g in group_by]
+            long = pd.concat(frames, ignore_index=True)
+            if "subjects" in long.columns:
+                long["subjects"] = long["subjects"].astype("Int64")  # empty on subject rows
+            order = [c for c in COLUMNS if c in long.columns]
+            long = long[["table", *order, *[c for c in long.columns if c.startswith(PARAM_PREFIX)]]]
+            long.to_csv(path, index=False)
+        written.append(path)
+    return written

@@ -1,0 +1,207 @@
+"""Suite specs: the YAML files that declare variants, grids, seeds, subjects, baselines, report."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.profiles import BASELINES, format_validation_error, read_yaml
+from mindvideo.errors import ConfigError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+DEFAULT_METRICS = (
+    "video_2way_top1",
+    "video_50way_top1",
+    "frame_2way_top1",
+    "frame_50way_top1",
+    "ssim",
+    "psnr",
+    "clip_pcc_adjacent",
+)
+
+
+class ReportSpec(BaseModel):
+    """What `mvbench report` shows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    group_by: tuple[Literal["average", "subject"], ...] = ("average", "subject")
+    formats: tuple[Literal["md", "tex", "csv"], ...] = ("md", "tex", "csv")
+    figures: bool = True
+    samples: int = Field(4, ge=0, description="test clips shown in the samples grid")
+
+    @field_validator("metrics", "group_by", "formats")
+    @classmethod
+    def _not_empty(cls, v: tuple) -> tuple:
+        if not v:
+            raise ValueError("must list at least one entry")
+        return v
+
+
+class Spec(BaseModel):
+    """A suite: a profile, the variants to run on it, and what the report shows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str | None = Field(None, description="name (default: the file's stem)")
+    description: str = ""
+    profile: str
+    variants: dict[str, dict[str, Any] | None] | None = None
+    grid: dict[str, list[Any]] = {}
+    seeds: tuple[int, ...] = (0,)
+    subjects: tuple[str, ...] | None = None
+    baselines: tuple[Literal["ridge", "shuffled", "chance"], ...] = ()
+    reference: str | None = None
+    report: ReportSpec = ReportSpec()
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_name(cls, v: str | None) -> str | None:
+        if v is not None and not NAME_PATTERN.match(v):
+            raise ValueError("use letters, digits and _ . + - only (it names results/<suite>/)")
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: dict | None) -> dict | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError(
+                "empty: name at least one variant (e.g. `full: {}` for the profile as is), "
+                "or remove the key and list `baselines`"
+            )
+        for name in v:
+            if not NAME_PATTERN.match(str(name)):
+                raise ValueError(f"variant name {name!r}: use letters, digits and _ . + - only")
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: dict) -> dict:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"{key}: give at least one value")
+            if len({json.dumps(x, sort_keys=True) for x in values}) != len(values):
+                raise ValueError(f"{key}: values repeat: {values}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple) -> tuple:
+        if not v:
+            raise ValueError("give at least one seed")
+        if len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"seeds must be distinct and >= 0, got {list(v)}")
+        return v
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, v: tuple) -> tuple:
+        if len(set(v)) != len(v):
+            raise ValueError(f"baselines repeat: {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _runs_something(self) -> Spec:
+        if self.variants is None and not self.baselines:
+            raise ValueError(
+                "nothing to run: give `variants` (e.g. `full: {}`) and/or `baselines` "
+                f"(any of {', '.join(BASELINES)})"
+            )
+        clash = set(self.variants or {}) & set(self.baselines)
+        if clash:
+            raise ValueError(f"variant names clash with baselines: {sorted(clash)}")
+        if self.grid and not self.variants:
+            raise ValueError("`grid` expands variants, but the spec has none")
+        return self
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the suite: a name and the overrides of the profile it runs with."""
+
+    name: str  # e.g. full, ridge, full[data.window=3]
+    base: str  # the spec's variant (or baseline) name before grid expansion
+    kind: Literal["model", "baseline"]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    spec: Spec
+    path: Path
+    suite: str
+    profile: str  # the profile actually used (--profile swaps the spec's)
+    hash: str  # of the parsed spec, to tag runs with
+
+
+def _format_value(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, list | dict) else str(v)
+
+
+def expand_variants(spec: Spec) -> list[Variant]:
+    """The spec's rows in order: each variant (times the grid), then the baselines."""
+    rows: list[Variant] = []
+    keys = list(spec.grid)
+    for name, overrides in (spec.variants or {}).items():
+        overrides = dict(overrides or {})
+        if not keys:
+            rows.append(Variant(name, name, "model", overrides))
+            continue
+        for values in itertools.product(*(spec.grid[k] for k in keys)):
+            point = dict(zip(keys, values, strict=True))
+            label = ",".join(f"{k}={_format_value(v)}" for k, v in point.items())
+            rows.append(Variant(f"{name}[{label}]", name, "model", overrides | point, point))
+    for method in spec.baselines:
+        rows.append(Variant(method, method, "baseline", {"method": method}))
+    return rows
+
+
+def load_spec(path: Path | str, profile: str | None = None) -> LoadedSpec:
+    """Read and validate a suite spec; `profile` replaces the spec's profile (--profile)."""
+    path = Path(path)
+    if not path.exists():
+        hint = ""
+        suites = path.parent if path.parent.is_dir() else None
+        if suites is not None:
+            have = sorted(p.name for p in suites.glob("*.yaml"))
+            hint = f"; {suites} holds: {', '.join(have)}" if have else ""
+        raise ConfigError(f"{path}: spec file not found{hint}")
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: a spec must be a mapping (profile:, variants:, seeds:, ...), "
+            f"got {type(raw).__name__}"
+        )
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as e:
+        message = format_validation_error(path, e).replace("invalid config", "invalid spec")
+        raise ConfigError(message) from None
+    names = [v.name for v in expand_variants(spec)]
+    if spec.reference is not None and spec.reference not in names:
+        raise ConfigError(
+            f"{path}: reference: {spec.reference!r} is not a variant or baseline of this suite; "
+            f"choose one of: {', '.join(names)}"
+        )
+    digest = hashlib.sha256(
+        json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()[:12]
+    return LoadedSpec(
+        spec=spec,
+        path=path,
+        suite=spec.suite or path.stem,
+        profile=profile or spec.profile,
+        hash=digest,
+    )

@@ -1,0 +1,280 @@
+"""MLflow tracking: one experiment per suite, a parent run per execution, a child per run."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mindvideo import __version__
+from mindvideo.errors import ConfigError
+
+# Tags the harness writes (and searches by).
+KIND = "mvbench.kind"  # "execution" (parent) or "run" (child)
+RUN_KEY = "mvbench.run_key"
+STAGE_KEYS = "mvbench.stage_keys"
+SPEC_HASH = "mvbench.spec_hash"
+GIT_COMMIT = "mvbench.git_commit"
+WORKER = "mvbench.worker"  # host:pid:start-time of the process running it
+VARIANT = "mvbench.variant"
+BASE = "mvbench.base"
+VARIANT_KIND = "mvbench.variant_kind"
+SUBJECT = "mvbench.subject"
+SEED = "mvbench.seed"
+GRID = "mvbench.grid"  # JSON of the grid point
+PROFILE = "mvbench.profile"
+ERROR = "mvbench.error"
+FAILED_STAGE = "mvbench.failed_stage"
+PARENT = "mlflow.parentRunId"
+
+MAX_PARAM_CHARS = 6000
+MAX_TAG_CHARS = 5000
+
+
+def default_uri(store: Path) -> str:
+    return f"sqlite:///{(Path(store) / 'mlflow.db').resolve()}"
+
+
+def tracking_uri(store: Path) -> str:
+    """MLFLOW_TRACKING_URI if set, else the SQLite file under the store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri(store)
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the checkout the package runs from ("unknown" outside git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _process_start(pid: int) -> str:
+    """The start time of a process (Linux /proc), to tell a live pid from a reused one."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def worker_alive(worker: str | None) -> bool | None:
+    """True/False for a worker on this host; None when it ran elsewhere (cannot tell)."""
+    if not worker:
+        return False
+    try:
+        host, pid, start = worker.rsplit(":", 2)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _process_start(int(pid)) == start
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """{"data.window": "2", ...}: every leaf of a nested mapping as a string."""
+    out: dict[str, str] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out |= flatten(v, f"{prefix}{k}.")
+        return out
+    value = json.dumps(tree) if isinstance(tree, list | tuple) else str(tree)
+    out[prefix.rstrip(".")] = value[:MAX_PARAM_CHARS]
+    return out
+
+
+def _chunks(items: list, n: int) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class Tracker:
+    """The harness's view of an MLflow tracking store."""
+
+    def __init__(self, store: Path, uri: str | None = None):
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        self.store = Path(store)
+        self.uri = uri or tracking_uri(self.store)
+        self._check_and_create()
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as e:
+            raise ConfigError(
+                f"MLflow tracking store {self.uri} is not usable: {type(e).__name__}: "
+                f"{str(e)[:300]}. Fix MLFLOW_TRACKING_URI, or unset it to use "
+                f"{default_uri(self.store)}"
+            ) from None
+
+    @property
+    def local(self) -> bool:
+        return self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
+
+    def _check_and_create(self) -> None:
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            return
+        if self.uri.startswith(("http://", "https://")):
+            # Fail in seconds, not after MLflow's minutes of retries.
+            try:
+                with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=5) as r:
+                    r.read()
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                reason = getattr(e, "reason", e)
+                raise ConfigError(
+                    f"MLflow tracking server {self.uri} (MLFLOW_TRACKING_URI) is unreachable: "
+                    f"{reason}. Start it (mlflow server --host ... --port ...), fix the URI, or "
+                    f"unset MLFLOW_TRACKING_URI to use {default_uri(self.store)}"
+                ) from None
+
+    # Experiments and runs ---------------------------------------------------------------
+
+    def experiment(self, suite: str, create: bool = True) -> str | None:
+        """The id of the suite's experiment (created on first use when `create`)."""
+        exp = self.client.get_experiment_by_name(suite)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise ConfigError(
+                    f"MLflow experiment {suite!r} is deleted; restore it "
+                    f"(mlflow experiments restore) or give the suite another name"
+                )
+            return exp.experiment_id
+        if not create:
+            return None
+        location = None
+        if self.local:
+            location = (self.store / "artifacts").resolve().as_uri()
+        try:
+            return self.client.create_experiment(
+                suite, artifact_location=location, tags={"mvbench.suite": suite}
+            )
+        except Exception:
+            exp = self.client.get_experiment_by_name(suite)  # created concurrently
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def runs(self, experiment_id: str, filter_string: str = "") -> list:
+        """Every run of the experiment matching the filter (all pages)."""
+        out, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+            )
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def children(self, experiment_id: str, status: str | None = None) -> list:
+        f = f"tags.`{KIND}` = 'run'"
+        if status:
+            f += f" and attributes.status = '{status}'"
+        return self.runs(experiment_id, f)
+
+    def reap_stale(self, experiment_id: str) -> list[str]:
+        """Mark runs left RUNNING by a dead process on this host as KILLED; their ids."""
+        reaped = []
+        for run in self.runs(experiment_id, "attributes.status = 'RUNNING'"):
+            if worker_alive(run.data.tags.get(WORKER)) is False:
+                self.client.set_tag(run.info.run_id, "mvbench.stale", "worker died")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                reaped.append(run.info.run_id)
+        return reaped
+
+    def start_parent(self, experiment_id: str, tags: dict[str, str]) -> str:
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"execution {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags={KIND: "execution", WORKER: this_worker(), GIT_COMMIT: git_commit(), **tags},
+        )
+        return run.info.run_id
+
+    def start_child(
+        self,
+        experiment_id: str,
+        parent_id: str,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, str],
+    ) -> str:
+        run = self.client.create_run(
+            experiment_id,
+            run_name=name,
+            tags={
+                KIND: "run",
+                PARENT: parent_id,
+                WORKER: this_worker(),
+                GIT_COMMIT: git_commit(),
+                "mvbench.version": __version__,
+                **tags,
+            },
+        )
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    # Logging ----------------------------------------------------------------------------
+
+    def log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()]
+        for chunk in _chunks(items, 100):
+            self.client.log_batch(run_id, params=chunk)
+
+    def log_metrics(
+        self, run_id: str, metrics: Iterable[tuple[str, float, int]], timestamp: int | None = None
+    ) -> None:
+        from mlflow.entities import Metric
+
+        now = timestamp or int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v, step in metrics]
+        for chunk in _chunks(items, 1000):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:MAX_TAG_CHARS]) for k, v in tags.items()]
+        for chunk in _chunks(items, 100):
+            self.client.log_batch(run_id, tags=chunk)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def end(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    def download(self, run_id: str, path: str, dst: Path) -> Path | None:
+        """An artifact of a run copied under dst, or None if the run has none by that path."""
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self.client.download_artifacts(run_id, path, str(dst)))
+        except Exception:
+            return None

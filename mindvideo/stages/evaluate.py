@@ -1,0 +1,113 @@
+"""Stage `evaluate`: score a decoding stage's test reconstructions under a metric protocol."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from mindvideo.data.cc2017 import open_stimuli
+from mindvideo.errors import DataError
+from mindvideo.stages.base import NAMES, RECONSTRUCTIONS, StageContext, StageResult, dataset_root
+
+NAME = "evaluate"
+INPUTS: tuple[str, ...] = ("dataset", "foundation", "decode")
+VERSION = 1
+SEEDED = True  # the N-way trials and the bootstrap draw from the run seed
+
+SCORES = "scores.json"  # the protocol's report: metrics, skipped metrics, per-position scores
+PER_SAMPLE = "per_sample.npz"  # metric -> (n,) per-sample scores, for paired statistics
+SAMPLES = "samples.npz"  # truth and reconstruction of the first few test clips, with names
+
+
+class EvaluateConfig(BaseModel):
+    """Which protocol scores the reconstructions, and how many samples are kept for figures."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: str = "mindvideo"
+    frames: int | None = Field(None, ge=1, description="frames per clip scored (protocol's)")
+    trials: int | None = Field(None, ge=1, description="N-way trials per sample (protocol's)")
+    exclude_scene_cuts: bool | None = None
+    samples: int = Field(4, ge=0, description="test clips kept for GIFs and the contact sheet")
+
+
+CONFIG = EvaluateConfig
+
+
+def work_units(cfg: EvaluateConfig) -> int:
+    return 2
+
+
+def ground_truth(dataset: Path, names: list[str], n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The test clips named <segment>_<clip:03d>, and their scene-cut flags.
+
+    Returns (n, F, H, W, 3) uint8 and (n,) bool."""
+    stimuli = open_stimuli(dataset)
+    if stimuli is None:
+        raise DataError(f"{dataset}: no stimuli/ folder to take the ground truth from")
+    clips, cuts, tables = [], [], {}
+    for name in names:
+        segment, _, clip = name.rpartition("_")
+        if not segment or not clip.isdigit():
+            raise DataError(f"{NAMES}: {name!r} is not <segment>_<clip>")
+        t = int(clip)
+        clips.append(stimuli.clip(segment, t, n_frames))
+        if segment not in tables:
+            tables[segment] = stimuli.clips(segment)
+        table = tables[segment]
+        cuts.append(bool(table.loc[t, "scene_cut"]) if table is not None else False)
+    return np.stack(clips), np.asarray(cuts, dtype=bool)
+
+
+def read_reconstructions(folder: Path) -> tuple[list[str], np.ndarray]:
+    folder = Path(folder)
+    for f in (RECONSTRUCTIONS, NAMES):
+        if not (folder / f).exists():
+            raise DataError(f"{folder}: no {f}; the decoding stage did not write its output")
+    names = (folder / NAMES).read_text().split()
+    clips = np.load(folder / RECONSTRUCTIONS)
+    if len(names) != len(clips):
+        raise DataError(f"{folder}: {len(names)} names but {len(clips)} clips")
+    return names, clips
+
+
+def run(
+    cfg: EvaluateConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
+) -> StageResult:
+    from mindvideo.eval.protocols import get_protocol, normalise, score
+    from mindvideo.stages.foundation import load_scorers
+
+    out = Path(out)
+    protocol = get_protocol(
+        cfg.protocol,
+        n_frames=cfg.frames,
+        trials=cfg.trials,
+        exclude_scene_cuts=cfg.exclude_scene_cuts,
+    )
+    names, pred = read_reconstructions(inputs["decode"])
+    n_frames = protocol.n_frames or int(pred.shape[1])
+    truth, scene_cut = ground_truth(dataset_root(inputs["dataset"]), names, n_frames)
+    scorers = load_scorers(inputs["foundation"], ctx.device)
+    ctx.progress(1, "models loaded")
+    report = score(list(pred), list(truth), protocol, scorers, scene_cut, ctx.seed)
+    ctx.progress(1, f"{report.n_samples} clips scored")
+
+    (out / SCORES).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    np.savez_compressed(out / PER_SAMPLE, **report.per_sample)
+    k = min(cfg.samples, len(names))
+    height, width = truth.shape[2:4]
+    np.savez_compressed(
+        out / SAMPLES,
+        names=np.array(names[:k]),
+        truth=truth[:k],
+        reconstruction=normalise(list(pred[:k]), n_frames, height, width),
+    )
+    metrics = {name: float(v) for name, v in report.metrics.items()}
+    metrics["n_samples"] = float(report.n_samples)
+    for name, value in metrics.items():
+        ctx.log_metric(name, value, None)
+    return StageResult(metrics=metrics, artifacts=[Path(SCORES), Path(PER_SAMPLE), Path(SAMPLES)])
