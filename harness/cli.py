@@ -518,6 +518,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from harness.tracking import Tracker, default_uri, tracking_uri
 
     store = _store(args)
+    plan = _load_plan(args) if args.spec else None
     uri = tracking_uri(store)
     if uri == default_uri(store) and not (store / "mlflow.db").exists():
         print(f"no tracking store yet at {store / 'mlflow.db'} (nothing has run with this store)")
@@ -535,7 +536,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             desc = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "no runs"
             print(f"  {exp.name}: {desc}")
         return 0
-    plan = _load_plan(args)
     cached = _cache_state(plan, store)
     exp = tracker.experiment(plan.suite, create=False)
     latest: dict[str, object] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -117,6 +118,9 @@ class Tracker:
 
     def __init__(self, store: Path, uri: str | None = None):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # The store's schema set-up logs at INFO on every first use; keep the console for ours.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         self.store = Path(store)
         self.uri = uri or tracking_uri(self.store)
         self._check_and_create()

@@ -1,7 +1,10 @@
-"""Shared fixtures: a smoke SynthCC dataset simulated once per session, and CIFTI builders."""
+"""Shared fixtures: a smoke SynthCC dataset and a smoke suite run once per session, and CIFTI
+builders."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,62 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# A two-run suite at smoke scale (ridge and chance, one subject, two seeds): seconds to run.
+SMOKE_SUITE = """
+suite: smoke-baselines
+profile: smoke
+seeds: [0, 1]
+subjects: [subject1]
+baselines: [ridge, chance]
+reference: ridge
+report:
+  metrics: [video_2way_top1, frame_2way_top1, ssim, psnr]
+  samples: 2
+"""
+
+
+def write_spec(folder: Path, text: str, name: str = "suite.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def seed_cache(source_store: Path, store: Path, stages=("simulate", "foundation")) -> None:
+    """Copy finished upstream stages into a fresh store, so a test starts past them."""
+    for stage in stages:
+        src = source_store / "cache" / stage
+        if src.is_dir():
+            shutil.copytree(src, store / "cache" / stage, dirs_exist_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_tracking(monkeypatch):
+    """Tests use their own stores, never a tracking server named by the environment."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MVBENCH_STORE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def harness_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(spec, store) of SMOKE_SUITE run once through `mvbench run`."""
+    import torch
+
+    from harness.cli import main
+
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    folder = tmp_path_factory.mktemp("harness")
+    spec = write_spec(folder, SMOKE_SUITE)
+    store = folder / "store"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return spec, store
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ Layout written under a SynthCC dataset:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -156,6 +157,20 @@ def _read_json(path: Path) -> dict:
         raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No per-file progress bars from transformers while a judge is saved or loaded."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_judge(folder: Path, kind: Kind, device: str = "cpu") -> Judge:
     """A judge from a local `save_pretrained` folder (the real checkpoints or SynthCC's own).
 
@@ -197,7 +212,8 @@ def load_judge(folder: Path, kind: Kind, device: str = "cpu") -> Judge:
             "check that the frame and video judge folders are not swapped"
         )
     try:
-        model = cls.from_pretrained(folder, local_files_only=True)
+        with _quiet_transformers():
+            model = cls.from_pretrained(folder, local_files_only=True)
     except Exception as e:
         raise DataError(
             f"{folder}: cannot load the {cls.__name__} ({type(e).__name__}: {e}); the weights "
@@ -656,7 +672,8 @@ def train_synth_judges(
                 f"{kind}_test_examples": len(y_te),
             }
             folder = tmp / kind
-            model.cpu().save_pretrained(folder)
+            with _quiet_transformers():
+                model.cpu().save_pretrained(folder)
             _processor(kind, judge.image_size, judge).save_pretrained(folder)
         metrics |= {
             "train_seconds": round(time.perf_counter() - started, 1),

@@ -88,7 +88,7 @@ def run(
         for k, v in judge_metrics.items()
         if isinstance(v, int | float) and k not in ("seed", "version")
     } | {
-        f"clip.{k}": float(v)
+        f"clip.{k.removeprefix('clip_')}": float(v)
         for k, v in clip_metrics.items()
         if isinstance(v, int | float) and k not in ("seed", "version")
     }

@@ -1,0 +1,118 @@
+"""`mvbench run / report / status` end to end on a smoke suite: tracking, sharing, re-runs."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from harness.cli import main
+from harness.tracking import default_uri
+
+
+def client_and_children(store):
+    client = MlflowClient(tracking_uri=default_uri(store))
+    exp = client.get_experiment_by_name("smoke-baselines")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    children = [r for r in runs if r.data.tags.get("mvbench.kind") == "run"]
+    parents = [r for r in runs if r.data.tags.get("mvbench.kind") == "execution"]
+    return client, children, parents
+
+
+def test_children_hold_params_tags_metrics_and_artifacts(harness_run):
+    spec, store = harness_run
+    client, children, parents = client_and_children(store)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(
+        (c.data.tags["mvbench.variant"], c.data.tags["mvbench.seed"]) for c in children
+    ) == [("chance", "0"), ("chance", "1"), ("ridge", "0"), ("ridge", "1")]
+    for c in children:
+        assert c.info.status == "FINISHED"
+        assert c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        tags, params, metrics = c.data.tags, c.data.params, c.data.metrics
+        assert set(json.loads(tags["mvbench.stage_keys"])) == {
+            "simulate",
+            "foundation",
+            "baselines",
+            "evaluate",
+        }
+        assert len(tags["mvbench.run_key"]) == 20 and tags["mvbench.spec_hash"]
+        assert tags["mvbench.git_commit"] and tags["mvbench.profile"] == "smoke"
+        assert params["method"] == tags["mvbench.variant"]
+        assert params["data.window"] == "2" and params["run.seed"] == tags["mvbench.seed"]
+        assert params["data.synth.protocol.subjects"] == "2"
+        assert 0.0 <= metrics["video_2way_top1"] <= 1.0 and "video_2way_top1_ci_low" in metrics
+        assert metrics["simulate.subjects"] == 2.0 and "foundation.clip.zeroshot_top1" in metrics
+        assert metrics["seconds.foundation"] > 0
+        files = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert {"config.yaml", "scores.json", "samples"} <= files
+        samples = {a.path for a in client.list_artifacts(c.info.run_id, "samples")}
+        assert "samples/contact_sheet.png" in samples and "samples/samples.npz" in samples
+        assert any(p.endswith(".gif") for p in samples)
+    ridge = [c for c in children if c.data.tags["mvbench.variant"] == "ridge"]
+    assert "baselines.ridge_alpha" in ridge[0].data.metrics
+
+
+def test_identical_stages_are_computed_once(harness_run):
+    _, store = harness_run
+    counts = {d.name: len(list(d.glob("*/manifest.json"))) for d in (store / "cache").iterdir()}
+    # ridge is deterministic (one fit for both seeds); chance draws per seed
+    assert counts == {"simulate": 1, "foundation": 1, "baselines": 3, "evaluate": 4}
+    assert not list((store / "cache").glob("*/.tmp-*"))
+
+
+def test_rerun_is_a_no_op(harness_run, capsys):
+    spec, store = harness_run
+    _, before, parents_before = client_and_children(store)
+    assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "0 finished, 4 already done, 0 failed" in out
+    _, after, parents_after = client_and_children(store)
+    assert len(after) == len(before) and len(parents_after) == len(parents_before)
+
+
+def test_report_reads_runs_back_from_mlflow(harness_run, tmp_path, capsys):
+    spec, store = harness_run
+    out = tmp_path / "results"
+    assert main(["report", str(spec), "--store", str(store), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ridge (ref.)" in printed and "Video 2-way" in printed
+    for name in ("table.md", "table.tex", "table.csv", "runs.json", "figures/samples_grid.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert len(list((out / "figures").glob("bars_*.png"))) == 4
+    assert len(list((out / "samples").glob("*.gif"))) == 2 * 3  # truth + 2 variants, 2 clips
+    table = pd.read_csv(out / "table.csv")
+    _, children, _ = client_and_children(store)
+    for variant in ("ridge", "chance"):
+        values = [
+            c.data.metrics["ssim"] for c in children if c.data.tags["mvbench.variant"] == variant
+        ]
+        row = table[(table.table == "average") & (table.variant == variant)]
+        row = row[row.metric == "ssim"].iloc[0]
+        assert row["mean"] == pytest.approx(sum(values) / 2)
+        assert row["n_seeds"] == 2
+    chance = table[(table.table == "average") & (table.variant == "chance")]
+    ridge = table[(table.table == "average") & (table.variant == "ridge")]
+    delta = chance.set_index("metric")["delta"]
+    expected = chance.set_index("metric")["mean"] - ridge.set_index("metric")["mean"]
+    assert delta["ssim"] == pytest.approx(expected["ssim"])
+
+
+def test_report_on_a_profile_without_runs_says_what_to_do(harness_run, tmp_path, capsys):
+    spec, store = harness_run
+    code = main(["report", str(spec), "--store", str(store), "--profile", "tiny"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "none of its" in err and "mvbench run" in err and "--profile tiny" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_status_lists_every_run(harness_run, capsys):
+    spec, store = harness_run
+    assert main(["status", str(spec), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("FINISHED") == 4 and "4/4 runs finished" in out and "4/4" in out
+    assert main(["status", "--store", str(store)]) == 0
+    assert "smoke-baselines: 4 finished" in capsys.readouterr().out

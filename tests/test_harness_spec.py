@@ -1,0 +1,175 @@
+"""Suite specs and the planner: validation errors, expansion, stage keys shared across runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import write_spec
+
+from harness.cli import main
+from harness.plan import build_plan
+from harness.spec import expand_variants, load_spec
+from mindvideo.errors import ConfigError
+
+BASE = """
+suite: t
+profile: smoke
+seeds: [0, 1]
+subjects: [subject1, subject2]
+baselines: [ridge, shuffled, chance]
+reference: ridge
+"""
+
+
+def spec_error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        spec = load_spec(write_spec(tmp_path, text))
+        build_plan(spec)
+    return str(e.value)
+
+
+def test_unknown_key_names_file_and_path(tmp_path):
+    msg = spec_error(tmp_path, BASE + "report: {metricz: [ssim]}\n")
+    assert "suite.yaml" in msg and "report.metricz" in msg and "unknown key" in msg
+
+
+def test_wrong_type_and_allowed_values(tmp_path):
+    msg = spec_error(tmp_path, BASE.replace("seeds: [0, 1]", "seeds: three"))
+    assert "seeds" in msg
+    msg = spec_error(tmp_path, BASE.replace("[ridge, shuffled, chance]", "[ridge, lasso]"))
+    assert "baselines.1" in msg and "'ridge', 'shuffled' or 'chance'" in msg
+
+
+def test_unknown_variant_path_lists_known_keys(tmp_path):
+    text = BASE + "variants:\n  no-temporal: {encoder.temporal_attention: false}\n"
+    msg = spec_error(tmp_path, text)
+    assert "variants.no-temporal" in msg and "unknown variant path" in msg
+    assert "'encoder.temporal_attention'" in msg and "data" in msg  # the keys that exist
+    msg = spec_error(tmp_path, BASE + "variants:\n  w: {data.windw: 3}\n")
+    assert "data.windw" in msg and "window_offset" in msg
+
+
+def test_bad_override_value_names_variant(tmp_path):
+    msg = spec_error(tmp_path, BASE.replace("baselines:", "variants: {w0: {data.window: 0}}\nb:"))
+    assert "unknown key" in msg  # `b:` is not a spec key
+    text = BASE + "variants:\n  w0: {data.window: 0, method: ridge}\n"
+    msg = spec_error(tmp_path, text)
+    assert "variants.w0" in msg and "window" in msg and "greater than or equal to 1" in msg
+
+
+def test_empty_variants_and_nothing_to_run(tmp_path):
+    msg = spec_error(tmp_path, BASE + "variants: {}\n")
+    assert "variants" in msg and "empty" in msg
+    msg = spec_error(tmp_path, "profile: smoke\nseeds: [0]\n")
+    assert "nothing to run" in msg
+
+
+def test_missing_profile_and_unknown_reference(tmp_path):
+    msg = spec_error(tmp_path, BASE.replace("profile: smoke", "profile: huge"))
+    assert "unknown profile 'huge'" in msg and "smoke" in msg and "tiny" in msg
+    msg = spec_error(tmp_path, BASE.replace("reference: ridge", "reference: full"))
+    assert "reference" in msg and "'full'" in msg and "ridge, shuffled, chance" in msg
+
+
+def test_model_method_is_refused_with_a_hint(tmp_path):
+    msg = spec_error(tmp_path, BASE + "variants: {full: {}}\n")
+    assert "variant 'full'" in msg and "not part of this release" in msg
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    msg = spec_error(tmp_path, BASE + "x: !!python/object/apply:os.system ['echo hi']\n")
+    assert "invalid YAML" in msg
+
+
+def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
+    spec = write_spec(tmp_path, BASE + "report: {formats: [html]}\n")
+    for command in ("run", "plan", "report", "status"):
+        assert main([command, str(spec), "--store", str(tmp_path / "s")]) == 2
+        err = capsys.readouterr().err
+        assert "report.formats.0" in err and "'md', 'tex' or 'csv'" in err
+        assert "Traceback" not in err and str(spec) in err
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "spec file not found" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # nothing was created
+
+
+def test_grid_expands_variants_with_named_points(tmp_path):
+    text = """
+profile: smoke
+variants: {r: {method: ridge}, c: {method: chance, baselines.top_k: 2}}
+grid: {data.window: [1, 2], baselines.pixel_size: [4]}
+"""
+    spec = load_spec(write_spec(tmp_path, text))
+    names = [v.name for v in expand_variants(spec.spec)]
+    assert names == [
+        "r[data.window=1,baselines.pixel_size=4]",
+        "r[data.window=2,baselines.pixel_size=4]",
+        "c[data.window=1,baselines.pixel_size=4]",
+        "c[data.window=2,baselines.pixel_size=4]",
+    ]
+    plan = build_plan(spec)
+    assert [r.profile.data.window for r in plan.runs[:4]] == [1, 1, 2, 2]  # x 2 subjects
+    assert plan.runs[-1].profile.baselines.top_k == 2
+    assert {r.variant.grid["data.window"] for r in plan.runs} == {1, 2}
+
+
+def test_stages_are_shared_where_their_inputs_agree(tmp_path):
+    plan = build_plan(load_spec(write_spec(tmp_path, BASE)))
+    assert len(plan.runs) == 3 * 2 * 2
+    by_stage: dict[str, set[str]] = {}
+    for run in plan.runs:
+        for key in run.stages:
+            by_stage.setdefault(plan.node(key).name, set()).add(key)
+    assert len(by_stage["simulate"]) == 1 and len(by_stage["foundation"]) == 1
+    # ridge is deterministic: one fit per subject for both seeds; the others draw per seed
+    assert len(by_stage["baselines"]) == 2 + 2 * 2 + 2 * 2
+    assert len(by_stage["evaluate"]) == 12
+    assert len({r.key for r in plan.runs}) == 12
+
+
+def test_keys_follow_config_seed_and_profile(tmp_path):
+    spec_path = write_spec(tmp_path, BASE)
+    a = build_plan(load_spec(spec_path))
+    b = build_plan(load_spec(spec_path))
+    assert [r.key for r in a.runs] == [r.key for r in b.runs]  # deterministic
+    c = build_plan(load_spec(spec_path), {"eval.trials": 50})
+    same = {a.node(k).name for r, s in zip(a.runs, c.runs, strict=True) for k in r.stages}
+    changed = {
+        a.node(k).name
+        for r, s in zip(a.runs, c.runs, strict=True)
+        for k, k2 in zip(r.stages, s.stages, strict=True)
+        if k != k2
+    }
+    assert changed == {"evaluate"} and "baselines" in same
+    d = build_plan(load_spec(spec_path), {"data.synth.seed": 1})
+    for r, s in zip(a.runs, d.runs, strict=True):
+        assert all(x != y for x, y in zip(r.stages, s.stages, strict=True))
+    tiny = build_plan(load_spec(spec_path, profile="tiny"))
+    assert tiny.spec.profile == "tiny" and tiny.runs[0].key != a.runs[0].key
+
+
+def test_profile_swap_drops_subjects_the_profile_lacks(tmp_path, capsys):
+    text = BASE.replace("[subject1, subject2]", "[subject1, subject3]").replace("smoke", "tiny")
+    plan = build_plan(load_spec(write_spec(tmp_path, text), profile="smoke"))
+    assert {r.subject for r in plan.runs} == {"subject1"}
+    assert "no subject3" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="subject3"):
+        build_plan(load_spec(write_spec(tmp_path, text.replace("tiny", "smoke"))))
+
+
+def test_plan_command_lists_runs_and_cache_state(tmp_path, capsys):
+    spec = write_spec(tmp_path, BASE)
+    assert main(["plan", str(spec), "--store", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "12 runs share 24 distinct stages" in out
+    assert "simulate 1 (0 cached)" in out and "24 to compute" in out
+    assert out.count("to run") == 12 * 4
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "report", "status", "data", "score"])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: mvbench" in capsys.readouterr().out
