@@ -38,6 +38,16 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class StageCache:
     """Finished stage outputs by key."""
 
@@ -98,6 +108,28 @@ class StageCache:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         return manifest, True
+
+    def sweep(self) -> int:
+        """Remove temporary folders left by dead processes on this machine (their key's lock
+        is free and their pid is gone); returns how many."""
+        removed = 0
+        for tmp in self.root.glob(f"*/{TMP_PREFIX}*"):
+            key, _, rest = tmp.name.removeprefix(TMP_PREFIX).partition("-")
+            pid = rest.split("-", 1)[0]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            lock = tmp.parent / f".{key}.lock"
+            with open(lock, "a") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer holds the key
+                try:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    removed += 1
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        return removed
 
     def entries(self) -> list[Path]:
         return sorted(p.parent for p in self.root.glob(f"*/*/{MANIFEST}"))

@@ -57,7 +57,8 @@ def cmd_data_simulate(args: argparse.Namespace) -> int:
             "nothing to simulate. Use a synthetic profile: "
             + ", ".join(p for p in available_profiles() if p != profile.profile)
         )
-    out = Path(args.out or data.root or default_store() / "data" / profile.profile)
+    store = Path(args.store) if args.store else default_store()
+    out = Path(args.out or data.root or store / "data" / profile.profile)
     cfg = data.synth
     meta_path = out / "dataset.json"
     if meta_path.exists() and not args.overwrite:
@@ -447,7 +448,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.store:
         spec_arg += f" --store {args.store}"
     print(f"Next: mvbench report {spec_arg}")
-    print(f"      mlflow ui --backend-store-uri {tracker.uri}")
+    if tracker.local:
+        print(f"      mlflow ui --backend-store-uri {tracker.uri}")
+    else:
+        print(f"      open {tracker.uri} in a browser (the MLflow UI)")
     return 1 if result.failed else 0
 
 
@@ -549,12 +553,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         r = latest.get(run.key)
         status = r.info.status if r else "not run"
         note = ""
-        if (
-            r is not None
-            and status == "RUNNING"
-            and T.worker_alive(r.data.tags.get(T.WORKER)) is False
-        ):
+        alive = T.worker_alive(r.data.tags.get(T.WORKER)) if r is not None else None
+        if status == "RUNNING" and alive is False:
             note = "worker died: runs again on the next `mvbench run`"
+        elif status == "RUNNING" and alive is None:
+            note = f"on another machine ({r.data.tags.get(T.WORKER, '?')})"
         elif r is not None and status == "FAILED":
             note = r.data.tags.get(T.ERROR, "")[:80]
         n = sum(cached[k] for k in run.stages)
@@ -760,8 +763,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "store", None) is not None:
-        os.environ["MVBENCH_STORE"] = str(args.store)
     try:
         return int(args.func(args) or 0)
     except MindVideoError as e:
@@ -770,6 +771,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as e:
         print(f"mvbench: error: invalid configuration:\n{e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(
             "mvbench: interrupted; nothing half-written was kept (finished runs and stages "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -19,6 +20,9 @@ from harness.tracking import Tracker
 from mindvideo.stages.base import StageContext
 
 HEADLINE_STAGE = "evaluate"  # its metrics are logged unprefixed: they are the suite's results
+# Stage metrics go to MLflow in one write per run, except after a stage that took this long
+# (training): then they are written at once, to be watched while the run goes on.
+LOG_EACH_STAGE_AFTER_S = 60.0
 
 
 class UpstreamFailed(RuntimeError):
@@ -144,7 +148,10 @@ class LocalExecutor:
         started = time.perf_counter()
         plan, tracker = self.plan, self.tracker
         exp = tracker.experiment(plan.suite)
-        reaped = tracker.reap_stale(exp)
+        reaped = [r for r in tracker.reap_stale(exp) if r.data.tags.get(T.KIND) == "run"]
+        swept = self.cache.sweep()
+        if swept and not self.quiet:
+            print(f"removed {swept} temporary stage folder(s) of dead processes", file=sys.stderr)
         if reaped and not self.quiet:
             print(
                 f"{len(reaped)} run(s) left RUNNING by a dead process marked KILLED; "
@@ -216,6 +223,7 @@ class LocalExecutor:
         outcome = Outcome(run, "RUNNING", child)
         overall.set_postfix_str(run.label, refresh=False)
         stage = None
+        metrics: list[tuple[str, float, int]] = []  # logged in one batch: one write per run
         try:
             for key in run.stages:
                 stage = self.plan.node(key)
@@ -231,8 +239,13 @@ class LocalExecutor:
                     raise
                 outcome.computed += computed
                 outcome.reused += not computed
-                tracker.log_metrics(child, stage_metrics(stage, manifest))
+                metrics += stage_metrics(stage, manifest)
+                if computed and manifest.get("seconds", 0.0) > LOG_EACH_STAGE_AFTER_S:
+                    tracker.log_metrics(child, metrics)  # long stages: visible in MLflow now
+                    metrics = []
                 overall.update(1)
+            tracker.log_metrics(child, metrics)
+            metrics = []
             self._log_artifacts(child, run)
         except KeyboardInterrupt:
             tracker.set_tags(child, {T.ERROR: "interrupted (Ctrl-C)"})
@@ -241,6 +254,7 @@ class LocalExecutor:
         except Exception as e:
             outcome.status = "FAILED"
             outcome.error = f"{type(e).__name__}: {e}"
+            tracker.log_metrics(child, metrics)  # what the stages before the failure measured
             tracker.set_tags(
                 child, {T.ERROR: outcome.error, T.FAILED_STAGE: stage.name if stage else ""}
             )
@@ -263,6 +277,7 @@ class LocalExecutor:
 
         def produce(out: Path) -> dict:
             series: list[tuple[str, float, int | None]] = []
+            t0 = time.perf_counter()
             units = getattr(module, "work_units", None)
             bar = _bar(
                 units(node.config) if units else None,
@@ -283,7 +298,6 @@ class LocalExecutor:
                 log_metric=lambda name, value, step=None: series.append((name, value, step)),
             )
             inputs = {role: self.cache.path(self.plan.node(k)) for role, k in node.inputs.items()}
-            t0 = time.perf_counter()
             try:
                 result = module.run(node.config, inputs, out, ctx)
             finally:
@@ -299,34 +313,35 @@ class LocalExecutor:
         return self.cache.compute(node, produce)
 
     def _log_artifacts(self, child: str, run: Run) -> None:
-        """The resolved config, the evaluation's scores, sample GIFs and a contact sheet."""
-        tracker = self.tracker
+        """The resolved config, the evaluation's scores, sample GIFs and a contact sheet, in
+        one upload."""
         nodes = {self.plan.node(k).name: self.plan.node(k) for k in run.stages}
         with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "config.yaml"
-            config.write_text(yaml.safe_dump(run.profile.model_dump(mode="json"), sort_keys=False))
-            tracker.log_artifact(child, config)
+            folder = Path(tmp)
+            (folder / "config.yaml").write_text(
+                yaml.safe_dump(run.profile.model_dump(mode="json"), sort_keys=False)
+            )
             evaluate = nodes.get(HEADLINE_STAGE)
-            if evaluate is None:
-                return
-            folder = self.cache.path(evaluate)
-            if (folder / "scores.json").exists():
-                tracker.log_artifact(child, folder / "scores.json")
-            samples = folder / "samples.npz"
-            if samples.exists():
-                tracker.log_artifact(child, samples, "samples")
-                sheet = Path(tmp) / "contact_sheet.png"
-                if _contact_sheet(samples, run.variant.name, sheet):
-                    tracker.log_artifact(child, sheet, "samples")
-            decode_key = evaluate.inputs.get("decode")
-            if decode_key:
-                gifs = self.cache.path(self.plan.node(decode_key)) / "samples"
-                for gif in sorted(gifs.glob("*.gif")) if gifs.is_dir() else []:
-                    tracker.log_artifact(child, gif, "samples")
+            if evaluate is not None:
+                scored = self.cache.path(evaluate)
+                samples = folder / "samples"
+                samples.mkdir()
+                if (scored / "scores.json").exists():
+                    shutil.copy2(scored / "scores.json", folder)
+                if (scored / "samples.npz").exists():
+                    shutil.copy2(scored / "samples.npz", samples)
+                    _contact_sheet(scored / "samples.npz", run.variant.name, samples)
+                decode_key = evaluate.inputs.get("decode")
+                if decode_key:
+                    gifs = self.cache.path(self.plan.node(decode_key)) / "samples"
+                    for gif in sorted(gifs.glob("*.gif")) if gifs.is_dir() else []:
+                        shutil.copy2(gif, samples)
+            self.tracker.log_artifacts(child, folder)
 
 
-def _contact_sheet(samples: Path, label: str, path: Path) -> bool:
-    """Ground truth over reconstruction for the saved test clips; False if there are none."""
+def _contact_sheet(samples: Path, label: str, folder: Path) -> bool:
+    """contact_sheet.png: ground truth over reconstruction for the saved test clips (False if
+    there are none)."""
     import numpy as np
 
     from harness.report.samples import contact_sheet
@@ -335,6 +350,9 @@ def _contact_sheet(samples: Path, label: str, path: Path) -> bool:
         if len(z["names"]) == 0:
             return False
         contact_sheet(
-            z["truth"], {label: z["reconstruction"]}, path, names=[str(n) for n in z["names"]]
+            z["truth"],
+            {label: z["reconstruction"]},
+            folder / "contact_sheet.png",
+            names=[str(n) for n in z["names"]],
         )
     return True

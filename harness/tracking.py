@@ -118,6 +118,7 @@ class Tracker:
 
     def __init__(self, store: Path, uri: str | None = None):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         # The store's schema set-up logs at INFO on every first use; keep the console for ours.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -127,6 +128,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)
+
         try:
             self.client.search_experiments(max_results=1)
         except Exception as e:
@@ -202,14 +204,14 @@ class Tracker:
             f += f" and attributes.status = '{status}'"
         return self.runs(experiment_id, f)
 
-    def reap_stale(self, experiment_id: str) -> list[str]:
-        """Mark runs left RUNNING by a dead process on this host as KILLED; their ids."""
+    def reap_stale(self, experiment_id: str) -> list:
+        """Mark runs left RUNNING by a dead process on this host as KILLED; returns them."""
         reaped = []
         for run in self.runs(experiment_id, "attributes.status = 'RUNNING'"):
             if worker_alive(run.data.tags.get(WORKER)) is False:
                 self.client.set_tag(run.info.run_id, "mvbench.stale", "worker died")
                 self.client.set_terminated(run.info.run_id, "KILLED")
-                reaped.append(run.info.run_id)
+                reaped.append(run)
         return reaped
 
     def start_parent(self, experiment_id: str, tags: dict[str, str]) -> str:
@@ -271,6 +273,9 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
 
     def end(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)

@@ -120,3 +120,18 @@ def test_killed_writer_leaves_no_trusted_entry_and_releases_the_lock(tmp_path):
     assert list((tmp_path / "cache" / "toy").glob(".tmp-k3-*"))  # the debris is there...
     manifest, computed = cache.compute(node("k3"), write_file)  # ...the lock is not held
     assert computed and not list((tmp_path / "cache" / "toy").glob(".tmp-k3-*"))
+
+
+def test_sweep_removes_only_dead_writers_debris(tmp_path):
+    cache = StageCache(tmp_path)
+    folder = tmp_path / "cache" / "toy"
+    folder.mkdir(parents=True)
+    dead = mp.get_context("fork").Process(target=time.sleep, args=(0,))
+    dead.start()
+    dead.join()
+    stale = folder / f".tmp-k4-{dead.pid}-abcd1234"
+    live = folder / f".tmp-k5-{os.getpid()}-abcd1234"
+    stale.mkdir()
+    live.mkdir()
+    assert cache.sweep() == 1
+    assert not stale.exists() and live.exists()

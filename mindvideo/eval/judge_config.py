@@ -98,3 +98,8 @@ class JudgeConfig(_Strict):
     frame: FrameJudgeConfig = FrameJudgeConfig()
     video: VideoJudgeConfig = VideoJudgeConfig()
     seed: int = Field(0, ge=0, description="model init, data order and augmentation")
+
+
+def work_units(cfg: JudgeConfig) -> int:
+    """How many progress units `train_synth_judges` reports (one per epoch and evaluation)."""
+    return cfg.frame.epochs + cfg.video.epochs + 2

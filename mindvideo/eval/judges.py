@@ -50,6 +50,7 @@ from mindvideo.eval.judge_config import (  # noqa: F401  (re-exported)
     JudgeConfig,
     VideoJudgeConfig,
     _JudgeTraining,
+    work_units,
 )
 
 Progress = Callable[[int, str], None]  # (units done since last call, what is being done)
@@ -257,11 +258,6 @@ def load_synth_judges(root: Path, device: str = "cpu") -> tuple[Judge, Judge]:
 
 # ---------------------------------------------------------------------------------------------
 # Training on SynthCC
-
-
-def work_units(cfg: JudgeConfig) -> int:
-    """How many progress units `train_synth_judges` reports (one per epoch and evaluation)."""
-    return cfg.frame.epochs + cfg.video.epochs + 2
 
 
 def _class_names(stimuli: Stimuli) -> dict[str, list[str]]:

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from mindvideo.data.cc2017 import open_stimuli, read_metadata, resolve_root
 from mindvideo.errors import ConfigError, DataError
-from mindvideo.models.clip_config import ClipConfig  # noqa: F401  (re-exported)
+from mindvideo.models.clip_config import ClipConfig, work_units  # noqa: F401  (re-exported)
 
 VERSION = 2  # bump when training changes, so cached models are retrained
 FOLDER = "clip"  # <dataset root>/clip/
@@ -447,11 +447,6 @@ def _train(
         }
     )
     return model, model_cfg, preprocess_cfg, metrics
-
-
-def work_units(cfg: ClipConfig) -> int:
-    """How many progress units `train_domain_clip` reports (one per epoch, one for evaluation)."""
-    return cfg.epochs + 1
 
 
 def _cache_record(cfg: ClipConfig) -> dict:

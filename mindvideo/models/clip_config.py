@@ -84,3 +84,8 @@ class ClipConfig(BaseModel):
             f"clip image size {size} is not a multiple of {what}; set clip.image_size to a "
             f"multiple of {step}"
         )
+
+
+def work_units(cfg: ClipConfig) -> int:
+    """How many progress units `train_domain_clip` reports (one per epoch, one for evaluation)."""
+    return cfg.epochs + 1

@@ -47,8 +47,8 @@ CONFIG = FoundationConfig
 def work_units(cfg: FoundationConfig) -> int | None:
     if not cfg.synthetic:
         return 1
-    from mindvideo.eval.judges import work_units as judge_units
-    from mindvideo.models.clip import work_units as clip_units
+    from mindvideo.eval.judge_config import work_units as judge_units
+    from mindvideo.models.clip_config import work_units as clip_units
 
     return judge_units(cfg.judges) + clip_units(cfg.clip)
 
