@@ -237,7 +237,26 @@ def build_plan(spec: LoadedSpec, overrides: dict[str, Any] | None = None) -> Pla
                     {"variant": variant.name, "subject": subject, "seed": seed, "stages": keys}
                 )
                 plan.runs.append(run)
+    _check_report_metrics(plan)
     return plan
+
+
+def _check_report_metrics(plan: Plan) -> None:
+    """The report's metrics must be ones the runs will log: caught now, not after the runs."""
+    from mindvideo.eval.protocols import get_protocol
+
+    logged = {"n_samples"}
+    for protocol in {run.profile.eval.protocol for run in plan.runs}:
+        for name in get_protocol(protocol).metrics:
+            logged |= {name, f"{name}_se", f"{name}_ci_low", f"{name}_ci_high"}
+    unknown = [m for m in plan.spec.spec.report.metrics if "." not in m and m not in logged]
+    if unknown:
+        shown = sorted(m for m in logged if not m.endswith(("_se", "_ci_low", "_ci_high")))
+        raise ConfigError(
+            f"{plan.spec.path}: report.metrics: {unknown} are not logged by the runs' protocol; "
+            f"choose from {', '.join(shown)} (or a stage metric such as "
+            "foundation.judges.frame_judge_top1)"
+        )
 
 
 def _add_stages(

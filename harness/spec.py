@@ -104,6 +104,13 @@ class Spec(BaseModel):
             raise ValueError(f"seeds must be distinct and >= 0, got {list(v)}")
         return v
 
+    @field_validator("subjects")
+    @classmethod
+    def _subjects(cls, v: tuple | None) -> tuple | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("list distinct subjects, or remove the key to run all of them")
+        return v
+
     @field_validator("baselines")
     @classmethod
     def _baselines(cls, v: tuple) -> tuple:

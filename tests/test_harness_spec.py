@@ -65,6 +65,13 @@ def test_empty_variants_and_nothing_to_run(tmp_path):
     assert "nothing to run" in msg
 
 
+def test_report_metrics_and_subjects_are_checked_before_running(tmp_path):
+    msg = spec_error(tmp_path, BASE + "report: {metrics: [ssim, video_2way_top1_strict, fid]}\n")
+    assert "report.metrics: ['fid']" in msg and "clip_pcc_adjacent" in msg
+    msg = spec_error(tmp_path, BASE.replace("[subject1, subject2]", "[]"))
+    assert "subjects" in msg and "distinct subjects" in msg
+
+
 def test_missing_profile_and_unknown_reference(tmp_path):
     msg = spec_error(tmp_path, BASE.replace("profile: smoke", "profile: huge"))
     assert "unknown profile 'huge'" in msg and "smoke" in msg and "tiny" in msg
