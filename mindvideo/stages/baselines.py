@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,36 +131,88 @@ class Decoded:
     ridge_alpha: float | None
 
 
+@dataclass
+class _Prepared:
+    """One subject's samples, clip bank and (once fitted) ridge decoder."""
+
+    stimuli: object
+    train: object
+    test: object
+    bank: np.ndarray  # (n_train, F, H, W, 3) uint8
+    truth: np.ndarray  # (n_test, F, H, W, 3) uint8
+    decoder: RidgeDecoder | None = None
+    y_train: np.ndarray | None = None
+
+
+# Within one process, the methods and seeds of a subject share its preprocessing and its ridge
+# fit (both deterministic): a suite over 3 seeds fits once per subject, not once per run.
+_MEMO: OrderedDict[str, _Prepared] = OrderedDict()
+MEMO_SIZE = 2
+
+
+def _prepare(
+    dataset: Path, cfg: BaselinesConfig, memo_key: str | None, tick: Callable[[int, str], None]
+) -> _Prepared:
+    key = None
+    if memo_key is not None:
+        key = json.dumps(
+            [
+                str(Path(dataset).resolve()),
+                memo_key,
+                cfg.model_dump(mode="json", exclude={"methods", "top_k"}),
+            ],
+            sort_keys=True,
+        )
+        if key in _MEMO:
+            _MEMO.move_to_end(key)
+            return _MEMO[key]
+    stimuli = open_stimuli(dataset)
+    fmri = prepare_fmri(open_subject(dataset, cfg.subject), cfg.preprocess)
+    tick(1, f"{cfg.subject} preprocessed")
+    pad = cfg.preprocess.patch_size
+    edge = cfg.window_edge
+    train = make_samples(fmri, "train", cfg.window, cfg.window_offset, edge, pad, stimuli)
+    test = make_samples(fmri, "test", cfg.window, cfg.window_offset, edge, pad, stimuli)
+    prepared = _Prepared(
+        stimuli,
+        train,
+        test,
+        clip_video(stimuli, train, cfg.frames_per_clip),
+        clip_video(stimuli, test, cfg.frames_per_clip),
+    )
+    if key is not None:
+        _MEMO[key] = prepared
+        while len(_MEMO) > MEMO_SIZE:
+            _MEMO.popitem(last=False)
+    return prepared
+
+
 def decode_baselines(
     dataset: Path,
     cfg: BaselinesConfig,
     clip_model,
     seed: int,
     progress: Callable[[int, str], None] | None = None,
+    memo_key: str | None = None,
 ) -> Decoded:
-    """Decode the test clips of one subject with each baseline in cfg.methods."""
+    """Decode the test clips of one subject with each baseline in cfg.methods.
+
+    `memo_key` (the identity of `clip_model`, e.g. its folder) lets later calls in this process
+    reuse the subject's preprocessing and ridge fit; None recomputes them."""
     tick = progress or (lambda n, what: None)
-    stimuli = open_stimuli(dataset)
-    fmri = prepare_fmri(open_subject(dataset, cfg.subject), cfg.preprocess)
-    tick(1, f"{cfg.subject} preprocessed")
-    pad = cfg.preprocess.patch_size
-    train = make_samples(
-        fmri, "train", cfg.window, cfg.window_offset, cfg.window_edge, pad, stimuli
-    )
-    test = make_samples(fmri, "test", cfg.window, cfg.window_offset, cfg.window_edge, pad, stimuli)
-    bank = clip_video(stimuli, train, cfg.frames_per_clip)  # (n_train, F, H, W, 3)
-    truth = clip_video(stimuli, test, cfg.frames_per_clip)
+    data = _prepare(dataset, cfg, memo_key, tick)
+    train, test, bank = data.train, data.test, data.bank
     names = [f"{s}_{c:03d}" for s, c in zip(test.segment, test.clip, strict=True)]
     rng = np.random.default_rng(seed)
 
-    x_train = train.fmri.reshape(len(train), -1)
     x_test = test.fmri.reshape(len(test), -1)
-    decoder = None
-    if {"ridge", "shuffled"} & set(cfg.methods):
-        labels = label_features(stimuli, train) if "labels" in cfg.features else None
-        y_train = clip_features(bank, cfg.features, cfg.pixel_size, clip_model, labels)
-        decoder = RidgeDecoder(cfg.alphas, cfg.folds).fit(x_train, y_train, train.segment)
-        tick(1, f"{cfg.subject} ridge fitted (alpha {decoder.alpha:g})")
+    if {"ridge", "shuffled"} & set(cfg.methods) and data.decoder is None:
+        labels = label_features(data.stimuli, train) if "labels" in cfg.features else None
+        data.y_train = clip_features(bank, cfg.features, cfg.pixel_size, clip_model, labels)
+        x_train = train.fmri.reshape(len(train), -1)
+        data.decoder = RidgeDecoder(cfg.alphas, cfg.folds).fit(x_train, data.y_train, train.segment)
+        tick(1, f"{cfg.subject} ridge fitted (alpha {data.decoder.alpha:g})")
+    decoder = data.decoder if {"ridge", "shuffled"} & set(cfg.methods) else None
 
     clips: dict[str, np.ndarray] = {}
     for method in cfg.methods:
@@ -166,12 +220,12 @@ def decode_baselines(
             picks = rng.integers(0, len(bank), size=(len(test), cfg.top_k))
         else:
             x = x_test if method == "ridge" else x_test[rng.permutation(len(test))]
-            picks = retrieve(decoder.predict(x), y_train, cfg.top_k)
+            picks = retrieve(decoder.predict(x), data.y_train, cfg.top_k)
         clips[method] = bank[picks].astype(np.float32).mean(axis=1).round().astype(np.uint8)
         tick(1, f"{cfg.subject} {method} decoded")
     return Decoded(
         names=names,
-        truth=truth,
+        truth=data.truth,
         scene_cut=np.asarray(test.scene_cut, dtype=bool),
         clips=clips,
         ridge_alpha=None if decoder is None else float(decoder.alpha),
@@ -245,7 +299,9 @@ def run(
         )
     dataset = dataset_root(inputs["dataset"])
     clip_model = load_scorers(inputs["foundation"]).clip if "clip" in cfg.features else None
-    decoded = decode_baselines(dataset, cfg, clip_model, ctx.seed, ctx.progress)
+    decoded = decode_baselines(
+        dataset, cfg, clip_model, ctx.seed, ctx.progress, memo_key=str(inputs["foundation"])
+    )
     (method,) = cfg.methods
     artifacts = write_reconstructions(
         out, decoded.names, decoded.clips[method], fps=cfg.frames_per_clip / 2.0
