@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -406,6 +407,10 @@ def _cache_state(plan, store: Path) -> dict[str, bool]:
     return {key: cache.manifest(node) is not None for key, node in plan.nodes.items()}
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.execute import LocalExecutor
     from harness.tracking import Tracker
@@ -424,7 +429,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = LocalExecutor(
         plan, store, tracker, fail_fast=args.fail_fast, quiet=args.quiet, device=args.device
     )
-    result = executor.execute()
+    # SIGTERM (a scheduler's time limit, `kill`) stops like Ctrl-C: the run is marked KILLED.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = executor.execute()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     parts = [
         f"{result.count('FINISHED')} finished",
         f"{result.count('DONE_BEFORE')} already done",

@@ -241,14 +241,15 @@ def test_kill_9_mid_stage_then_resume(harness_run, tmp_path, capsys):
     )
 
 
-def test_ctrl_c_marks_the_run_killed_and_keeps_nothing_half_written(harness_run, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_marks_the_run_killed_and_keeps_nothing_half_written(harness_run, tmp_path, signum):
     spec = write_spec(tmp_path, SMOKE_SUITE)
     store = _fresh_store(harness_run, tmp_path)
     logs = tmp_path / "interrupted"
     proc = _start_run(spec, store, logs)
     try:
         _wait_for_stage(proc, store)
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, signum)
         code = proc.wait(timeout=60)
     finally:
         _stop(proc)

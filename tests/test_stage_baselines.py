@@ -35,4 +35,6 @@ def test_memoised_fit_gives_the_same_reconstructions(smoke_dataset, one_torch_th
         smoke_dataset, cfg.model_copy(update={"subject": "subject2"}), None, 3, memo_key="m"
     )
     assert len(B._MEMO) == 2 and not np.array_equal(other.clips["ridge"], first.clips["ridge"])
+    # the same seed draws other chance clips for another subject
+    assert not np.array_equal(other.clips["chance"], fresh.clips["chance"])
     B._MEMO.clear()

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from mindvideo.stages.base import (
 
 NAME = "baselines"
 INPUTS: tuple[str, ...] = ("dataset", "foundation")
-VERSION = 2
+VERSION = 3
 Method = Literal["ridge", "shuffled", "chance"]
 
 
@@ -203,7 +204,9 @@ def decode_baselines(
     data = _prepare(dataset, cfg, memo_key, tick)
     train, test, bank = data.train, data.test, data.bank
     names = [f"{s}_{c:03d}" for s, c in zip(test.segment, test.clip, strict=True)]
-    rng = np.random.default_rng(seed)
+    # Each subject draws its own shuffles and chance clips: with one stream for all, every
+    # subject's chance baseline would be the same clips.
+    rng = np.random.default_rng([seed, zlib.crc32(cfg.subject.encode())])
 
     x_test = test.fmri.reshape(len(test), -1)
     if {"ridge", "shuffled"} & set(cfg.methods) and data.decoder is None:
