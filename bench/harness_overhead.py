@@ -29,7 +29,6 @@ def timed_tracker(tracker, totals: dict[str, float]):
     for name in (
         "start_parent",
         "start_child",
-        "log_params",
         "log_metrics",
         "set_tags",
         "log_artifact",

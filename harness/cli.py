@@ -546,7 +546,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 continue
             counts: dict[str, int] = {}
             for r in tracker.children(exp.experiment_id):
-                counts[r.info.status] = counts.get(r.info.status, 0) + 1
+                status = r.info.status
+                if status == "RUNNING" and T.worker_alive(r.data.tags.get(T.WORKER)) is False:
+                    status = "RUNNING (worker died)"
+                counts[status] = counts.get(status, 0) + 1
             desc = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "no runs"
             print(f"  {exp.name}: {desc}")
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -18,9 +19,15 @@ TRUTH_LABEL = "ground truth"
 BACKGROUND, INK = (255, 255, 255), (0, 0, 0)
 
 
+@functools.cache
+def _font():
+    """PIL's default font, loaded once (loading it costs milliseconds per call)."""
+    return ImageFont.load_default()
+
+
 def label_width(labels: list[str]) -> int:
     """Width in px of the label column: the widest label in PIL's default font, padded."""
-    font = ImageFont.load_default()
+    font = _font()
     return max(math.ceil(font.getlength(label)) for label in labels) + 2 * LABEL_PAD
 
 
@@ -40,6 +47,7 @@ def contact_sheet(
     path: Path,
     names: list[str] | None = None,
     scale: int = 2,
+    compress_level: int = 6,
 ) -> Path:
     """One PNG: per sample, the ground-truth frames then one row per label, frames left to right.
 
@@ -66,7 +74,7 @@ def contact_sheet(
     sheet_h = samples * block_h + (samples - 1) * BLOCK_GAP
     sheet = Image.new("RGB", (sheet_w, sheet_h), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
+    font = _font()
 
     for k in range(samples):
         top = k * (block_h + BLOCK_GAP)
@@ -85,7 +93,7 @@ def contact_sheet(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    sheet.save(path, compress_level=compress_level)  # PNG zlib level: 1 is fast, 9 small
     return path
 
 
