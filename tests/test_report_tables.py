@@ -267,6 +267,14 @@ def test_figures(tmp_path):
     assert all(is_png(p) for p in paths)
 
 
+def test_figures_are_reproducible(tmp_path):
+    runs = make_runs()
+    first = write_figures(runs, METRICS, tmp_path / "a")
+    np.random.seed(123)  # noqa: NPY002  (global state must not matter)
+    second = write_figures(runs, METRICS, tmp_path / "b")
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
 def test_figures_single_seed_single_variant(tmp_path):
     runs = make_runs()
     runs = runs[(runs["variant"] == "full") & (runs["seed"] == 0)]

@@ -6,6 +6,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
@@ -84,19 +85,26 @@ def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) ->
         legend=False,
         ax=ax,
     )
-    sns.stripplot(
-        data=points,
-        x="variant",
-        y=metric,
-        hue="subject",
-        order=order,
-        palette="dark",
-        jitter=0.15,
-        size=4.5,
-        linewidth=0.6,
-        edgecolor="white",
-        ax=ax,
-    )
+    # Per-subject points with seeded jitter (seaborn's stripplot jitters from numpy's global
+    # generator, so the same runs would not give the same figure).
+    rng = np.random.default_rng(0)
+    subjects = list(dict.fromkeys(points["subject"]))
+    palette = sns.color_palette("dark", len(subjects))
+    position = {v: i for i, v in enumerate(order)}
+    for colour, subject in zip(palette, subjects, strict=True):
+        group = points[points["subject"] == subject]
+        x = group["variant"].map(position).to_numpy(float)
+        x = x + rng.uniform(-0.15, 0.15, len(x))
+        ax.scatter(
+            x,
+            group[metric],
+            s=20,
+            color=colour,
+            edgecolor="white",
+            linewidth=0.6,
+            label=subject,
+            zorder=3,
+        )
     if chance_line:
         ax.axhline(chance, linestyle="--", color="0.3", linewidth=1, label=CHANCE)
     ax.legend(fontsize="small", title=None, loc="best")
