@@ -1,0 +1,148 @@
+"""The spatiotemporal fMRI encoder: a window of fMRI frames -> the generator's condition.
+
+Tokens (n, w, p, b): batch, window frames, voxel patches, embedding. Each block applies spatial
+attention over the patches of every frame ((n*w, p, b)), temporal attention over the frames of
+every patch ((n*p, w, b); optional), then an MLP. The spatial part has the MBM encoder's layout,
+so its weights load from a pretrained `FmriMAE`; the temporal attention's output projection
+starts at zero, so a freshly initialised encoder computes exactly what the MAE encoder computes
+for each frame. A projection head maps the w*p tokens to the conditioning shape of the
+generator (tokens x dim: 77 x 768 for Stable Diffusion 1.5), and a CLIP head pools the condition
+into CLIP's embedding space for contrastive learning.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from mindvideo.models.fmri_mae import (
+    Attention,
+    FmriMAE,
+    MAEConfig,
+    PatchEmbed1D,
+    n_patches,
+    sincos_positions,
+)
+
+
+class EncoderConfig(BaseModel):
+    """The encoder's switches and output shape (its transformer sizes are the MAE's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    init: Literal["mbm", "scratch"] = "mbm"
+    temporal_attention: bool = True
+    cond_tokens: int = Field(8, ge=1, description="condition tokens (77 for SD 1.5)")
+    cond_dim: int = Field(64, ge=1, description="condition width (768 for SD 1.5)")
+
+    @classmethod
+    def paper(cls) -> EncoderConfig:
+        return cls(cond_tokens=77, cond_dim=768)
+
+
+class SpatioTemporalBlock(nn.Module):
+    """Spatial attention per frame, temporal attention per patch (optional), MLP."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, temporal: bool):
+        super().__init__()
+        hidden = max(1, int(dim * mlp_ratio))
+        # Same names as fmri_mae.Block, so MBM weights load by name.
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.temporal = temporal
+        if temporal:
+            self.norm_t = nn.LayerNorm(dim)
+            self.temporal_attn = Attention(dim, num_heads)
+            nn.init.zeros_(self.temporal_attn.proj.weight)  # starts as the per-frame model
+            nn.init.zeros_(self.temporal_attn.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, w, p, b = x.shape  # (batch, window, patches, embed)
+        s = x.reshape(n * w, p, b)
+        s = s + self.attn(self.norm1(s))
+        x = s.reshape(n, w, p, b)
+        if self.temporal:
+            t = x.permute(0, 2, 1, 3).reshape(n * p, w, b)  # (batch*patches, window, embed)
+            t_in = self.norm_t(t) + sincos_positions(w, b).to(t)
+            t = t + self.temporal_attn(t_in)
+            x = t.reshape(n, p, w, b).permute(0, 2, 1, 3)
+        return x + self.mlp(self.norm2(x))
+
+
+class FmriEncoder(nn.Module):
+    """(batch, window, voxels) -> condition (batch, cond_tokens, cond_dim)."""
+
+    def __init__(
+        self,
+        mae: MAEConfig,
+        cfg: EncoderConfig,
+        n_voxels: int,
+        window: int,
+        clip_dim: int | None = None,
+    ):
+        super().__init__()
+        self.mae_cfg, self.cfg = mae, cfg
+        self.n_voxels, self.window = n_voxels, window
+        self.patch_embed = PatchEmbed1D(mae.patch_size, mae.embed_dim)
+        self.blocks = nn.ModuleList(
+            SpatioTemporalBlock(mae.embed_dim, mae.num_heads, mae.mlp_ratio, cfg.temporal_attention)
+            for _ in range(mae.depth)
+        )
+        self.norm = nn.LayerNorm(mae.embed_dim)
+        tokens = window * n_patches(n_voxels, mae.patch_size)
+        # Projection head: mix the w*p tokens into cond_tokens, then widen to cond_dim.
+        self.token_mix = nn.Conv1d(tokens, cfg.cond_tokens, kernel_size=1)
+        self.to_cond = nn.Linear(mae.embed_dim, cfg.cond_dim)
+        self.clip_head = nn.Linear(cfg.cond_dim, clip_dim) if clip_dim else None
+
+    def load_mbm(self, mae: FmriMAE) -> list[str]:
+        """Copy the MBM encoder's weights (patch embedding, blocks, norm); returns the names
+        of the encoder's parameters that stay freshly initialised."""
+        own = self.state_dict()
+        source = {
+            k: v
+            for k, v in mae.state_dict().items()
+            if k.startswith(("patch_embed.", "blocks.", "norm.")) and k in own
+        }
+        for k, v in source.items():
+            if own[k].shape != v.shape:
+                raise ValueError(
+                    f"MBM weight {k}: shape {tuple(v.shape)} but the encoder has "
+                    f"{tuple(own[k].shape)}; the MBM and encoder sizes must match"
+                )
+        self.load_state_dict(source, strict=False)
+        return sorted(set(own) - set(source))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, window, voxels) -> tokens (batch, window, patches, embed)."""
+        n, w, v = x.shape
+        if w != self.window or v != self.n_voxels:
+            raise ValueError(
+                f"encoder built for windows of {self.window} frames x {self.n_voxels} voxels, "
+                f"got {w} x {v}"
+            )
+        tokens = self.patch_embed(x.reshape(n * w, v))  # (n*w, p, b)
+        p, b = tokens.shape[1:]
+        tokens = tokens + sincos_positions(p, b).to(tokens)
+        tokens = tokens.reshape(n, w, p, b)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.features(x)
+        n, w, p, b = tokens.shape
+        mixed = self.token_mix(tokens.reshape(n, w * p, b))  # (n, cond_tokens, b)
+        return self.to_cond(mixed)  # (n, cond_tokens, cond_dim)
+
+    def clip_embedding(self, cond: torch.Tensor) -> torch.Tensor:
+        """The condition pooled into CLIP's space, L2-normalised: (batch, clip_dim)."""
+        if self.clip_head is None:
+            raise ValueError("encoder built without clip_dim: no CLIP head")
+        return F.normalize(self.clip_head(cond.mean(dim=1)), dim=-1)
