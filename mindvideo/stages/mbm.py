@@ -1,0 +1,214 @@
+"""Stage `mbm`: masked brain modelling, the MAE pretrained on the unpaired fMRI corpus.
+
+Every volume of the corpus (SynthCC's simulated corpus subjects, or an HCP-style folder for real
+data) restricted to the ROI mask is one training vector. Some corpus subjects are held out:
+their masked-patch loss and the correlation between predicted and true hidden patches are
+logged every epoch (with fixed masks, so epochs compare). Optimiser and schedule as MinD-Video:
+AdamW (0.9, 0.95), weight decay 0.05 on matrices, linear warm-up then cosine decay, gradient
+clipping; bf16 autocast on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from mindvideo.data.hcp import open_corpus
+from mindvideo.errors import DataError
+from mindvideo.models.fmri_mae import FmriMAE, MAEConfig
+from mindvideo.stages.base import StageContext, StageResult, dataset_root
+
+NAME = "mbm"
+INPUTS: tuple[str, ...] = ("dataset",)
+VERSION = 1
+SEEDED = True  # initialisation, batch order and masks draw from the run seed
+WEIGHTS = "mae.safetensors"
+CONFIG_FILE = "mae_config.json"
+
+
+class MBMConfig(BaseModel):
+    """MBM pretraining (the profile's `mbm` section plus the corpus location)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: MAEConfig = MAEConfig()
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (paper: 2.5e-4)")
+    weight_decay: float = Field(0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_epochs: float = Field(2, ge=0, description="linear warm-up (paper: 40 epochs)")
+    grad_clip: float | None = Field(0.8, gt=0)
+    holdout_subjects: int = Field(2, ge=1, description="corpus subjects kept for validation")
+    corpus_root: str | None = Field(None, description="None: the SynthCC dataset's hcp/")
+    corpus_mask: str | None = Field(None, description="None: the corpus's roi_mask")
+    detrend_order: int = Field(4, ge=0)
+
+
+CONFIG = MBMConfig
+
+
+def work_units(cfg: MBMConfig) -> int:
+    return cfg.epochs + 1
+
+
+def load_corpus(cfg: MBMConfig, dataset: Path | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(train volumes, held-out volumes) as (n, voxels) float32, and a summary."""
+    if cfg.corpus_root:
+        root = Path(cfg.corpus_root)
+    elif dataset is not None:
+        root = dataset / "hcp"
+    else:
+        raise DataError("mbm: no corpus: set data.corpus_root to an HCP-style folder")
+    corpus = open_corpus(root, Path(cfg.corpus_mask) if cfg.corpus_mask else None)
+    subjects = corpus.subjects()
+    if len(subjects) <= cfg.holdout_subjects:
+        raise DataError(
+            f"{root}: {len(subjects)} corpus subjects; MBM holds out {cfg.holdout_subjects} for "
+            "validation and needs at least one more to train on (mbm.holdout_subjects)"
+        )
+    held = set(subjects[-cfg.holdout_subjects :])
+    train, val = [], []
+    for path in corpus.runs:
+        volumes = corpus.load_run(path, cfg.detrend_order)
+        (val if path.parents[3].name in held else train).append(volumes.astype(np.float32))
+    summary = {
+        "corpus_subjects": len(subjects),
+        "holdout_subjects": len(held),
+        "voxels": corpus.n_voxels,
+    }
+    return np.concatenate(train), np.concatenate(val), summary
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "mask_token" not in name else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+@torch.no_grad()
+def evaluate(
+    model: FmriMAE, x: np.ndarray, seed: int, device: str, batch_size: int = 256
+) -> dict[str, float]:
+    """Masked-patch loss and the Pearson correlation of predicted vs true hidden voxels (per
+    volume, averaged), with masks fixed by `seed`."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    losses, corrs, counts = [], [], []
+    for i in range(0, len(x), batch_size):
+        batch = torch.from_numpy(x[i : i + batch_size]).to(device)
+        loss, pred, mask = model(batch, generator=g)
+        target = model.patchify(batch)
+        hidden = mask.bool()[..., None].expand_as(pred)  # (n, p, patch)
+        for j in range(len(batch)):
+            a, b = pred[j][hidden[j]].float(), target[j][hidden[j]].float()
+            a, b = a - a.mean(), b - b.mean()
+            corrs.append(float((a * b).sum() / (a.norm() * b.norm() + 1e-8)))
+        losses.append(float(loss) * len(batch))
+        counts.append(len(batch))
+    model.train()
+    return {"val_loss": sum(losses) / sum(counts), "val_corr": float(np.mean(corrs))}
+
+
+def train_mbm(
+    cfg: MBMConfig,
+    train: np.ndarray,
+    val: np.ndarray,
+    seed: int,
+    device: str = "cpu",
+    progress=None,
+    log_metric=None,
+) -> tuple[FmriMAE, dict[str, float]]:
+    """Pretrain the MAE on (n, voxels) volumes; returns the model and final metrics."""
+    tick = progress or (lambda n, what: None)
+    log = log_metric or (lambda name, value, step=None: None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = FmriMAE(cfg.model).to(device)
+    opt = torch.optim.AdamW(
+        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas)
+    )
+    rng = np.random.default_rng([seed, 1])  # batch order
+    masks = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    steps_per_epoch = max(1, len(train) // cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    autocast = device.startswith("cuda")
+    step = 0
+    metrics: dict[str, float] = {}
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(len(train))
+        running = 0.0
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            batch = torch.from_numpy(train[idx]).to(device)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * _lr_factor(step, total, warmup)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                loss, _, _ = model(batch, generator=masks)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            running += loss.item()
+            step += 1
+        metrics = {"train_loss": running / steps_per_epoch} | evaluate(model, val, seed + 1, device)
+        for name, value in metrics.items():
+            log(name, value, epoch)
+        tick(1, f"epoch {epoch + 1}/{cfg.epochs} val loss {metrics['val_loss']:.3f}")
+    return model, metrics
+
+
+def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext) -> StageResult:
+    from safetensors.torch import save_file
+
+    started = time.perf_counter()
+    dataset = dataset_root(inputs["dataset"]) if "dataset" in inputs else None
+    train, val, summary = load_corpus(cfg, dataset)
+    ctx.progress(1, f"corpus: {len(train)} + {len(val)} volumes x {summary['voxels']} voxels")
+    untrained = FmriMAE(cfg.model)
+    baseline = evaluate(untrained, val, ctx.seed + 1, "cpu")
+    model, final = train_mbm(cfg, train, val, ctx.seed, ctx.device, ctx.progress, ctx.log_metric)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(Path(out) / WEIGHTS))
+    (Path(out) / CONFIG_FILE).write_text(json.dumps(cfg.model.model_dump(mode="json"), indent=1))
+    metrics = final | {
+        "untrained_val_loss": baseline["val_loss"],
+        "train_volumes": float(len(train)),
+        "val_volumes": float(len(val)),
+        "voxels": float(summary["voxels"]),
+        "train_seconds": time.perf_counter() - started,
+    }
+    return StageResult(metrics=metrics, artifacts=[Path(WEIGHTS), Path(CONFIG_FILE)])
+
+
+def load_mbm(folder: Path, device: str = "cpu") -> FmriMAE:
+    """The MAE an mbm stage wrote."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / WEIGHTS).exists():
+        raise DataError(f"{folder}: no {WEIGHTS}; run the mbm stage first")
+    cfg = MAEConfig.model_validate_json((folder / CONFIG_FILE).read_text())
+    model = FmriMAE(cfg)
+    model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
+    return model.to(device)
