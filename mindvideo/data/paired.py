@@ -31,21 +31,35 @@ class SubjectFMRI:
     tr: float
     n_cortical: int
     selected: np.ndarray  # (V_sel,) indices into cortical vertices
-    stats: Reproducibility
+    stats: Reproducibility | None  # None where the voxels were given (an ROI), not selected
     # split -> segment -> (repeats, T, V_sel); repeats == 1 where they were averaged
     segments: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def prepare_fmri(
-    rec: Recording, cfg: PreprocessConfig, progress: Progress | None = None
+    rec: Recording,
+    cfg: PreprocessConfig,
+    progress: Progress | None = None,
+    voxels: np.ndarray | None = None,
 ) -> SubjectFMRI:
     """Detrend and z-score every run, select reproducible voxels, average repeats.
 
     Two passes over the files (statistics, then data) so that memory holds only the
-    selected voxels, whatever the size of the cortex.
+    selected voxels, whatever the size of the cortex. `voxels` (indices into the cortical
+    vertices, e.g. an ROI shared with the MBM corpus) replaces the selection.
     """
     tick = progress or (lambda n, what: None)
     tr, n_cortical = rec.check()
+    if voxels is not None:
+        voxels = np.asarray(voxels)
+        if voxels.size == 0 or voxels.min() < 0 or voxels.max() >= n_cortical:
+            raise DataError(
+                f"{rec.root / rec.subject}: the given voxels must index its {n_cortical} "
+                "cortical vertices (is the ROI mask on the same mesh?)"
+            )
+        return _load_segments(
+            rec, cfg, SubjectFMRI(rec.subject, tr, n_cortical, voxels, None), tick
+        )
     zs = []
     for split in cfg.selection.splits:
         for seg in rec.segments(split):
@@ -70,7 +84,14 @@ def prepare_fmri(
             f"{stats.n_segments} segments); raise data.preprocess.selection.p_threshold or set "
             "correction: none"
         )
-    out = SubjectFMRI(rec.subject, tr, n_cortical, selected, stats)
+    return _load_segments(rec, cfg, SubjectFMRI(rec.subject, tr, n_cortical, selected, stats), tick)
+
+
+def _load_segments(
+    rec: Recording, cfg: PreprocessConfig, out: SubjectFMRI, tick: Progress
+) -> SubjectFMRI:
+    """Clean every run on out.selected and keep (or average) its repeats."""
+    selected = out.selected
     for split in ("train", "test"):
         how = cfg.train_repeats if split == "train" else cfg.test_repeats
         for seg in rec.segments(split):

@@ -481,3 +481,35 @@ def epe(pred_clips, gt_clips) -> np.ndarray:
             errors.append(np.linalg.norm(flow_p - flow_g, axis=-1).mean(dtype=np.float64))
         out[i] = np.mean(errors)
     return out
+
+
+def retrieval_top1(similarity, n_way: int, groups=None) -> np.ndarray:
+    """Exact N-way top-1 retrieval: for each query i, the probability that its own candidate
+    (similarity[i, i]) scores above n_way - 1 distractors drawn at random, without replacement,
+    from the candidates of other groups (e.g. other scenes: clips of the same scene are near
+    copies and would be unfair distractors). Ties count against the query. Returns (n,).
+
+    Equals the mean over infinitely many random trials: with b_i distractors that beat or tie
+    the target among m_i eligible ones, P = C(m_i - b_i, k) / C(m_i, k), k = n_way - 1.
+    """
+    s = _to_numpy(similarity).astype(np.float64)
+    n = s.shape[0]
+    if s.shape != (n, n):
+        raise ValueError(f"retrieval_top1: similarity must be square, got {s.shape}")
+    g = np.arange(n) if groups is None else np.asarray(groups)
+    eligible = g[None, :] != g[:, None]  # (n, n): other groups only
+    m = eligible.sum(axis=1)
+    k = n_way - 1
+    if k < 1:
+        raise ValueError(f"retrieval_top1: n_way must be at least 2, got {n_way}")
+    if m.min() < k:
+        raise ValueError(
+            f"retrieval_top1: a query has only {m.min()} candidates outside its group; "
+            f"{n_way}-way needs {k}"
+        )
+    beaters = ((s >= np.diag(s)[:, None]) & eligible).sum(axis=1)
+    free = m - beaters
+    from scipy.special import gammaln
+
+    log_p = gammaln(free + 1) - gammaln(free - k + 1) - gammaln(m + 1) + gammaln(m - k + 1)
+    return np.where(free >= k, np.exp(np.where(free >= k, log_p, 0.0)), 0.0)

@@ -1,0 +1,265 @@
+"""Stage `contrastive`: align the spatiotemporal fMRI encoder with CLIP's image-text space.
+
+For one subject: the encoder (initialised from the `mbm` stage, or from scratch) reads windows of
+fMRI; its condition, pooled by the CLIP head, is pulled towards the frozen CLIP embeddings of the
+clip it saw: the mean image embedding of its frames and the text embedding of its caption
+(captions of a clip spanning a scene cut are joined with "Then"). Loss: the mean over the chosen
+modalities of the symmetric InfoNCE with a learnable logit scale (0.5 text + 0.5 image with
+both, as MinD-Video). `enabled: false` keeps the encoder as initialised (the "no contrastive"
+ablation). Either way the stage reports test-set retrieval: fMRI -> its clip among 50
+candidates from other scenes, by image and by text (chance 0.02).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from mindvideo.data.cc2017 import open_stimuli, open_subject
+from mindvideo.data.paired import clip_video, make_samples, prepare_fmri
+from mindvideo.data.preprocess import PreprocessConfig
+from mindvideo.errors import ConfigError, DataError
+from mindvideo.eval.metrics import retrieval_top1
+from mindvideo.models.fmri_encoder import EncoderConfig, FmriEncoder
+from mindvideo.models.fmri_mae import MAEConfig
+from mindvideo.stages.base import StageContext, StageResult, dataset_root
+
+NAME = "contrastive"
+INPUTS: tuple[str, ...] = ("dataset", "foundation", "mbm")
+OPTIONAL_INPUTS: tuple[str, ...] = ("mbm",)  # only with encoder.init: mbm
+VERSION = 1
+SEEDED = True
+HEADLINE_METRICS = ("retrieval50_image_top1", "retrieval50_text_top1")
+WEIGHTS = "encoder.safetensors"
+ENCODER_FILE = "encoder.json"  # sizes, window, voxels: what load_encoder needs
+VOXELS_FILE = "voxels.npy"  # the cortical vertices the encoder reads, in order
+MAX_LOGIT_SCALE = math.log(100.0)
+
+Modality = Literal["image", "text"]
+
+
+class ContrastiveConfig(BaseModel):
+    """The encoder, its training, and the subject's data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: str = "subject1"
+    enabled: bool = True
+    modalities: tuple[Modality, ...] = ("image", "text")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(1, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    logit_scale_init: float = Field(
+        math.log(1 / 0.07), description="log of the inverse temperature"
+    )
+    retrieval_n: int = Field(50, ge=2, description="candidates per retrieval trial")
+    model: MAEConfig = MAEConfig()  # the encoder's transformer: the MBM's sizes
+    encoder: EncoderConfig = EncoderConfig()
+    voxels: Literal["roi", "selected"] = Field(
+        "roi",
+        description="roi: the MBM corpus's ROI mask (the space MBM learned); selected: the "
+        "reproducibility selection of data.preprocess",
+    )
+    roi_mask: str | None = Field(None, description="ROI mask file (None: the corpus's own)")
+    preprocess: PreprocessConfig = PreprocessConfig()
+    window: int = 2
+    window_offset: int = 2
+    window_edge: Literal["drop", "clamp"] = "drop"
+    frames_per_clip: int = 6
+
+
+CONFIG = ContrastiveConfig
+
+
+def work_units(cfg: ContrastiveConfig) -> int:
+    return 3 + (cfg.epochs if cfg.enabled else 0)
+
+
+def roi_voxels(dataset: Path, cfg: ContrastiveConfig, n_cortical: int) -> np.ndarray:
+    """Indices of the ROI's cortical vertices (the MBM corpus's mask by default)."""
+    from mindvideo.data.cifti import read_mask
+    from mindvideo.data.hcp import default_mask
+
+    path = Path(cfg.roi_mask) if cfg.roi_mask else default_mask(dataset / "hcp")
+    if path is None:
+        raise ConfigError(
+            f"{dataset}: no ROI mask for encoder.voxels: roi; give data.corpus_mask (the mask "
+            "the MBM corpus uses) or set encoder.voxels: selected"
+        )
+    return np.nonzero(read_mask(path, n_cortical))[0]
+
+
+def clip_targets(clip_model, stimuli, samples, frames_per_clip: int) -> dict[str, np.ndarray]:
+    """Frozen CLIP embeddings per sample: mean image embedding of its frames, caption text."""
+    if samples.caption is None:
+        raise DataError(
+            "contrastive learning needs a caption per clip (stimuli/<segment>_clips.csv, column "
+            "caption)"
+        )
+    clips = clip_video(stimuli, samples, frames_per_clip)  # (n, F, H, W, 3)
+    n, f = clips.shape[:2]
+    image = clip_model.image_embeddings(clips.reshape(n * f, *clips.shape[2:]))
+    image = image.reshape(n, f, -1).mean(axis=1)
+    image /= np.linalg.norm(image, axis=1, keepdims=True) + 1e-8
+    text = clip_model.text_embeddings(list(samples.caption))
+    return {"image": image.astype(np.float32), "text": text.astype(np.float32)}
+
+
+def info_nce(emb: torch.Tensor, target: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE between matching rows of two L2-normalised (n, d) batches."""
+    logits = log_scale.clamp(max=MAX_LOGIT_SCALE).exp() * emb @ target.T
+    labels = torch.arange(len(emb), device=emb.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def scene_groups(samples) -> np.ndarray:
+    """A group id per sample: segment and caption. Clips of one scene share their caption and
+    are near copies, so retrieval draws its distractors from other groups."""
+    return np.array([f"{s}/{c}" for s, c in zip(samples.segment, samples.caption, strict=True)])
+
+
+@torch.no_grad()
+def embed(encoder: FmriEncoder, x: np.ndarray, device: str, batch_size: int = 128) -> np.ndarray:
+    encoder.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        cond = encoder(torch.from_numpy(x[i : i + batch_size]).to(device))
+        out.append(encoder.clip_embedding(cond).float().cpu().numpy())
+    encoder.train()
+    return np.concatenate(out)
+
+
+def retrieval(emb: np.ndarray, targets: dict[str, np.ndarray], n_way: int, groups) -> dict:
+    return {
+        f"retrieval{n_way}_{m}_top1": float(retrieval_top1(emb @ t.T, n_way, groups).mean())
+        for m, t in targets.items()
+    }
+
+
+def run(
+    cfg: ContrastiveConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
+) -> StageResult:
+    from safetensors.torch import save_file
+
+    from mindvideo.stages.foundation import load_scorers
+    from mindvideo.stages.mbm import load_mbm
+
+    started = time.perf_counter()
+    out = Path(out)
+    if cfg.encoder.init == "mbm" and "mbm" not in inputs:
+        raise ConfigError("encoder.init: mbm needs the mbm stage's output (the planner binds it)")
+    if cfg.enabled and not cfg.modalities:
+        raise ConfigError("contrastive.modalities: name at least one of image, text")
+    dataset = dataset_root(inputs["dataset"])
+    stimuli = open_stimuli(dataset)
+    rec = open_subject(dataset, cfg.subject)
+    voxels = None
+    if cfg.voxels == "roi":
+        voxels = roi_voxels(dataset, cfg, rec.check()[1])
+    fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
+    pad = 1  # the encoder wrap-pads to its patch size itself
+    edge, offset = cfg.window_edge, cfg.window_offset
+    train = make_samples(fmri, "train", cfg.window, offset, edge, pad, stimuli)
+    test = make_samples(fmri, "test", cfg.window, offset, edge, pad, stimuli)
+    ctx.progress(1, f"{cfg.subject}: {len(train)} train / {len(test)} test windows")
+    clip_model = load_scorers(inputs["foundation"], ctx.device).clip
+    targets = {
+        split: clip_targets(clip_model, stimuli, s, cfg.frames_per_clip)
+        for split, s in (("train", train), ("test", test))
+    }
+    ctx.progress(1, "CLIP targets embedded")
+
+    n_voxels = train.fmri.shape[-1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        encoder = FmriEncoder(cfg.model, cfg.encoder, n_voxels, cfg.window, clip_model.embed_dim)
+        log_scale = torch.nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
+    if cfg.encoder.init == "mbm":
+        encoder.load_mbm(load_mbm(inputs["mbm"]))
+    encoder.to(ctx.device)
+    log_scale = torch.nn.Parameter(log_scale.detach().to(ctx.device))
+
+    metrics: dict[str, float] = {}
+    if cfg.enabled:
+        metrics |= _train(cfg, encoder, log_scale, train.fmri, targets["train"], ctx)
+    groups = scene_groups(test)
+    metrics |= retrieval(
+        embed(encoder, test.fmri, ctx.device), targets["test"], cfg.retrieval_n, groups
+    )
+    metrics |= {
+        "train_windows": float(len(train)),
+        "test_windows": float(len(test)),
+        "voxels": float(n_voxels),
+        "logit_scale": float(log_scale.detach().exp()),
+        "train_seconds": time.perf_counter() - started,
+    }
+    ctx.progress(1, f"retrieval image {metrics['retrieval50_image_top1']:.3f}")
+
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, str(out / WEIGHTS))
+    np.save(out / VOXELS_FILE, fmri.selected)
+    (out / ENCODER_FILE).write_text(
+        json.dumps(
+            {
+                "model": cfg.model.model_dump(mode="json"),
+                "encoder": cfg.encoder.model_dump(mode="json"),
+                "n_voxels": n_voxels,
+                "window": cfg.window,
+                "clip_dim": clip_model.embed_dim,
+            },
+            indent=1,
+        )
+    )
+    return StageResult(metrics=metrics, artifacts=[Path(WEIGHTS), Path(ENCODER_FILE)])
+
+
+def _train(cfg, encoder, log_scale, x_train, targets, ctx) -> dict[str, float]:
+    """The contrastive loop: AdamW, warm-up then cosine, gradient clipping."""
+    device = ctx.device
+    params = list(encoder.parameters()) + [log_scale]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng([ctx.seed, 2])
+    steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    tensors = {m: torch.from_numpy(targets[m]).to(device) for m in cfg.modalities}
+    x_all = torch.from_numpy(x_train).to(device)
+    step, loss_epoch = 0, 0.0
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(len(x_train))
+        running = 0.0
+        for b in range(steps_per_epoch):
+            idx = torch.from_numpy(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+            lr = cfg.lr * (
+                (step + 1) / warmup
+                if step < warmup
+                else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            )
+            for group in opt.param_groups:
+                group["lr"] = lr
+            emb = encoder.clip_embedding(encoder(x_all[idx.to(device)]))
+            loss = sum(info_nce(emb, tensors[m][idx.to(device)], log_scale) for m in tensors)
+            loss = loss / len(tensors)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            running += loss.item()
+            step += 1
+        loss_epoch = running / steps_per_epoch
+        ctx.log_metric("train_loss", loss_epoch, epoch)
+        ctx.progress(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss_epoch:.3f}")
+    return {"train_loss": loss_epoch}
