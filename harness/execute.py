@@ -103,11 +103,16 @@ def run_tags(plan: Plan, run: Run) -> dict[str, str]:
 
 def stage_metrics(node: StageNode, manifest: dict) -> list[tuple[str, float, int]]:
     """A stage's metrics as the child run logs them: the final values (step 0) and any
-    series logged with steps (per epoch...). Evaluate's are unprefixed; others <stage>.<name>."""
-    prefix = "" if node.name == HEADLINE_STAGE else f"{node.name}."
-    out = [(f"{prefix}{k}", float(v), 0) for k, v in manifest.get("metrics", {}).items()]
+    series logged with steps (per epoch...). Evaluate's, and a stage's HEADLINE_METRICS, are
+    unprefixed; others <stage>.<name>."""
+    headline = set(getattr(stage_module(node.name), "HEADLINE_METRICS", ()))
+
+    def name(k: str) -> str:
+        return k if node.name == HEADLINE_STAGE or k in headline else f"{node.name}.{k}"
+
+    out = [(name(k), float(v), 0) for k, v in manifest.get("metrics", {}).items()]
     out += [
-        (f"{prefix}{k}", float(v), int(step))
+        (name(k), float(v), int(step))
         for k, v, step in manifest.get("series", [])
         if step is not None
     ]

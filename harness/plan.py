@@ -22,6 +22,8 @@ STAGE_MODULES = {
     "simulate": "mindvideo.stages.simulate",
     "foundation": "mindvideo.stages.foundation",
     "baselines": "mindvideo.stages.baselines",
+    "mbm": "mindvideo.stages.mbm",
+    "contrastive": "mindvideo.stages.contrastive",
     "evaluate": "mindvideo.stages.evaluate",
 }
 EXTERNAL = "dataset"  # the node standing for a real dataset read in place (not cached)
@@ -42,12 +44,14 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
             ("baselines", {"dataset": data, "foundation": "foundation"}),
             ("evaluate", {"dataset": data, "foundation": "foundation", "decode": "baselines"}),
         ]
-    raise ConfigError(
-        f"method {profile.method!r}: the MinD-Video model stages (mbm, contrastive, cotrain, "
-        "decode) are not part of this release yet; run the baselines (method: "
-        + " | ".join(BASELINES)
-        + ", or the spec's `baselines:` list)"
-    )
+    # The MinD-Video encoder; the generator stages (cotrain, decode) and evaluate join later.
+    stages = [*head, ("foundation", {"dataset": data})]
+    bindings = {"dataset": data, "foundation": "foundation"}
+    if profile.encoder.init == "mbm":
+        stages.append(("mbm", {"dataset": data}))
+        bindings["mbm"] = "mbm"
+    stages.append(("contrastive", bindings))
+    return stages
 
 
 def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
@@ -74,6 +78,29 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             **profile.baselines.model_dump(),
             subject=subject,
             methods=(profile.method,),
+            preprocess=data.preprocess,
+            window=data.window,
+            window_offset=data.window_offset,
+            window_edge=data.window_edge,
+            frames_per_clip=data.frames_per_clip,
+        )
+    if name == "mbm":
+        return profile.mbm.model_copy(
+            update={
+                "corpus_root": data.corpus_root or profile.mbm.corpus_root,
+                "corpus_mask": data.corpus_mask or profile.mbm.corpus_mask,
+                "detrend_order": data.preprocess.detrend_order,
+            }
+        )
+    if name == "contrastive":
+        encoder = profile.encoder.model_dump(exclude={"voxels"})
+        return stage_module(name).CONFIG(
+            **profile.contrastive.model_dump(),
+            subject=subject,
+            model=profile.mbm.model,
+            encoder=encoder,
+            voxels=profile.encoder.voxels,
+            roi_mask=data.corpus_mask,
             preprocess=data.preprocess,
             window=data.window,
             window_offset=data.window_offset,
@@ -246,16 +273,20 @@ def _check_report_metrics(plan: Plan) -> None:
     from mindvideo.eval.protocols import get_protocol
 
     logged = {"n_samples"}
-    for protocol in {run.profile.eval.protocol for run in plan.runs}:
-        for name in get_protocol(protocol).metrics:
-            logged |= {name, f"{name}_se", f"{name}_ci_low", f"{name}_ci_high"}
+    stages = {plan.node(k).name for run in plan.runs for k in run.stages}
+    if "evaluate" in stages:
+        for protocol in {run.profile.eval.protocol for run in plan.runs}:
+            for name in get_protocol(protocol).metrics:
+                logged |= {name, f"{name}_se", f"{name}_ci_low", f"{name}_ci_high"}
+    for stage in stages - {EXTERNAL}:
+        logged |= set(getattr(stage_module(stage), "HEADLINE_METRICS", ()))
     unknown = [m for m in plan.spec.spec.report.metrics if "." not in m and m not in logged]
     if unknown:
         shown = sorted(m for m in logged if not m.endswith(("_se", "_ci_low", "_ci_high")))
         raise ConfigError(
-            f"{plan.spec.path}: report.metrics: {unknown} are not logged by the runs' protocol; "
-            f"choose from {', '.join(shown)} (or a stage metric such as "
-            "foundation.judges.frame_judge_top1)"
+            f"{plan.spec.path}: report.metrics: {unknown} are not logged by the runs "
+            f"(stages {', '.join(sorted(stages))}); choose from {', '.join(shown)} (or a stage "
+            "metric such as foundation.judges.frame_judge_top1)"
         )
 
 
@@ -272,10 +303,11 @@ def _add_stages(
     for name, bindings in stages:
         module = stage_module(name)
         cfg = stage_config(name, profile, subject)
-        missing = set(module.INPUTS) - set(bindings)
+        optional = set(getattr(module, "OPTIONAL_INPUTS", ()))
+        missing = set(module.INPUTS) - optional - set(bindings)
         if missing:
             raise ConfigError(f"stage {name}: inputs {sorted(missing)} are not bound")
-        inputs = {role: by_name[bindings[role]] for role in module.INPUTS}
+        inputs = {role: by_name[bindings[role]] for role in module.INPUTS if role in bindings}
         node_seed = seed if is_seeded(module, cfg) else None
         key = digest(
             {

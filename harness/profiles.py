@@ -11,7 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mindvideo.data.config import DataConfig
 from mindvideo.errors import ConfigError
+from mindvideo.models.encoder_config import EncoderConfig
 from mindvideo.stages.baselines import BaselineOptions
+from mindvideo.stages.contrastive import ContrastiveTraining
+from mindvideo.stages.mbm import MBMConfig
 
 
 class EvalSection(BaseModel):
@@ -39,6 +42,12 @@ METHODS = ("mindvideo", "ridge", "shuffled", "chance")
 BASELINES = METHODS[1:]
 
 
+class EncoderSection(EncoderConfig):
+    """The spatiotemporal encoder's switches (its transformer sizes are `mbm.model`)."""
+
+    voxels: Literal["roi", "selected"] = "roi"
+
+
 class Profile(BaseModel):
     """A resolved base config. Sections are added as stages land."""
 
@@ -49,6 +58,9 @@ class Profile(BaseModel):
     method: Literal["mindvideo", "ridge", "shuffled", "chance"] = "mindvideo"
     data: DataConfig
     baselines: BaselineOptions = BaselineOptions()
+    mbm: MBMConfig = MBMConfig()
+    encoder: EncoderSection = EncoderSection()
+    contrastive: ContrastiveTraining = ContrastiveTraining()
     eval: EvalSection = EvalSection()
     source: str = ""  # the YAML file it was read from
 

@@ -42,10 +42,12 @@ def test_wrong_type_and_allowed_values(tmp_path):
 
 
 def test_unknown_variant_path_lists_known_keys(tmp_path):
-    text = BASE + "variants:\n  no-temporal: {encoder.temporal_attention: false}\n"
+    text = BASE + "variants:\n  no-temporal: {encoder.temporal_attn: false}\n"
     msg = spec_error(tmp_path, text)
     assert "variants.no-temporal" in msg and "unknown variant path" in msg
-    assert "'encoder.temporal_attention'" in msg and "data" in msg  # the keys that exist
+    assert "'encoder.temporal_attn'" in msg and "temporal_attention" in msg  # the keys there
+    msg = spec_error(tmp_path, BASE + "variants:\n  g: {generator.attention: none}\n")
+    assert "'generator.attention'" in msg and "contrastive" in msg  # the top-level keys
     msg = spec_error(tmp_path, BASE + "variants:\n  w: {data.windw: 3}\n")
     assert "data.windw" in msg and "window_offset" in msg
 
@@ -79,9 +81,30 @@ def test_missing_profile_and_unknown_reference(tmp_path):
     assert "reference" in msg and "'full'" in msg and "ridge, shuffled, chance" in msg
 
 
-def test_model_method_is_refused_with_a_hint(tmp_path):
-    msg = spec_error(tmp_path, BASE + "variants: {full: {}}\n")
-    assert "variant 'full'" in msg and "not part of this release" in msg
+def test_encoder_pipeline_shares_mbm_across_variants_and_subjects(tmp_path):
+    text = """
+profile: smoke
+seeds: [0, 1]
+variants:
+  full: {}
+  no-mbm: {encoder.init: scratch}
+  no-temporal: {encoder.temporal_attention: false}
+  window-1: {data.window: 1}
+report: {metrics: [retrieval50_image_top1, retrieval50_text_top1]}
+"""
+    plan = build_plan(load_spec(write_spec(tmp_path, text)))
+    names = {r.variant.name: [plan.node(k).name for k in r.stages] for r in plan.runs}
+    assert names["full"] == ["simulate", "foundation", "mbm", "contrastive"]
+    assert names["no-mbm"] == ["simulate", "foundation", "contrastive"]
+    mbm_keys = {k for r in plan.runs for k in r.stages if plan.node(k).name == "mbm"}
+    assert len(mbm_keys) == 2  # one per seed, shared by 3 variants x 2 subjects
+    contrastive = [plan.node(k) for r in plan.runs for k in r.stages]
+    contrastive = [n for n in contrastive if n.name == "contrastive"]
+    assert len({n.key for n in contrastive}) == 4 * 2 * 2
+    window_1 = [n for n in contrastive if n.config.window == 1]
+    assert window_1 and all(n.config.model == plan.runs[0].profile.mbm.model for n in window_1)
+    msg = spec_error(tmp_path, text.replace("retrieval50_text_top1", "video_2way_top1"))
+    assert "['video_2way_top1'] are not logged" in msg and "retrieval50_image_top1" in msg
 
 
 def test_yaml_tags_are_not_executed(tmp_path):

@@ -79,6 +79,7 @@ def test_metric_direction_and_labels():
     assert metric_label("video_2way_top1") == "Video 2-way"
     assert metric_label("frame_50way_top1") == "Frame 50-way"
     assert metric_label("video_50way_top5_strict") == "Video 50-way top-5 (strict)"
+    assert metric_label("retrieval50_image_top1") == "Retrieval 50-way (image)"
     assert (metric_label("ssim"), metric_label("psnr")) == ("SSIM", "PSNR")
 
 

@@ -37,6 +37,7 @@ FORMATS = ("md", "tex", "csv")
 GROUPINGS = ("average", "subject")
 
 _NWAY = re.compile(r"^(video|frame)_(\d+)way_top(\d+)(_strict)?$")
+_RETRIEVAL = re.compile(r"^retrieval(\d+)_(image|text)_top(\d+)$")
 _LABELS = {
     "ssim": "SSIM",
     "psnr": "PSNR",
@@ -61,6 +62,10 @@ def metric_label(metric: str) -> str:
         if k != "1":
             label += f" top-{k}"
         return label + (" (strict)" if strict else "")
+    match = _RETRIEVAL.match(metric)
+    if match:
+        n, modality, k = match.groups()
+        return f"Retrieval {n}-way ({modality})" + ("" if k == "1" else f" top-{k}")
     return _LABELS.get(metric, metric)
 
 

@@ -12,36 +12,18 @@ into CLIP's embedding space for contrastive learning.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from mindvideo.models.encoder_config import EncoderConfig, MAEConfig
 from mindvideo.models.fmri_mae import (
     Attention,
     FmriMAE,
-    MAEConfig,
     PatchEmbed1D,
     n_patches,
     sincos_positions,
 )
-
-
-class EncoderConfig(BaseModel):
-    """The encoder's switches and output shape (its transformer sizes are the MAE's)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    init: Literal["mbm", "scratch"] = "mbm"
-    temporal_attention: bool = True
-    cond_tokens: int = Field(8, ge=1, description="condition tokens (77 for SD 1.5)")
-    cond_dim: int = Field(64, ge=1, description="condition width (768 for SD 1.5)")
-
-    @classmethod
-    def paper(cls) -> EncoderConfig:
-        return cls(cond_tokens=77, cond_dim=768)
 
 
 class SpatioTemporalBlock(nn.Module):

@@ -17,20 +17,22 @@ import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import torch
+
+    from mindvideo.models.fmri_encoder import FmriEncoder
 
 from mindvideo.data.cc2017 import open_stimuli, open_subject
 from mindvideo.data.paired import clip_video, make_samples, prepare_fmri
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval.metrics import retrieval_top1
-from mindvideo.models.fmri_encoder import EncoderConfig, FmriEncoder
-from mindvideo.models.fmri_mae import MAEConfig
+from mindvideo.models.encoder_config import EncoderConfig, MAEConfig
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
 NAME = "contrastive"
@@ -47,12 +49,11 @@ MAX_LOGIT_SCALE = math.log(100.0)
 Modality = Literal["image", "text"]
 
 
-class ContrastiveConfig(BaseModel):
-    """The encoder, its training, and the subject's data."""
+class ContrastiveTraining(BaseModel):
+    """The contrastive training itself: the profile's `contrastive` section."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    subject: str = "subject1"
     enabled: bool = True
     modalities: tuple[Modality, ...] = ("image", "text")
     epochs: int = Field(30, ge=1)
@@ -61,10 +62,14 @@ class ContrastiveConfig(BaseModel):
     weight_decay: float = Field(0.05, ge=0)
     warmup_epochs: float = Field(1, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
-    logit_scale_init: float = Field(
-        math.log(1 / 0.07), description="log of the inverse temperature"
-    )
+    logit_scale_init: float = Field(math.log(1 / 0.07), description="log inverse temperature")
     retrieval_n: int = Field(50, ge=2, description="candidates per retrieval trial")
+
+
+class ContrastiveConfig(ContrastiveTraining):
+    """The encoder, its training, and the subject's data."""
+
+    subject: str = "subject1"
     model: MAEConfig = MAEConfig()  # the encoder's transformer: the MBM's sizes
     encoder: EncoderConfig = EncoderConfig()
     voxels: Literal["roi", "selected"] = Field(
@@ -119,6 +124,9 @@ def clip_targets(clip_model, stimuli, samples, frames_per_clip: int) -> dict[str
 
 def info_nce(emb: torch.Tensor, target: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE between matching rows of two L2-normalised (n, d) batches."""
+    import torch
+    import torch.nn.functional as F
+
     logits = log_scale.clamp(max=MAX_LOGIT_SCALE).exp() * emb @ target.T
     labels = torch.arange(len(emb), device=emb.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
@@ -130,13 +138,16 @@ def scene_groups(samples) -> np.ndarray:
     return np.array([f"{s}/{c}" for s, c in zip(samples.segment, samples.caption, strict=True)])
 
 
-@torch.no_grad()
 def embed(encoder: FmriEncoder, x: np.ndarray, device: str, batch_size: int = 128) -> np.ndarray:
+    """The encoder's CLIP-space embeddings of (n, window, voxels) fMRI: (n, clip_dim)."""
+    import torch
+
     encoder.eval()
     out = []
-    for i in range(0, len(x), batch_size):
-        cond = encoder(torch.from_numpy(x[i : i + batch_size]).to(device))
-        out.append(encoder.clip_embedding(cond).float().cpu().numpy())
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            cond = encoder(torch.from_numpy(x[i : i + batch_size]).to(device))
+            out.append(encoder.clip_embedding(cond).float().cpu().numpy())
     encoder.train()
     return np.concatenate(out)
 
@@ -151,8 +162,10 @@ def retrieval(emb: np.ndarray, targets: dict[str, np.ndarray], n_way: int, group
 def run(
     cfg: ContrastiveConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 ) -> StageResult:
+    import torch
     from safetensors.torch import save_file
 
+    from mindvideo.models.fmri_encoder import FmriEncoder
     from mindvideo.stages.foundation import load_scorers
     from mindvideo.stages.mbm import load_mbm
 
@@ -227,6 +240,8 @@ def run(
 
 def _train(cfg, encoder, log_scale, x_train, targets, ctx) -> dict[str, float]:
     """The contrastive loop: AdamW, warm-up then cosine, gradient clipping."""
+    import torch
+
     device = ctx.device
     params = list(encoder.parameters()) + [log_scale]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

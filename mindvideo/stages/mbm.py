@@ -15,14 +15,17 @@ import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from mindvideo.models.fmri_mae import FmriMAE
 
 from mindvideo.data.hcp import open_corpus
 from mindvideo.errors import DataError
-from mindvideo.models.fmri_mae import FmriMAE, MAEConfig
+from mindvideo.models.encoder_config import MAEConfig
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
 NAME = "mbm"
@@ -94,7 +97,7 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def _param_groups(model, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (decay if p.ndim >= 2 and "mask_token" not in name else no_decay).append(p)
@@ -104,12 +107,20 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-@torch.no_grad()
 def evaluate(
     model: FmriMAE, x: np.ndarray, seed: int, device: str, batch_size: int = 256
 ) -> dict[str, float]:
     """Masked-patch loss and the Pearson correlation of predicted vs true hidden voxels (per
     volume, averaged), with masks fixed by `seed`."""
+    import torch
+
+    with torch.no_grad():
+        return _evaluate(model, x, seed, device, batch_size)
+
+
+def _evaluate(model, x, seed, device, batch_size) -> dict[str, float]:
+    import torch
+
     model.eval()
     g = torch.Generator().manual_seed(seed)
     losses, corrs, counts = [], [], []
@@ -138,6 +149,10 @@ def train_mbm(
     log_metric=None,
 ) -> tuple[FmriMAE, dict[str, float]]:
     """Pretrain the MAE on (n, voxels) volumes; returns the model and final metrics."""
+    import torch
+
+    from mindvideo.models.fmri_mae import FmriMAE
+
     tick = progress or (lambda n, what: None)
     log = log_metric or (lambda name, value, step=None: None)
     with torch.random.fork_rng(devices=[]):
@@ -181,6 +196,8 @@ def train_mbm(
 def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext) -> StageResult:
     from safetensors.torch import save_file
 
+    from mindvideo.models.fmri_mae import FmriMAE
+
     started = time.perf_counter()
     dataset = dataset_root(inputs["dataset"]) if "dataset" in inputs else None
     train, val, summary = load_corpus(cfg, dataset)
@@ -204,6 +221,8 @@ def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 def load_mbm(folder: Path, device: str = "cpu") -> FmriMAE:
     """The MAE an mbm stage wrote."""
     from safetensors.torch import load_file
+
+    from mindvideo.models.fmri_mae import FmriMAE
 
     folder = Path(folder)
     if not (folder / WEIGHTS).exists():
