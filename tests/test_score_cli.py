@@ -32,7 +32,7 @@ def truth_dir(dataset, tmp_path_factory):
 
 def test_export_writes_named_clips(truth_dir):
     files = sorted(p.name for p in truth_dir.glob("*.npy"))
-    assert len(files) == 2 * 20 and files[0] == "test1_000.npy"
+    assert len(files) == 2 * 40 and files[0] == "test1_000.npy"
     assert np.load(truth_dir / "test1_000.npy").shape == (6, 32, 32, 3)
     assert json.loads((truth_dir / "source.json").read_text())["split"] == "test"
 
@@ -97,7 +97,7 @@ def test_gif_reconstructions_are_scored(dataset, truth_dir, tmp_path, capsys):
     )
     report = json.loads(out)
     assert code == 0 and report["metrics"]["ssim"] == pytest.approx(1.0)
-    assert report["n_samples"] + report["excluded_scene_cuts"] == 40
+    assert report["n_samples"] + report["excluded_scene_cuts"] == 80
 
 
 def test_bad_input_names_the_file(dataset, truth_dir, tmp_path, capsys):
@@ -135,5 +135,5 @@ def test_baselines_run_and_score(dataset, tmp_path, capsys):
     for m in rows.values():
         assert 0 <= m["video_2way_top1"] <= 1 and "ssim" in m
     clips = np.load(out / "subject1" / "ridge" / "clips.npy")
-    assert clips.shape == (2 * 17, 6, 32, 32, 3)
+    assert clips.shape == (2 * 37, 6, 32, 32, 3)
     assert (out / "metrics.json").exists()
