@@ -132,11 +132,20 @@ class FmriMAE(nn.Module):
         return self.norm(tokens)
 
     def random_masking(
-        self, n: int, p: int, ratio: float, generator: torch.Generator | None, device
+        self,
+        n: int,
+        p: int,
+        ratio: float,
+        generator: torch.Generator | None,
+        device,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Indices of the kept patches (n, keep) and the mask (n, p), 1 = hidden."""
+        """Indices of the kept patches (n, keep) and the mask (n, p), 1 = hidden. The lowest
+        `keep` of the (n, p) uniform `noise` (drawn here if not given) are kept."""
         keep = max(1, int(round(p * (1 - ratio))))
-        noise = torch.rand(n, p, generator=generator, device="cpu").to(device)
+        if noise is None:
+            noise = torch.rand(n, p, generator=generator, device="cpu")
+        noise = noise.to(device)
         order = noise.argsort(dim=1)
         kept = order[:, :keep].sort(dim=1).values
         mask = torch.ones(n, p, device=device)
@@ -148,15 +157,17 @@ class FmriMAE(nn.Module):
         x: torch.Tensor,
         mask_ratio: float | None = None,
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(batch, voxels) -> loss (MSE on hidden patches), prediction (batch, patches,
-        patch_size) and mask (batch, patches; 1 = hidden)."""
+        patch_size) and mask (batch, patches; 1 = hidden). `noise` (batch, patches) fixes the
+        masks (distributed training draws them for the global batch and slices)."""
         cfg = self.cfg
         ratio = cfg.mask_ratio if mask_ratio is None else mask_ratio
         tokens = self.patch_embed(x)  # (n, p, d)
         n, p, d = tokens.shape
         tokens = tokens + sincos_positions(p, d).to(tokens)
-        kept, mask = self.random_masking(n, p, ratio, generator, tokens.device)
+        kept, mask = self.random_masking(n, p, ratio, generator, tokens.device, noise)
         visible = torch.gather(tokens, 1, kept[..., None].expand(-1, -1, d))
         for block in self.blocks:
             visible = block(visible)

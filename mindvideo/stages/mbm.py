@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mindvideo.models.fmri_mae import FmriMAE
 
 from mindvideo.data.hcp import open_corpus
-from mindvideo.errors import DataError
+from mindvideo.errors import ConfigError, DataError
 from mindvideo.models.encoder_config import MAEConfig
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
@@ -148,21 +148,43 @@ def train_mbm(
     progress=None,
     log_metric=None,
 ) -> tuple[FmriMAE, dict[str, float]]:
-    """Pretrain the MAE on (n, voxels) volumes; returns the model and final metrics."""
-    import torch
+    """Pretrain the MAE on (n, voxels) volumes; returns the model and final metrics.
 
-    from mindvideo.models.fmri_mae import FmriMAE
+    Under torch.distributed (torchrun, or a process group the caller set up: gloo on CPU,
+    nccl on GPUs) each of the W processes computes its 1/W slice of every batch, masks
+    included, and DistributedDataParallel averages the gradients: the same updates as one
+    process with the whole batch, up to float rounding.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from mindvideo.models.fmri_mae import FmriMAE, n_patches
 
     tick = progress or (lambda n, what: None)
     log = log_metric or (lambda name, value, step=None: None)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    rank = dist.get_rank() if world > 1 else 0
+    if cfg.batch_size % world:
+        raise ConfigError(
+            f"mbm.batch_size {cfg.batch_size} must be a multiple of the {world} processes"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = FmriMAE(cfg.model).to(device)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        on_gpu = device.startswith("cuda")
+        net = DistributedDataParallel(model, device_ids=[device] if on_gpu else None)
     opt = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas)
     )
     rng = np.random.default_rng([seed, 1])  # batch order
     masks = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    patches = n_patches(train.shape[1], cfg.model.patch_size)
+    local = cfg.batch_size // world
+    mine = slice(rank * local, (rank + 1) * local)
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
@@ -171,22 +193,28 @@ def train_mbm(
     metrics: dict[str, float] = {}
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(train))
-        running = 0.0
+        running = torch.zeros((), dtype=torch.float64)
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            batch = torch.from_numpy(train[idx]).to(device)
+            noise = torch.rand(len(idx), patches, generator=masks)  # the global batch's masks
+            batch = torch.from_numpy(train[idx[mine]]).to(device)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step, total, warmup)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                loss, _, _ = model(batch, generator=masks)
+                loss, _, _ = net(batch, noise=noise[mine])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            running += loss.item()
+            running += loss.detach().double().cpu()
             step += 1
-        metrics = {"train_loss": running / steps_per_epoch} | evaluate(model, val, seed + 1, device)
+        if world > 1:
+            dist.all_reduce(running)
+            running /= world
+        metrics = {"train_loss": float(running) / steps_per_epoch} | evaluate(
+            model, val, seed + 1, device
+        )
         for name, value in metrics.items():
             log(name, value, epoch)
         tick(1, f"epoch {epoch + 1}/{cfg.epochs} val loss {metrics['val_loss']:.3f}")
