@@ -110,6 +110,9 @@ def _start_run(spec: Path, store: Path, logs: Path) -> subprocess.Popen:
             cwd=logs,
             stdout=out,
             stderr=err,
+            # A test run started in the background inherits an ignored SIGINT; a user's
+            # terminal does not: give the child the terminal's default.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
         )
 
 
