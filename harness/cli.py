@@ -325,6 +325,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_baselines(args: argparse.Namespace) -> int:
+    from harness.plan import pairing
     from mindvideo.data.cc2017 import list_subjects
     from mindvideo.stages.baselines import BaselinesConfig, run_baselines
 
@@ -338,14 +339,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     try:
         for subject in subjects:
             cfg = BaselinesConfig(
-                subject=subject,
-                methods=tuple(args.methods),
-                top_k=args.top_k,
-                preprocess=data.preprocess,
-                window=data.window,
-                window_offset=data.window_offset,
-                window_edge=data.window_edge,
-                frames_per_clip=data.frames_per_clip,
+                **pairing(data, subject), methods=tuple(args.methods), top_k=args.top_k
             )
             rows[subject] = run_baselines(
                 root, cfg, scorers, args.seed, out / subject if out else None, tick

@@ -54,6 +54,14 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
     return stages
 
 
+def pairing(data, subject: str) -> dict[str, Any]:
+    """The PairingConfig fields of a stage slice: the subject and the profile's data settings."""
+    from mindvideo.data.paired import PairingConfig
+
+    fields = set(PairingConfig.model_fields) - {"subject"}
+    return {"subject": subject, **{k: getattr(data, k) for k in fields}}
+
+
 def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
     """The config slice of a stage, resolved from the profile (and the run's subject)."""
     from mindvideo.eval.judge_config import JudgeConfig
@@ -76,13 +84,8 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
     if name == "baselines":
         return stage_module(name).CONFIG(
             **profile.baselines.model_dump(),
-            subject=subject,
+            **pairing(data, subject),
             methods=(profile.method,),
-            preprocess=data.preprocess,
-            window=data.window,
-            window_offset=data.window_offset,
-            window_edge=data.window_edge,
-            frames_per_clip=data.frames_per_clip,
         )
     if name == "mbm":
         return profile.mbm.model_copy(
@@ -96,16 +99,11 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
         encoder = profile.encoder.model_dump(exclude={"voxels"})
         return stage_module(name).CONFIG(
             **profile.contrastive.model_dump(),
-            subject=subject,
+            **pairing(data, subject),
             model=profile.mbm.model,
             encoder=encoder,
             voxels=profile.encoder.voxels,
             roi_mask=data.corpus_mask,
-            preprocess=data.preprocess,
-            window=data.window,
-            window_offset=data.window_offset,
-            window_edge=data.window_edge,
-            frames_per_clip=data.frames_per_clip,
         )
     if name == "evaluate":
         get_protocol(ev.protocol)  # unknown names fail here, before any work

@@ -14,18 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.profiles import BASELINES, format_validation_error, read_yaml
 from mindvideo.errors import ConfigError
+from mindvideo.eval.protocols import PROTOCOLS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
-DEFAULT_METRICS = (
-    "video_2way_top1",
-    "video_50way_top1",
-    "frame_2way_top1",
-    "frame_50way_top1",
-    "ssim",
-    "psnr",
-    "clip_pcc_adjacent",
-)
+# By default a report shows the MinD-Video protocol's metrics, without the strict N-way variants.
+DEFAULT_METRICS = tuple(m for m in PROTOCOLS["mindvideo"].metrics if not m.endswith("_strict"))
 
 
 class ReportSpec(BaseModel):

@@ -68,21 +68,27 @@ def _no_outside_tracking(monkeypatch):
 @pytest.fixture(scope="session")
 def harness_run(tmp_path_factory) -> tuple[Path, Path]:
     """(spec, store) of SMOKE_SUITE run once through `mvbench run`."""
-    import torch
-
-    from harness.cli import main
-
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     folder = tmp_path_factory.mktemp("harness")
     spec = write_spec(folder, SMOKE_SUITE)
     store = folder / "store"
+    run_suite(spec, store)
+    return spec, store
+
+
+def run_suite(spec: Path, store: Path) -> None:
+    """`mvbench run SPEC --store STORE` in process, with one torch thread (small models on a
+    shared 2-core machine), asserting it succeeds."""
+    import torch
+
+    from harness.cli import main
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
     finally:
         torch.set_num_threads(threads)
-    return spec, store
 
 
 @pytest.fixture(scope="session")

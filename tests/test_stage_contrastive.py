@@ -56,9 +56,7 @@ def test_scene_groups_join_clips_of_a_caption():
 @pytest.fixture(scope="module")
 def suite_store(tmp_path_factory, harness_run):
     """Two encoder runs (full, no-contrastive) at smoke scale, through `mvbench run`."""
-    from conftest import seed_cache, write_spec
-
-    from harness.cli import main
+    from conftest import run_suite, seed_cache, write_spec
 
     folder = tmp_path_factory.mktemp("encoder")
     spec = write_spec(
@@ -76,12 +74,7 @@ report: {metrics: [retrieval50_image_top1, retrieval50_text_top1], samples: 0}
     )
     store = folder / "store"
     seed_cache(harness_run[1], store)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    run_suite(spec, store)
     return spec, store
 
 

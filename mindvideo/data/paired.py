@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from mindvideo.data.cc2017 import Recording, Stimuli
 from mindvideo.data.preprocess import (
@@ -21,6 +23,21 @@ from mindvideo.data.windows import Edge, make_windows, window_indices
 from mindvideo.errors import DataError
 
 Progress = Callable[[int, str], None]
+
+
+class PairingConfig(BaseModel):
+    """One subject's (fMRI window, clip) pairs: cleaning and voxels, window, frames per clip.
+
+    The part of a stage's config slice that the profile's `data` section fills in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: str = "subject1"
+    preprocess: PreprocessConfig = PreprocessConfig()
+    window: int = 2
+    window_offset: int = 2
+    window_edge: Literal["drop", "clamp"] = "drop"
+    frames_per_clip: int = 6
 
 
 @dataclass

@@ -19,6 +19,7 @@ from torch import nn
 from mindvideo.models.encoder_config import EncoderConfig, MAEConfig
 from mindvideo.models.fmri_mae import (
     Attention,
+    Block,
     FmriMAE,
     PatchEmbed1D,
     n_patches,
@@ -26,17 +27,14 @@ from mindvideo.models.fmri_mae import (
 )
 
 
-class SpatioTemporalBlock(nn.Module):
-    """Spatial attention per frame, temporal attention per patch (optional), MLP."""
+class SpatioTemporalBlock(Block):
+    """Spatial attention per frame, temporal attention per patch (optional), MLP.
+
+    The spatial attention and MLP are the MBM block's (same layers, same names), so MBM weights
+    load by name."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, temporal: bool):
-        super().__init__()
-        hidden = max(1, int(dim * mlp_ratio))
-        # Same names as fmri_mae.Block, so MBM weights load by name.
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        super().__init__(dim, num_heads, mlp_ratio)
         self.temporal = temporal
         if temporal:
             self.norm_t = nn.LayerNorm(dim)

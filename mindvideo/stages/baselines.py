@@ -23,8 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mindvideo.data.cc2017 import open_stimuli, open_subject
-from mindvideo.data.paired import clip_video, make_samples, prepare_fmri
-from mindvideo.data.preprocess import PreprocessConfig
+from mindvideo.data.paired import PairingConfig, clip_video, make_samples, prepare_fmri
 from mindvideo.errors import ConfigError
 from mindvideo.models.ridge import RidgeDecoder, retrieve
 from mindvideo.stages.base import (
@@ -53,16 +52,10 @@ class BaselineOptions(BaseModel):
     folds: int = Field(4, ge=2)
 
 
-class BaselinesConfig(BaselineOptions):
+class BaselinesConfig(BaselineOptions, PairingConfig):
     """Which baselines, on which subject, decoding which features."""
 
-    subject: str = "subject1"
     methods: tuple[Method, ...] = ("ridge", "shuffled", "chance")
-    preprocess: PreprocessConfig = PreprocessConfig()
-    window: int = 2
-    window_offset: int = 2
-    window_edge: Literal["drop", "clamp"] = "drop"
-    frames_per_clip: int = 6
 
 
 CONFIG = BaselinesConfig

@@ -28,8 +28,7 @@ if TYPE_CHECKING:
     from mindvideo.models.fmri_encoder import FmriEncoder
 
 from mindvideo.data.cc2017 import open_stimuli, open_subject
-from mindvideo.data.paired import clip_video, make_samples, prepare_fmri
-from mindvideo.data.preprocess import PreprocessConfig
+from mindvideo.data.paired import PairingConfig, clip_video, make_samples, prepare_fmri
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval.metrics import retrieval_top1
 from mindvideo.models.encoder_config import EncoderConfig, MAEConfig
@@ -66,10 +65,9 @@ class ContrastiveTraining(BaseModel):
     retrieval_n: int = Field(50, ge=2, description="candidates per retrieval trial")
 
 
-class ContrastiveConfig(ContrastiveTraining):
+class ContrastiveConfig(ContrastiveTraining, PairingConfig):
     """The encoder, its training, and the subject's data."""
 
-    subject: str = "subject1"
     model: MAEConfig = MAEConfig()  # the encoder's transformer: the MBM's sizes
     encoder: EncoderConfig = EncoderConfig()
     voxels: Literal["roi", "selected"] = Field(
@@ -78,11 +76,6 @@ class ContrastiveConfig(ContrastiveTraining):
         "reproducibility selection of data.preprocess",
     )
     roi_mask: str | None = Field(None, description="ROI mask file (None: the corpus's own)")
-    preprocess: PreprocessConfig = PreprocessConfig()
-    window: int = 2
-    window_offset: int = 2
-    window_edge: Literal["drop", "clamp"] = "drop"
-    frames_per_clip: int = 6
 
 
 CONFIG = ContrastiveConfig
