@@ -409,6 +409,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.execute import LocalExecutor
     from harness.tracking import Tracker
 
+    if args.processes < 1:
+        raise ConfigError(f"--processes {args.processes}: give 1 or more training processes")
     plan = _load_plan(args)
     store = _store(args)
     tracker = Tracker(store)  # created (or found unreachable) before any work starts
@@ -421,7 +423,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     executor = LocalExecutor(
-        plan, store, tracker, fail_fast=args.fail_fast, quiet=args.quiet, device=args.device
+        plan,
+        store,
+        tracker,
+        fail_fast=args.fail_fast,
+        quiet=args.quiet,
+        device=args.device,
+        processes=args.processes,
     )
     # SIGTERM (a scheduler's time limit, `kill`) stops like Ctrl-C: the run is marked KILLED.
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -748,6 +756,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-fast", action="store_true", help="stop at the first failed run (default: go on)"
     )
     run.add_argument("--device", help="torch device for the stages (default: cuda if available)")
+    run.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train the training stages (mbm, mbm_finetune, contrastive) in N processes under "
+        "torch.distributed: gloo on CPU, one GPU each with nccl; same results as 1 (default: 1)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 

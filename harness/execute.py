@@ -17,6 +17,7 @@ from harness import tracking as T
 from harness.cache import StageCache
 from harness.plan import Plan, Run, StageNode, stage_module
 from harness.tracking import Tracker
+from mindvideo.errors import ConfigError
 from mindvideo.stages.base import StageContext
 
 HEADLINE_STAGE = "evaluate"  # its metrics are logged unprefixed: they are the suite's results
@@ -132,8 +133,12 @@ class LocalExecutor:
         fail_fast: bool = False,
         quiet: bool = False,
         device: str | None = None,
+        processes: int = 1,
     ):
+        if processes < 1:
+            raise ConfigError(f"--processes {processes}: need at least 1")
         self.plan = plan
+        self.processes = processes
         self.cache = StageCache(store)
         self.tracker = tracker
         self.fail_fast = fail_fast
@@ -300,6 +305,7 @@ class LocalExecutor:
             ctx = StageContext(
                 seed=node.seed if node.seed is not None else 0,
                 device=self.device,
+                processes=self.processes,
                 progress=tick,
                 log_metric=lambda name, value, step=None: series.append((name, value, step)),
             )

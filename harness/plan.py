@@ -23,6 +23,7 @@ STAGE_MODULES = {
     "foundation": "mindvideo.stages.foundation",
     "baselines": "mindvideo.stages.baselines",
     "mbm": "mindvideo.stages.mbm",
+    "mbm_finetune": "mindvideo.stages.mbm_finetune",
     "contrastive": "mindvideo.stages.contrastive",
     "evaluate": "mindvideo.stages.evaluate",
 }
@@ -50,6 +51,9 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
     if profile.encoder.init == "mbm":
         stages.append(("mbm", {"dataset": data}))
         bindings["mbm"] = "mbm"
+        if profile.mbm.finetune_epochs:
+            stages.append(("mbm_finetune", {"dataset": data, "mbm": "mbm"}))
+            bindings["mbm"] = "mbm_finetune"
     stages.append(("contrastive", bindings))
     return stages
 
@@ -88,12 +92,27 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             methods=(profile.method,),
         )
     if name == "mbm":
-        return profile.mbm.model_copy(
-            update={
-                "corpus_root": data.corpus_root or profile.mbm.corpus_root,
-                "corpus_mask": data.corpus_mask or profile.mbm.corpus_mask,
-                "detrend_order": data.preprocess.detrend_order,
-            }
+        return profile.mbm.pretraining(
+            corpus_root=data.corpus_root or profile.mbm.corpus_root,
+            corpus_mask=data.corpus_mask or profile.mbm.corpus_mask,
+            detrend_order=data.preprocess.detrend_order,
+        )
+    if name == "mbm_finetune":
+        mbm = profile.mbm
+        # the mbm section's optimiser, for finetune_epochs (warm-up at most a quarter of them)
+        training = mbm.pretraining(
+            epochs=mbm.finetune_epochs,
+            lr=mbm.finetune_lr or mbm.lr,
+            warmup_epochs=min(mbm.warmup_epochs, mbm.finetune_epochs / 4),
+            corpus_root=None,
+            corpus_mask=None,
+        )
+        return stage_module(name).CONFIG(
+            subject=subject,
+            preprocess=data.preprocess,
+            voxels=profile.encoder.voxels,
+            roi_mask=data.corpus_mask,
+            training=training,
         )
     if name == "contrastive":
         encoder = profile.encoder.model_dump(exclude={"voxels"})

@@ -42,6 +42,20 @@ METHODS = ("mindvideo", "ridge", "shuffled", "chance")
 BASELINES = METHODS[1:]
 
 
+class MBMSection(MBMConfig):
+    """The mbm stage's pretraining, and the optional fine-tune on each target subject."""
+
+    finetune_epochs: int = Field(
+        0, ge=0, description="MBM epochs on the subject's own training fMRI (0: no fine-tune)"
+    )
+    finetune_lr: float | None = Field(None, gt=0, description="None: mbm.lr")
+
+    def pretraining(self, **update) -> MBMConfig:
+        """The mbm stage's config (without the fine-tune fields)."""
+        fields = self.model_dump(exclude={"finetune_epochs", "finetune_lr"})
+        return MBMConfig(**(fields | update))
+
+
 class EncoderSection(EncoderConfig):
     """The spatiotemporal encoder's switches (its transformer sizes are `mbm.model`)."""
 
@@ -58,7 +72,7 @@ class Profile(BaseModel):
     method: Literal["mindvideo", "ridge", "shuffled", "chance"] = "mindvideo"
     data: DataConfig
     baselines: BaselineOptions = BaselineOptions()
-    mbm: MBMConfig = MBMConfig()
+    mbm: MBMSection = MBMSection()
     encoder: EncoderSection = EncoderSection()
     contrastive: ContrastiveTraining = ContrastiveTraining()
     eval: EvalSection = EvalSection()

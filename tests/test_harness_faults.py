@@ -299,6 +299,14 @@ def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path, monkeypatc
     assert not (store / "mlflow.db").exists()
 
 
+def test_bad_processes_count_is_refused_before_any_work(tmp_path, capsys):
+    spec = write_spec(tmp_path, SMOKE_SUITE)
+    store = tmp_path / "store"
+    assert main(["run", str(spec), "--store", str(store), "--processes", "0"]) == 2
+    assert "--processes 0: give 1 or more" in capsys.readouterr().err
+    assert not store.exists()
+
+
 def test_run_left_running_by_a_dead_worker_runs_again(harness_run, tmp_path, capsys):
     spec = write_spec(tmp_path, SMOKE_SUITE)
     store = _fresh_store(harness_run, tmp_path, ALL_STAGES)

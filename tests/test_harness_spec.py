@@ -107,6 +107,48 @@ report: {metrics: [retrieval50_image_top1, retrieval50_text_top1]}
     assert "['video_2way_top1'] are not logged" in msg and "retrieval50_image_top1" in msg
 
 
+def test_finetune_sits_between_mbm_and_contrastive_per_subject(tmp_path):
+    text = """
+profile: smoke
+seeds: [0]
+variants:
+  full: {mbm.finetune_epochs: 3}
+  image-only: {mbm.finetune_epochs: 3, contrastive.modalities: [image]}
+  no-finetune: {}
+report: {metrics: [retrieval50_image_top1]}
+"""
+    plan = build_plan(load_spec(write_spec(tmp_path, text)))
+    by_name = {}
+    for run in plan.runs:
+        by_name.setdefault(run.variant.name, []).append([plan.node(k) for k in run.stages])
+    full = by_name["full"][0]
+    assert [n.name for n in full] == [
+        "simulate",
+        "foundation",
+        "mbm",
+        "mbm_finetune",
+        "contrastive",
+    ]
+    mbm_node, tune, contrastive = full[2:]
+    assert tune.inputs["mbm"] == mbm_node.key and contrastive.inputs["mbm"] == tune.key
+    assert tune.config.subject == contrastive.config.subject
+    assert tune.config.training.epochs == 3 and tune.config.training.model == mbm_node.config.model
+    # the pretraining does not depend on the fine-tune: one mbm for all three variants
+    assert (
+        len({n.key for runs in by_name.values() for r in runs for n in r if n.name == "mbm"}) == 1
+    )
+    # one fine-tune per subject, shared by the variants that differ only after it
+    tunes = {
+        n.key
+        for v in ("full", "image-only")
+        for r in by_name[v]
+        for n in r
+        if n.name == "mbm_finetune"
+    }
+    assert len(tunes) == len(by_name["full"])
+    assert "mbm_finetune" not in [n.name for n in by_name["no-finetune"][0]]
+
+
 def test_yaml_tags_are_not_executed(tmp_path):
     msg = spec_error(tmp_path, BASE + "x: !!python/object/apply:os.system ['echo hi']\n")
     assert "invalid YAML" in msg
@@ -203,3 +245,28 @@ def test_help_everywhere(command, capsys):
         main([command, "--help"])
     assert e.value.code == 0
     assert "usage: mvbench" in capsys.readouterr().out
+
+
+def test_one_key_variants_make_a_curve_with_the_reference(tmp_path):
+    from harness.report.build import _sweep_point, one_key_sweeps
+
+    text = """
+profile: smoke
+seeds: [0]
+variants:
+  full: {}
+  window-1: {data.window: 1}
+  window-3: {data.window: 3}
+  no-mbm: {encoder.init: scratch}
+  lr: {contrastive.lr: 0.01}
+  two-keys: {data.window: 4, contrastive.lr: 0.01}
+reference: full
+report: {metrics: [retrieval50_image_top1]}
+"""
+    plan = build_plan(load_spec(write_spec(tmp_path, text)))
+    swept = one_key_sweeps(plan)
+    assert swept == {"data.window"}  # one lr value is no curve; two keys are no sweep
+    points = {r.variant.name: _sweep_point(plan, r, swept) for r in plan.runs}
+    assert points["full"] == {"data.window": 2}  # the reference at the profile's value
+    assert points["window-1"] == {"data.window": 1} and points["window-3"] == {"data.window": 3}
+    assert points["no-mbm"] == points["lr"] == points["two-keys"] == {}

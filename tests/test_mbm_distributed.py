@@ -1,74 +1,104 @@
-"""MBM under torch.distributed: 2 CPU processes (gloo) train what one process trains."""
+"""Training under torch.distributed: 2 CPU processes (gloo, spawned by
+mindvideo.distributed.launch) train what one process trains, for MBM and for the contrastive
+alignment; failures in a process reach the caller with their message."""
 
 from __future__ import annotations
-
-import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from mindvideo.errors import ConfigError
+from mindvideo.distributed import launch
+from mindvideo.errors import ConfigError, DataError
+from mindvideo.models.encoder_config import EncoderConfig
+from mindvideo.models.fmri_encoder import FmriEncoder
 from mindvideo.models.fmri_mae import MAEConfig
-from mindvideo.stages.mbm import MBMConfig, train_mbm
+from mindvideo.stages import contrastive, mbm
 
-CFG = MBMConfig(
-    model=MAEConfig(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_num_heads=2),
-    epochs=2,
-    batch_size=16,
-    warmup_epochs=0.5,
-)
+MAE = MAEConfig(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_num_heads=2)
+CFG = mbm.MBMConfig(model=MAE, epochs=2, batch_size=16, warmup_epochs=0.5)
 
 
-def volumes(seed: int, n: int) -> np.ndarray:
+def volumes(seed: int, n: int, width: int = 96) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    basis = rng.normal(size=(4, 96))
+    basis = rng.normal(size=(4, width))
     return (rng.normal(size=(n, 4)) @ basis / 2).astype(np.float32)
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        model, metrics = train_mbm(CFG, volumes(0, 128), volumes(1, 32), seed=3)
-        if rank == 0:
-            torch.save({"state": model.state_dict(), "metrics": metrics}, out)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_gloo_processes_match_one(tmp_path, one_torch_thread):
-    single, single_metrics = train_mbm(CFG, volumes(0, 128), volumes(1, 32), seed=3)
-    out = tmp_path / "ddp.pt"
-    mp.start_processes(
-        _worker, args=(2, _free_port(), str(out)), nprocs=2, join=True, start_method="fork"
-    )
-    result = torch.load(out, weights_only=True)
-    diffs = {
-        name: (result["state"][name] - value).abs().max().item()
-        for name, value in single.state_dict().items()
-    }
+def close_weights(a: dict, b: dict, lr: float) -> None:
+    diffs = {name: (a[name] - value).abs().max().item() for name, value in b.items()}
     # Attention is blind to the key bias, so its gradient is rounding noise that Adam scales
     # up to ~lr per step: those agree to lr; every other weight to float precision.
-    assert max(diffs.values()) < CFG.lr
-    assert max(v for k, v in diffs.items() if not k.endswith("qkv.bias")) < 1e-6
-    assert result["metrics"]["train_loss"] == pytest.approx(single_metrics["train_loss"], 1e-4)
-    assert result["metrics"]["val_loss"] == pytest.approx(single_metrics["val_loss"], 1e-4)
+    assert max(diffs.values()) < lr
+    worst = max(v for k, v in diffs.items() if not k.endswith("qkv.bias"))
+    assert worst < 1e-5, diffs
+
+
+def test_mbm_two_gloo_processes_match_one(one_torch_thread):
+    payload = (CFG, volumes(0, 128), volumes(1, 32), 3, None)
+    single, single_metrics = mbm.train_worker(payload, "cpu", lambda *a: None)
+    seen = []
+    state, metrics = launch(
+        mbm.train_worker,
+        payload,
+        processes=2,
+        progress=lambda n, what: seen.append(("progress", what)),
+        log_metric=lambda name, value, step=None: seen.append((name, step)),
+    )
+    close_weights(state, single, CFG.lr)
+    assert metrics["train_loss"] == pytest.approx(single_metrics["train_loss"], 1e-4)
+    assert metrics["val_loss"] == pytest.approx(single_metrics["val_loss"], 1e-4)
+    # rank 0's progress and per-epoch metrics reach the caller, once each
+    assert [s for n, s in seen if n == "val_corr"] == [0, 1]
+    assert sum(n == "progress" for n, _ in seen) == CFG.epochs
+
+
+def test_contrastive_two_gloo_processes_match_one(one_torch_thread):
+    cfg = contrastive.ContrastiveTraining(epochs=2, batch_size=16, warmup_epochs=0.5)
+    shape = (MAE, EncoderConfig(cond_tokens=2, cond_dim=16), 96, 2, 8)
+    torch.manual_seed(0)
+    state = FmriEncoder(*shape).state_dict()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 2, 96)).astype(np.float32)
+    targets = {}
+    for m in ("image", "text"):
+        t = rng.normal(size=(64, 8)).astype(np.float32)
+        targets[m] = t / np.linalg.norm(t, axis=1, keepdims=True)
+    payload = (cfg, shape, state, 2.0, x, targets, 5)
+    single, single_scale, single_metrics = contrastive.train_worker(payload, "cpu", lambda *a: None)
+    weights, scale, metrics = launch(contrastive.train_worker, payload, processes=2)
+    close_weights(weights, single, cfg.lr)
+    assert scale == pytest.approx(single_scale, abs=1e-6)
+    assert metrics["train_loss"] == pytest.approx(single_metrics["train_loss"], 1e-5)
+    assert not torch.equal(weights["to_cond.weight"], state["to_cond.weight"])  # it trained
+
+
+def _fails_on_rank_one(payload, device, report):
+    if dist.get_rank() == 1:
+        raise DataError(f"{payload}: broken on rank 1")
+    dist.barrier()  # rank 0 waits for a peer that never comes
+    return "never"
+
+
+def _returns_rank(payload, device, report):
+    report("progress", 1, f"rank {dist.get_rank()}")
+    return (dist.get_rank(), dist.get_world_size(), payload)
+
+
+def test_launch_returns_rank_zero_and_raises_the_first_error():
+    seen = []
+    assert launch(_returns_rank, "p", 2, progress=lambda n, w: seen.append(w)) == (0, 2, "p")
+    assert seen == ["rank 0"]
+    with pytest.raises(DataError, match="file.npy: broken on rank 1"):
+        launch(_fails_on_rank_one, "file.npy", 2)
+    with pytest.raises(ConfigError, match="need at least 1"):
+        launch(_returns_rank, "p", 0)
 
 
 def test_batch_must_split_evenly(monkeypatch):
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda: 3)
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
-    with pytest.raises(ConfigError, match="multiple of the 3 processes"):
-        train_mbm(CFG, volumes(0, 64), volumes(1, 16), seed=0)
+    with pytest.raises(ConfigError, match="mbm.batch_size 16 must be a multiple of the 3"):
+        mbm.train_mbm(CFG, volumes(0, 64), volumes(1, 16), seed=0)

@@ -52,3 +52,43 @@ def test_corpus_errors(smoke_dataset, tmp_path):
         run_stage(smoke_dataset, tmp_path / "y", cfg)
     with pytest.raises(DataError, match="run the mbm stage first"):
         mbm.load_mbm(tmp_path)
+
+
+def test_finetune_on_the_subject(smoke_dataset, tmp_path, one_torch_thread):
+    from mindvideo.stages import mbm_finetune
+
+    run_stage(smoke_dataset, tmp_path / "mbm")
+    cfg = mbm_finetune.FinetuneConfig(
+        subject="subject1", training=SMALL.model_copy(update={"epochs": 2, "warmup_epochs": 0})
+    )
+    logged = []
+    ctx = StageContext(seed=0, log_metric=lambda n, v, s=None: logged.append((n, v, s)))
+    inputs = {"dataset": smoke_dataset.parent, "mbm": tmp_path / "mbm"}
+    (tmp_path / "ft").mkdir()
+    m = mbm_finetune.run(cfg, inputs, tmp_path / "ft", ctx).metrics
+    train, test = mbm_finetune.subject_volumes(smoke_dataset, cfg)
+    assert m["train_volumes"] == len(train) and train.shape[1] == test.shape[1]
+    assert m["val_loss"] < m["pretrained_val_loss"]  # adapted to the subject's own signal
+    assert [s for n, _, s in logged if n == "val_loss"] == [0, 1]
+    tuned, pretrained = mbm.load_mbm(tmp_path / "ft"), mbm.load_mbm(tmp_path / "mbm")
+    assert tuned.cfg == pretrained.cfg
+    assert not torch.equal(
+        tuned.state_dict()["blocks.0.mlp.0.weight"],
+        pretrained.state_dict()["blocks.0.mlp.0.weight"],
+    )
+    other = cfg.model_copy(update={"training": SMALL.model_copy(update={"model": MAEConfig()})})
+    with pytest.raises(DataError, match="sizes differ from mbm.model"):
+        mbm_finetune.run(other, inputs, tmp_path / "ft", ctx)
+
+
+def test_stage_in_two_processes_matches_one(smoke_dataset, tmp_path, one_torch_thread):
+    one, logged_one = run_stage(smoke_dataset, tmp_path / "one")
+    logged = []
+    ctx = StageContext(
+        seed=0, processes=2, log_metric=lambda n, v, s=None: logged.append((n, v, s))
+    )
+    (tmp_path / "two").mkdir()
+    two = mbm.run(SMALL, {"dataset": smoke_dataset.parent}, tmp_path / "two", ctx)
+    for name in ("train_loss", "val_loss", "val_corr"):
+        assert two.metrics[name] == pytest.approx(one.metrics[name], rel=1e-4), name
+    assert [(n, s) for n, _, s in logged] == [(n, s) for n, _, s in logged_one]

@@ -39,6 +39,7 @@ def collect(plan: Plan, tracker: Tracker) -> Collected:
         if key not in latest or r.info.end_time > latest[key].info.end_time:
             latest[key] = r
     rows, ids, missing = [], {}, []
+    swept = one_key_sweeps(plan)
     for run in plan.runs:
         found = latest.get(run.key)
         if found is None:
@@ -51,11 +52,53 @@ def collect(plan: Plan, tracker: Tracker) -> Collected:
             "kind": run.variant.kind,
             "subject": run.subject,
             "seed": run.seed,
+            # the line a figure draws this run on: its base over a grid, or the one-key sweep
+            "series": run.variant.base if run.variant.grid else SWEEP_SERIES,
         }
         row |= {f"param:{k}": v for k, v in run.variant.grid.items()}
+        row |= {f"param:{k}": v for k, v in _sweep_point(plan, run, swept).items()}
         row |= dict(found.data.metrics)
         rows.append(row)
     return Collected(pd.DataFrame(rows), ids, missing)
+
+
+SWEEP_SERIES = "variants"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def one_key_sweeps(plan: Plan) -> set[str]:
+    """Keys that variants sweep one at a time: model variants (not on a grid) that override
+    only that key, with a number (e.g. window-1: {data.window: 1}, window-3: {data.window: 3}).
+    With the reference variant's own value they make a curve like a grid does."""
+    counts: dict[str, set] = {}
+    for v in {r.variant.name: r.variant for r in plan.runs}.values():
+        if v.kind == "model" and not v.grid and len(v.overrides) == 1:
+            ((key, value),) = v.overrides.items()
+            if _is_number(value):
+                counts.setdefault(key, set()).add(value)
+    return {k for k, values in counts.items() if len(values) >= 2}
+
+
+def _sweep_point(plan: Plan, run: Run, swept: set[str]) -> dict:
+    """The run's position on the one-key sweeps: its override, or the reference's value."""
+    v = run.variant
+    if v.grid or v.kind != "model":
+        return {}
+    if len(v.overrides) == 1 and next(iter(v.overrides)) in swept:
+        return dict(v.overrides)
+    if v.name == plan.spec.spec.reference and not v.overrides:
+        point = {}
+        for key in swept:
+            value = run.profile
+            for part in key.split("."):
+                value = getattr(value, part, None)
+            if _is_number(value):
+                point[key] = value
+        return point
+    return {}
 
 
 def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], Collected]:

@@ -133,7 +133,8 @@ def _numeric_param(values: pd.Series) -> pd.Series | None:
 def _lines(
     runs: pd.DataFrame, column: str, metrics: list[str], reference: str | None, path: Path
 ) -> bool:
-    """Metric vs one grid parameter: a line per base, band = sd over seeds; False if no data."""
+    """Metric vs one grid parameter (or a key that variants sweep one value at a time): a line
+    per base (or per series), band = sd over seeds; False if no data."""
     numbers = _numeric_param(runs[column])
     if numbers is None:
         return False
@@ -144,7 +145,7 @@ def _lines(
         for c in grid.columns
         if c.startswith(PARAM_PREFIX) and c != column and grid[c].nunique() > 1
     ]
-    grid["line"] = grid["base"].astype(str)
+    grid["line"] = (grid["series"] if "series" in grid else grid["base"]).astype(str)
     for c in others:
         grid["line"] += ", " + c[len(PARAM_PREFIX) :] + "=" + grid[c].astype(str)
     panels = [m for m in metrics if grid[m].notna().any()]
@@ -164,7 +165,7 @@ def _lines(
                 ax.axhline(level, linestyle=style, color="0.3", linewidth=1, label=label)
         ax.set_ylabel(_axis_label(metric))
         if i == 0:
-            ax.legend(fontsize="small", title="base")
+            ax.legend(fontsize="small", title=None)
         elif ax.get_legend() is not None:
             ax.get_legend().remove()
     axes[-1].set_xlabel(name)

@@ -14,6 +14,7 @@ import pandas as pd
 from mindvideo.errors import ConfigError
 
 ID_COLUMNS = ("variant", "base", "kind", "subject", "seed")
+OPTIONAL_ID_COLUMNS = ("series",)  # the line a figure draws a run on (harness/report/build.py)
 PARAM_PREFIX = "param:"
 # Per-run companions of a metric column `m`: standard error and 95% bootstrap CI over test samples.
 COMPANION_SUFFIXES = ("_se", "_ci_low", "_ci_high")
@@ -74,7 +75,7 @@ def metric_columns(runs: pd.DataFrame) -> list[str]:
     return [
         c
         for c in runs.columns
-        if c not in ID_COLUMNS
+        if c not in ID_COLUMNS + OPTIONAL_ID_COLUMNS
         and not c.startswith(PARAM_PREFIX)
         and not c.endswith(COMPANION_SUFFIXES)
     ]

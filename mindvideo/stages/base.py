@@ -28,10 +28,13 @@ def _no_metrics(name: str, value: float, step: int | None = None) -> None:
 
 @dataclass
 class StageContext:
-    """What the runner gives a stage: its seed, device, progress and metric callbacks."""
+    """What the runner gives a stage: its seed, device, processes, progress and metric
+    callbacks. `processes` > 1 asks training stages to train under torch.distributed in that
+    many processes (mindvideo.distributed.launch); it never changes what they compute."""
 
     seed: int = 0
     device: str = "cpu"
+    processes: int = 1
     progress: Callable[[int, str], None] = _no_progress
     log_metric: Callable[[str, float, int | None], None] = _no_metrics
 

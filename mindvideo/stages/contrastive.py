@@ -37,7 +37,7 @@ from mindvideo.stages.base import StageContext, StageResult, dataset_root
 NAME = "contrastive"
 INPUTS: tuple[str, ...] = ("dataset", "foundation", "mbm")
 OPTIONAL_INPUTS: tuple[str, ...] = ("mbm",)  # only with encoder.init: mbm
-VERSION = 1
+VERSION = 2
 SEEDED = True
 HEADLINE_METRICS = ("retrieval50_image_top1", "retrieval50_text_top1")
 WEIGHTS = "encoder.safetensors"
@@ -158,6 +158,7 @@ def run(
     import torch
     from safetensors.torch import save_file
 
+    from mindvideo.distributed import launch
     from mindvideo.models.fmri_encoder import FmriEncoder
     from mindvideo.stages.foundation import load_scorers
     from mindvideo.stages.mbm import load_mbm
@@ -188,18 +189,28 @@ def run(
     ctx.progress(1, "CLIP targets embedded")
 
     n_voxels = train.fmri.shape[-1]
+    shape = (cfg.model, cfg.encoder, n_voxels, cfg.window, clip_model.embed_dim)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
-        encoder = FmriEncoder(cfg.model, cfg.encoder, n_voxels, cfg.window, clip_model.embed_dim)
-        log_scale = torch.nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
+        encoder = FmriEncoder(*shape)
     if cfg.encoder.init == "mbm":
         encoder.load_mbm(load_mbm(inputs["mbm"]))
-    encoder.to(ctx.device)
-    log_scale = torch.nn.Parameter(log_scale.detach().to(ctx.device))
+    log_scale = float(cfg.logit_scale_init)
 
     metrics: dict[str, float] = {}
     if cfg.enabled:
-        metrics |= _train(cfg, encoder, log_scale, train.fmri, targets["train"], ctx)
+        payload = (cfg, shape, encoder.state_dict(), log_scale, train.fmri, targets["train"])
+        state, log_scale, trained = launch(
+            train_worker,
+            payload + (ctx.seed,),
+            ctx.processes,
+            ctx.device,
+            ctx.progress,
+            ctx.log_metric,
+        )
+        encoder.load_state_dict(state)
+        metrics |= trained
+    encoder.to(ctx.device)
     groups = scene_groups(test)
     metrics |= retrieval(
         embed(encoder, test.fmri, ctx.device), targets["test"], cfg.retrieval_n, groups
@@ -208,7 +219,7 @@ def run(
         "train_windows": float(len(train)),
         "test_windows": float(len(test)),
         "voxels": float(n_voxels),
-        "logit_scale": float(log_scale.detach().exp()),
+        "logit_scale": math.exp(min(log_scale, MAX_LOGIT_SCALE)),
         "train_seconds": time.perf_counter() - started,
     }
     ctx.progress(1, f"retrieval image {metrics['retrieval50_image_top1']:.3f}")
@@ -231,25 +242,50 @@ def run(
     return StageResult(metrics=metrics, artifacts=[Path(WEIGHTS), Path(ENCODER_FILE)])
 
 
-def _train(cfg, encoder, log_scale, x_train, targets, ctx) -> dict[str, float]:
-    """The contrastive loop: AdamW, warm-up then cosine, gradient clipping."""
-    import torch
+def train_contrastive(
+    cfg: ContrastiveTraining,
+    encoder: FmriEncoder,
+    log_scale: torch.nn.Parameter,
+    x_train: np.ndarray,
+    targets: dict[str, np.ndarray],
+    seed: int,
+    device: str = "cpu",
+    progress=None,
+    log_metric=None,
+) -> dict[str, float]:
+    """The contrastive loop (AdamW, warm-up then cosine, gradient clipping), in place.
 
-    device = ctx.device
-    params = list(encoder.parameters()) + [log_scale]
+    Under torch.distributed each of the W processes embeds its 1/W slice of every batch; the
+    embeddings are gathered (with their gradients) so that every process scores the whole
+    batch against all its negatives, and DistributedDataParallel averages the gradients: the
+    updates of one process with the whole batch, up to float rounding.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from mindvideo.distributed import check_divisible, wrap_ddp
+
+    tick = progress or (lambda n, what: None)
+    log = log_metric or (lambda name, value, step=None: None)
+    rank, world, local = check_divisible(cfg.batch_size, "contrastive.batch_size")
+    aligner = _aligner(encoder, log_scale).to(device)
+    net = wrap_ddp(aligner, device)
+    params = list(aligner.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng([ctx.seed, 2])
+    rng = np.random.default_rng([seed, 2])
     steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     tensors = {m: torch.from_numpy(targets[m]).to(device) for m in cfg.modalities}
     x_all = torch.from_numpy(x_train).to(device)
+    mine = slice(rank * local, (rank + 1) * local)
     step, loss_epoch = 0, 0.0
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(x_train))
         running = 0.0
         for b in range(steps_per_epoch):
             idx = torch.from_numpy(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+            idx = idx.to(device)
             lr = cfg.lr * (
                 (step + 1) / warmup
                 if step < warmup
@@ -257,9 +293,12 @@ def _train(cfg, encoder, log_scale, x_train, targets, ctx) -> dict[str, float]:
             )
             for group in opt.param_groups:
                 group["lr"] = lr
-            emb = encoder.clip_embedding(encoder(x_all[idx.to(device)]))
-            loss = sum(info_nce(emb, tensors[m][idx.to(device)], log_scale) for m in tensors)
-            loss = loss / len(tensors)
+            emb, scale = net(x_all[idx[mine]])
+            if world > 1:
+                from torch.distributed.nn.functional import all_gather
+
+                emb = torch.cat(all_gather(emb))  # the global batch, in order
+            loss = sum(info_nce(emb, tensors[m][idx], scale) for m in tensors) / len(tensors)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -267,7 +306,52 @@ def _train(cfg, encoder, log_scale, x_train, targets, ctx) -> dict[str, float]:
             opt.step()
             running += loss.item()
             step += 1
+        if world > 1:
+            dist.barrier()
         loss_epoch = running / steps_per_epoch
-        ctx.log_metric("train_loss", loss_epoch, epoch)
-        ctx.progress(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss_epoch:.3f}")
+        log("train_loss", loss_epoch, epoch)
+        tick(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss_epoch:.3f}")
     return {"train_loss": loss_epoch}
+
+
+def _aligner(encoder: FmriEncoder, log_scale: torch.nn.Parameter) -> torch.nn.Module:
+    """One module (for DDP) holding the encoder and the logit scale: fMRI -> (CLIP-space
+    embedding, log scale)."""
+    import torch
+
+    class Aligner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.log_scale = encoder, log_scale
+
+        def forward(self, x):
+            return self.encoder.clip_embedding(self.encoder(x)), self.log_scale
+
+    return Aligner()
+
+
+def train_worker(payload, device: str, report) -> tuple[dict, float, dict[str, float]]:
+    """train_contrastive for mindvideo.distributed.launch. payload: (cfg, encoder shape args,
+    initial weights, initial log scale, train fMRI, train targets, seed); returns the weights
+    (on the CPU), the log scale and the final metrics."""
+    import torch
+
+    from mindvideo.models.fmri_encoder import FmriEncoder
+
+    cfg, shape, state, log_scale, x_train, targets, seed = payload
+    encoder = FmriEncoder(*shape)
+    encoder.load_state_dict(state)
+    scale = torch.nn.Parameter(torch.tensor(float(log_scale)))
+    metrics = train_contrastive(
+        cfg,
+        encoder,
+        scale,
+        x_train,
+        targets,
+        seed,
+        device,
+        lambda n, what: report("progress", n, what),
+        lambda name, value, step=None: report("metric", name, value, step),
+    )
+    weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    return weights, float(scale.detach()), metrics

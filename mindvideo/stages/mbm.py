@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mindvideo.models.fmri_mae import FmriMAE
 
 from mindvideo.data.hcp import open_corpus
-from mindvideo.errors import ConfigError, DataError
+from mindvideo.errors import DataError
 from mindvideo.models.encoder_config import MAEConfig
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
@@ -147,43 +147,38 @@ def train_mbm(
     device: str = "cpu",
     progress=None,
     log_metric=None,
+    init: Mapping | None = None,
 ) -> tuple[FmriMAE, dict[str, float]]:
-    """Pretrain the MAE on (n, voxels) volumes; returns the model and final metrics.
+    """Pretrain the MAE on (n, voxels) volumes (from `init`, a state dict, when given);
+    returns the model and final metrics.
 
-    Under torch.distributed (torchrun, or a process group the caller set up: gloo on CPU,
-    nccl on GPUs) each of the W processes computes its 1/W slice of every batch, masks
-    included, and DistributedDataParallel averages the gradients: the same updates as one
-    process with the whole batch, up to float rounding.
+    Under torch.distributed (mindvideo.distributed.launch, torchrun, or a process group the
+    caller set up: gloo on CPU, nccl on GPUs) each of the W processes computes its 1/W slice of
+    every batch, masks included, and DistributedDataParallel averages the gradients: the same
+    updates as one process with the whole batch, up to float rounding.
     """
     import torch
     import torch.distributed as dist
 
+    from mindvideo.distributed import check_divisible, wrap_ddp
     from mindvideo.models.fmri_mae import FmriMAE, n_patches
 
     tick = progress or (lambda n, what: None)
     log = log_metric or (lambda name, value, step=None: None)
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    rank = dist.get_rank() if world > 1 else 0
-    if cfg.batch_size % world:
-        raise ConfigError(
-            f"mbm.batch_size {cfg.batch_size} must be a multiple of the {world} processes"
-        )
+    rank, world, local = check_divisible(cfg.batch_size, "mbm.batch_size")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = FmriMAE(cfg.model).to(device)
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        on_gpu = device.startswith("cuda")
-        net = DistributedDataParallel(model, device_ids=[device] if on_gpu else None)
+        model = FmriMAE(cfg.model)
+    if init is not None:
+        model.load_state_dict(init)
+    model.to(device)
+    net = wrap_ddp(model, device)
     opt = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas)
     )
     rng = np.random.default_rng([seed, 1])  # batch order
     masks = torch.Generator().manual_seed(int(rng.integers(2**31)))
     patches = n_patches(train.shape[1], cfg.model.patch_size)
-    local = cfg.batch_size // world
     mine = slice(rank * local, (rank + 1) * local)
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -221,9 +216,34 @@ def train_mbm(
     return model, metrics
 
 
-def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext) -> StageResult:
+def train_worker(payload, device: str, report) -> tuple[dict, dict[str, float]]:
+    """train_mbm for mindvideo.distributed.launch: payload (cfg, train, val, seed, init);
+    returns the weights (on the CPU) and the final metrics."""
+    cfg, train, val, seed, init = payload
+    model, metrics = train_mbm(
+        cfg,
+        train,
+        val,
+        seed,
+        device,
+        lambda n, what: report("progress", n, what),
+        lambda name, value, step=None: report("metric", name, value, step),
+        init,
+    )
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, metrics
+
+
+def save_mae(out: Path, state: Mapping, model_cfg: MAEConfig) -> list[Path]:
+    """Write an MAE as load_mbm reads it; the files written (relative to `out`)."""
     from safetensors.torch import save_file
 
+    save_file(dict(state), str(Path(out) / WEIGHTS))
+    (Path(out) / CONFIG_FILE).write_text(json.dumps(model_cfg.model_dump(mode="json"), indent=1))
+    return [Path(WEIGHTS), Path(CONFIG_FILE)]
+
+
+def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext) -> StageResult:
+    from mindvideo.distributed import launch
     from mindvideo.models.fmri_mae import FmriMAE
 
     started = time.perf_counter()
@@ -232,10 +252,11 @@ def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
     ctx.progress(1, f"corpus: {len(train)} + {len(val)} volumes x {summary['voxels']} voxels")
     untrained = FmriMAE(cfg.model)
     baseline = evaluate(untrained, val, ctx.seed + 1, "cpu")
-    model, final = train_mbm(cfg, train, val, ctx.seed, ctx.device, ctx.progress, ctx.log_metric)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(Path(out) / WEIGHTS))
-    (Path(out) / CONFIG_FILE).write_text(json.dumps(cfg.model.model_dump(mode="json"), indent=1))
+    payload = (cfg, train, val, ctx.seed, None)
+    state, final = launch(
+        train_worker, payload, ctx.processes, ctx.device, ctx.progress, ctx.log_metric
+    )
+    artifacts = save_mae(out, state, cfg.model)
     metrics = final | {
         "untrained_val_loss": baseline["val_loss"],
         "train_volumes": float(len(train)),
@@ -243,7 +264,7 @@ def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
         "voxels": float(summary["voxels"]),
         "train_seconds": time.perf_counter() - started,
     }
-    return StageResult(metrics=metrics, artifacts=[Path(WEIGHTS), Path(CONFIG_FILE)])
+    return StageResult(metrics=metrics, artifacts=artifacts)
 
 
 def load_mbm(folder: Path, device: str = "cpu") -> FmriMAE:

@@ -1,0 +1,104 @@
+"""Stage `mbm_finetune`: the pretrained MAE, fine-tuned on the target subject's own fMRI.
+
+MinD-Vis adapts the corpus-pretrained MAE to each subject with the same masked-patch objective
+before any paired training; MinD-Video inherits the step. Only the subject's training-split
+volumes are used (no stimulus, no test data); the masked-patch loss and correlation on its
+test-split volumes are logged per epoch, before and after, to show how far the subject's
+signal sits from the corpus. The output has the mbm stage's format, so the contrastive stage
+reads either. On with `mbm.finetune_epochs > 0` (and `encoder.init: mbm`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from mindvideo.data.cc2017 import open_subject
+from mindvideo.data.paired import prepare_fmri
+from mindvideo.data.preprocess import PreprocessConfig
+from mindvideo.errors import DataError
+from mindvideo.stages.base import StageContext, StageResult, dataset_root
+from mindvideo.stages.mbm import MBMConfig, evaluate, load_mbm, save_mae, train_worker
+
+NAME = "mbm_finetune"
+INPUTS: tuple[str, ...] = ("dataset", "mbm")
+VERSION = 1
+SEEDED = True  # batch order and masks
+
+
+class FinetuneConfig(BaseModel):
+    """The subject, its voxels (as the contrastive stage reads them), and the training: the
+    mbm section's optimiser with finetune_epochs and finetune_lr."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: str = "subject1"
+    preprocess: PreprocessConfig = PreprocessConfig()
+    voxels: Literal["roi", "selected"] = "roi"
+    roi_mask: str | None = None
+    training: MBMConfig = Field(MBMConfig(), description="epochs, lr, batch, schedule, model")
+
+
+CONFIG = FinetuneConfig
+
+
+def work_units(cfg: FinetuneConfig) -> int:
+    return cfg.training.epochs + 1
+
+
+def subject_volumes(dataset: Path, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The subject's cleaned (train, test) volumes on the encoder's voxels, as (n, V)."""
+    from mindvideo.stages.contrastive import roi_voxels
+
+    rec = open_subject(dataset, cfg.subject)
+    voxels = roi_voxels(dataset, cfg, rec.check()[1]) if cfg.voxels == "roi" else None
+    fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
+    split = {}
+    for name in ("train", "test"):
+        runs = fmri.segments.get(name, {})
+        if not runs:
+            raise DataError(f"{dataset / cfg.subject}: no {name} fMRI to fine-tune MBM on")
+        split[name] = np.concatenate([v.reshape(-1, v.shape[-1]) for v in runs.values()]).astype(
+            np.float32
+        )
+    return split["train"], split["test"]
+
+
+def run(
+    cfg: FinetuneConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
+) -> StageResult:
+    from mindvideo.distributed import launch
+
+    started = time.perf_counter()
+    dataset = dataset_root(inputs["dataset"])
+    train, test = subject_volumes(dataset, cfg)
+    pretrained = load_mbm(inputs["mbm"])
+    if pretrained.cfg != cfg.training.model:
+        raise DataError(
+            f"{inputs['mbm']}: the pretrained MAE's sizes differ from mbm.model; re-run the mbm "
+            "stage with this profile"
+        )
+    before = evaluate(pretrained, test, ctx.seed + 1, "cpu")
+    ctx.progress(1, f"{cfg.subject}: {len(train)} volumes x {train.shape[1]} voxels")
+    init = {k: v.detach().cpu() for k, v in pretrained.state_dict().items()}
+    state, final = launch(
+        train_worker,
+        (cfg.training, train, test, ctx.seed, init),
+        ctx.processes,
+        ctx.device,
+        ctx.progress,
+        ctx.log_metric,
+    )
+    artifacts = save_mae(out, state, cfg.training.model)
+    metrics = final | {
+        "pretrained_val_loss": before["val_loss"],
+        "pretrained_val_corr": before["val_corr"],
+        "train_volumes": float(len(train)),
+        "train_seconds": time.perf_counter() - started,
+    }
+    return StageResult(metrics=metrics, artifacts=artifacts)
