@@ -1,0 +1,227 @@
+"""Temporal inflation of a diffusers 2D UNet: a text-to-image UNet that denoises video.
+
+MinD-Video's "network temporal inflation", built on an unmodified `UNet2DConditionModel`:
+- frames are folded into the batch, so every 2D convolution runs frame by frame;
+- the self-attention of each spatial transformer block becomes frame-to-frame attention through
+  an attention processor (`FrameAttnProcessor`): the queries of frame i attend to the keys and
+  values of other frames, chosen by `frame_attention`:
+    prev2       frames i-2 and i-1, clamped at 0 (sparse causal attention; MinD-Video),
+    first_prev  the first frame and frame i-1 (clamped),
+    full        every frame,
+    none        frame i itself: the image model applied to each frame independently;
+- after each spatial transformer block a temporal attention layer (`TemporalAttention`) lets
+  every pixel attend across the frames; its output projection starts at zero, so a freshly
+  inflated UNet computes exactly what the image UNet computes.
+The condition (tokens, dim) is shared by every frame of a clip.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from torch import nn
+
+FrameAttention = Literal["prev2", "first_prev", "full", "none"]
+FRAME_ATTENTION: tuple[str, ...] = ("prev2", "first_prev", "full", "none")
+
+
+def key_frames(mode: str, frames: int) -> torch.Tensor:
+    """(frames, m) indices: the frames whose keys and values frame i's queries attend to."""
+    i = torch.arange(frames)
+    if mode == "prev2":
+        return torch.stack([(i - 2).clamp(min=0), (i - 1).clamp(min=0)], dim=1)
+    if mode == "first_prev":
+        return torch.stack([torch.zeros_like(i), (i - 1).clamp(min=0)], dim=1)
+    if mode == "full":
+        return i.expand(frames, frames)
+    if mode == "none":
+        return i[:, None]
+    raise ValueError(f"frame attention {mode!r}: choose one of {', '.join(FRAME_ATTENTION)}")
+
+
+class FrameState:
+    """The number of frames of the current call, shared by the processors and temporal layers
+    of one inflated UNet (they see (batch * frames, ...) tensors)."""
+
+    frames: int = 1
+
+
+class FrameAttnProcessor:
+    """Self-attention across frames: the queries of frame i, the keys and values of
+    key_frames(mode)[i]. Cross-attention (an encoder state given) is left as it is."""
+
+    def __init__(self, mode: str, state: FrameState):
+        key_frames(mode, 1)  # validates the name
+        self.mode, self.state = mode, state
+        self._plain = AttnProcessor2_0()
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        frames = self.state.frames
+        if self.mode == "none" or encoder_hidden_states is not None or frames == 1:
+            return self._plain(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        if attention_mask is not None or attn.group_norm is not None or hidden_states.ndim != 3:
+            raise ValueError("frame attention supports the UNet's token self-attention only")
+        residual = hidden_states
+        bf, n, _ = hidden_states.shape  # (batch * frames, tokens, channels)
+        b = bf // frames
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(hidden_states)
+        value = attn.to_v(hidden_states)
+        idx = key_frames(self.mode, frames).to(hidden_states.device)  # (frames, m)
+        m, inner = idx.shape[1], key.shape[-1]
+
+        def gather(x: torch.Tensor) -> torch.Tensor:
+            x = x.view(b, frames, n, inner)[:, idx]  # (batch, frames, m, tokens, inner)
+            return x.reshape(bf, m * n, inner)
+
+        key, value = gather(key), gather(value)
+        head = inner // attn.heads
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(bf, -1, attn.heads, head).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(query), split(key), split(value))
+        out = out.transpose(1, 2).reshape(bf, n, inner).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def frame_positions(frames: int, dim: int) -> torch.Tensor:
+    """(frames, dim) fixed sin-cos encoding of the frame index."""
+    pos = torch.arange(frames, dtype=torch.float32)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    table = torch.zeros(frames, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
+class TemporalAttention(nn.Module):
+    """Attention over the frames at each pixel; returns the residual to add (zero at init)."""
+
+    def __init__(self, channels: int, heads: int, state: FrameState, groups: int = 32):
+        super().__init__()
+        self.state = state
+        self.norm = nn.GroupNorm(math.gcd(groups, channels), channels, eps=1e-6)
+        self.attn = Attention(query_dim=channels, heads=heads, dim_head=channels // heads)
+        nn.init.zeros_(self.attn.to_out[0].weight)
+        nn.init.zeros_(self.attn.to_out[0].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = self.state.frames
+        bf, c, h, w = x.shape  # (batch * frames, channels, height, width)
+        b = bf // frames
+        y = self.norm(x).view(b, frames, c, h * w).permute(0, 3, 1, 2)  # (b, hw, frames, c)
+        y = y + frame_positions(frames, c).to(y)
+        y = self.attn(y.reshape(b * h * w, frames, c))
+        return y.view(b, h * w, frames, c).permute(0, 2, 3, 1).reshape(bf, c, h, w)
+
+
+class InflatedTransformer(nn.Module):
+    """A UNet block's spatial transformer followed by its temporal attention layer."""
+
+    def __init__(self, spatial: Transformer2DModel, temporal: TemporalAttention | None):
+        super().__init__()
+        self.spatial, self.temporal = spatial, temporal
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        out = self.spatial(hidden_states, *args, **kwargs)
+        if self.temporal is None:
+            return out
+        sample = out[0] if isinstance(out, tuple) else out.sample
+        sample = sample + self.temporal(sample)
+        return (sample,) if isinstance(out, tuple) else type(out)(sample=sample)
+
+
+def _transformer_slots(unet: UNet2DConditionModel):
+    """(ModuleList, index) of every spatial transformer of the UNet's blocks."""
+    blocks = [*unet.down_blocks, *([unet.mid_block] if unet.mid_block is not None else [])]
+    for block in [*blocks, *unet.up_blocks]:
+        for i, module in enumerate(getattr(block, "attentions", None) or []):
+            if isinstance(module, Transformer2DModel | InflatedTransformer):
+                yield block.attentions, i
+
+
+class InflatedUNet(nn.Module):
+    """A 2D conditional UNet that denoises clips: sample (batch, channels, frames, h, w),
+    condition (batch, tokens, dim), one timestep per clip."""
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        frame_attention: str = "prev2",
+        temporal_layers: bool = True,
+        temporal_heads: int = 8,
+    ):
+        super().__init__()
+        self.unet = unet
+        self.state = FrameState()
+        self.temporal_layers = temporal_layers
+        for slots, i in list(_transformer_slots(unet)):
+            spatial = slots[i]
+            temporal = None
+            if temporal_layers:
+                channels = spatial.config.in_channels
+                heads = math.gcd(temporal_heads, channels)
+                temporal = TemporalAttention(channels, heads, self.state)
+            slots[i] = InflatedTransformer(spatial, temporal)
+        self.set_frame_attention(frame_attention)
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def set_frame_attention(self, mode: str) -> None:
+        """Choose the frame-to-frame self-attention of every spatial block (FRAME_ATTENTION)."""
+        key_frames(mode, 1)
+        self.frame_attention = mode
+        processors = {}
+        for name in self.unet.attn_processors:
+            spatial_self = ".spatial." in name and name.endswith("attn1.processor")
+            processors[name] = (
+                FrameAttnProcessor(mode, self.state) if spatial_self else AttnProcessor2_0()
+            )
+        self.unet.set_attn_processor(processors)
+
+    def temporal_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if ".temporal." in n]
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+    ) -> torch.Tensor:
+        b, c, f, h, w = sample.shape
+        x = sample.transpose(1, 2).reshape(b * f, c, h, w)
+        cond = encoder_hidden_states.repeat_interleave(f, dim=0)  # (b * f, tokens, dim)
+        t = torch.as_tensor(timestep, device=sample.device)
+        if t.ndim == 1 and len(t) == b:
+            t = t.repeat_interleave(f)
+        self.state.frames = f
+        out = self.unet(x, t, encoder_hidden_states=cond).sample  # (b * f, c_out, h, w)
+        return out.view(b, f, -1, h, w).transpose(1, 2)
