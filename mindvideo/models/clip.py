@@ -200,6 +200,31 @@ class ClipModel:
             return np.zeros((0, self._dim()), dtype=np.float32)
         return torch.cat(out).numpy()
 
+    @torch.no_grad()
+    def text_tokens(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Captions -> the text tower's final token states (n, context, width), float32: the
+        sequence a text-to-image UNet's cross-attention reads (SD 1.5: 77 x 768)."""
+        model = self.model
+        if not hasattr(model, "token_embedding"):
+            raise ConfigError(
+                f"{self.name or 'this CLIP'}: its text tower is not open_clip's own transformer; "
+                "token states are only available for open_clip CLIP models"
+            )
+        model.eval()
+        texts = list(texts)
+        out = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(texts[start : start + batch_size]).to(self.device)
+            cast = model.transformer.get_cast_dtype()
+            x = model.token_embedding(tokens).to(cast) + model.positional_embedding.to(cast)
+            x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+            out.append(x.float().cpu())
+        return torch.cat(out).numpy()
+
+    @property
+    def text_width(self) -> int:
+        return int(self.model.ln_final.normalized_shape[0])
+
     def _dim(self) -> int:
         with torch.no_grad():
             return int(self.model.encode_text(self.tokenizer(["a"]).to(self.device)).shape[-1])
@@ -210,14 +235,15 @@ class ClipModel:
 
 
 @dataclass
-class _Split:
+class CaptionedFrames:
     frames: torch.Tensor  # (n, H, W, 3) uint8
     captions: list[str]  # unique captions
     caption_index: torch.Tensor  # (n,) index into captions
     frame_class: torch.Tensor  # (n,) frame class (shape x colour)
 
 
-def _load_split(root: Path, split: str, stride: int) -> _Split:
+def load_captioned_frames(root: Path, split: str, stride: int) -> CaptionedFrames:
+    """Every `stride`-th frame of a SynthCC split with its caption and frame class."""
     meta = read_metadata(root)
     segments = meta.get("segments", {}).get(split)
     if not segments:
@@ -252,7 +278,7 @@ def _load_split(root: Path, split: str, stride: int) -> _Split:
         classes.append(labels["frame_class"].to_numpy()[::stride])
     unique = sorted(set(captions))
     lookup = {c: i for i, c in enumerate(unique)}
-    return _Split(
+    return CaptionedFrames(
         frames=torch.from_numpy(np.concatenate(frames)),
         captions=unique,
         caption_index=torch.tensor([lookup[c] for c in captions]),
@@ -330,7 +356,7 @@ def _cosine_lr(step: int, total: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _evaluate(clip: ClipModel, test: _Split, class_names: list[str]) -> dict[str, float]:
+def _evaluate(clip: ClipModel, test: CaptionedFrames, class_names: list[str]) -> dict[str, float]:
     """Zero-shot frame classification and image->caption retrieval on held-out frames."""
     images = torch.from_numpy(clip.image_embeddings(test.frames.numpy()))  # (n, D)
     prompts = torch.from_numpy(clip.text_embeddings([PROMPT.format(n) for n in class_names]))
@@ -355,7 +381,7 @@ def evaluate_clip(clip: ClipModel, root: Path) -> dict[str, float]:
     top-5 over the frame classes) and image->caption retrieval on a SynthCC dataset's test frames.
     """
     root = resolve_root(Path(root))
-    return _evaluate(clip, _load_split(root, "test", 1), _class_names(root))
+    return _evaluate(clip, load_captioned_frames(root, "test", 1), _class_names(root))
 
 
 def _channel_stats(frames: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -371,8 +397,8 @@ def _train(
     """Train and evaluate; returns (model, open_clip model config, preprocess config, metrics)."""
     meta = read_metadata(root)
     height, width = int(meta.get("height", 0)), int(meta.get("width", 0))
-    train = _load_split(root, "train", cfg.frame_stride)
-    test = _load_split(root, "test", 1)
+    train = load_captioned_frames(root, "train", cfg.frame_stride)
+    test = load_captioned_frames(root, "test", 1)
     class_names = _class_names(root)
     size = cfg.image_size or min(height or train.frames.shape[1], width or train.frames.shape[2])
     model_cfg = model_config(cfg, size)

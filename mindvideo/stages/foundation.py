@@ -99,6 +99,17 @@ def run(
     )
 
 
+def load_foundation_clip(folder: Path, device: str = "cpu"):
+    """Only the CLIP of a foundation stage (the judges are not loaded)."""
+    from mindvideo.models.clip import load_clip
+
+    folder = Path(folder)
+    if (folder / POINTERS).exists():
+        p = json.loads((folder / POINTERS).read_text())
+        return load_clip(Path(p["clip_checkpoint"]), p.get("clip_model"), device)
+    return load_clip(folder / "clip", device=device)
+
+
 def load_scorers(folder: Path, device: str = "cpu"):
     """The judges and CLIP a foundation stage trained (or pointed at)."""
     from mindvideo.eval.judges import load_judge

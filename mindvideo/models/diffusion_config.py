@@ -1,0 +1,88 @@
+"""Sizes and training of the synthetic domain's text-to-image model: the stand-in for Stable
+Diffusion (no torch here: cheap to import for config validation)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class VAEConfig(BaseModel):
+    """A small `AutoencoderKL` trained on the dataset's frames (L2 reconstruction + KL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    block_out_channels: tuple[int, ...] = Field(
+        (16, 32, 32), description="one entry per level; the frame shrinks 2x per level but one"
+    )
+    layers_per_block: int = Field(1, ge=1)
+    latent_channels: int = Field(4, ge=1)
+    norm_num_groups: int = Field(8, ge=1)
+    steps: int = Field(800, ge=1, description="optimiser steps")
+    batch_size: int = Field(16, ge=1)
+    crop: int | None = Field(
+        32, ge=8, description="train on random square crops of this side (None: whole frames)"
+    )
+    lr: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1e-6, ge=0, description="SD's autoencoder uses ~1e-6")
+    frame_stride: int = Field(2, ge=1, description="train on every k-th frame")
+
+    @model_validator(mode="after")
+    def _groups(self) -> VAEConfig:
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+        if bad:
+            raise ValueError(f"block_out_channels {bad} not multiples of norm_num_groups")
+        return self
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+class UNetConfig(BaseModel):
+    """A small `UNet2DConditionModel` trained text-to-image on the VAE's latents, conditioned on
+    the synthetic CLIP's text token states (its cross-attention width is the text width)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = Field(1, ge=1)
+    attention_head_dim: int = Field(8, ge=1)
+    norm_num_groups: int = Field(16, ge=1)
+    cross_attention_levels: tuple[bool, ...] = Field(
+        (True, True, False), description="which levels have spatial transformers"
+    )
+    steps: int = Field(3000, ge=1, description="optimiser steps")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    cond_dropout: float = Field(
+        0.1, ge=0, lt=1, description="share of steps with the zero condition (for guidance)"
+    )
+    frame_stride: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _levels(self) -> UNetConfig:
+        if len(self.cross_attention_levels) != len(self.block_out_channels):
+            raise ValueError("cross_attention_levels needs one entry per block_out_channels")
+        if not any(self.cross_attention_levels):
+            raise ValueError("at least one level needs cross-attention (the condition)")
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+        if bad:
+            raise ValueError(f"block_out_channels {bad} not multiples of norm_num_groups")
+        return self
+
+
+class DiffusionConfig(BaseModel):
+    """The generator's image model: trained on SynthCC, or an SD 1.5 folder by path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vae: VAEConfig = VAEConfig()
+    unet: UNetConfig = UNetConfig()
+    train_timesteps: int = Field(1000, ge=10)
+    beta_start: float = Field(0.00085, gt=0)
+    beta_end: float = Field(0.012, gt=0)
+    beta_schedule: str = "scaled_linear"  # SD 1.5's
+    samples: int = Field(8, ge=0, description="test captions drawn in the samples figure")
+    sample_steps: int = Field(25, ge=1, description="DDIM steps of the samples figure")
+    guidance_scale: float = Field(3.0, ge=1, description="of the samples figure")
+    seed: int = 0
