@@ -25,6 +25,9 @@ STAGE_MODULES = {
     "mbm": "mindvideo.stages.mbm",
     "mbm_finetune": "mindvideo.stages.mbm_finetune",
     "contrastive": "mindvideo.stages.contrastive",
+    "diffusion": "mindvideo.stages.diffusion",
+    "cotrain": "mindvideo.stages.cotrain",
+    "decode": "mindvideo.stages.decode",
     "evaluate": "mindvideo.stages.evaluate",
 }
 EXTERNAL = "dataset"  # the node standing for a real dataset read in place (not cached)
@@ -45,7 +48,7 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
             ("baselines", {"dataset": data, "foundation": "foundation"}),
             ("evaluate", {"dataset": data, "foundation": "foundation", "decode": "baselines"}),
         ]
-    # The MinD-Video encoder; the generator stages (cotrain, decode) and evaluate join later.
+    # MinD-Video: the encoder (mbm, contrastive), then the generator (diffusion, cotrain, decode)
     stages = [*head, ("foundation", {"dataset": data})]
     bindings = {"dataset": data, "foundation": "foundation"}
     if profile.encoder.init == "mbm":
@@ -55,6 +58,15 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
             stages.append(("mbm_finetune", {"dataset": data, "mbm": "mbm"}))
             bindings["mbm"] = "mbm_finetune"
     stages.append(("contrastive", bindings))
+    if profile.stop_after == "contrastive":
+        return stages
+    stages.append(("diffusion", {"dataset": data, "foundation": "foundation"}))
+    generator = {"dataset": data, "contrastive": "contrastive", "diffusion": "diffusion"}
+    if profile.cotrain.enabled:
+        stages.append(("cotrain", dict(generator)))
+        generator["cotrain"] = "cotrain"
+    stages.append(("decode", generator))
+    stages.append(("evaluate", {"dataset": data, "foundation": "foundation", "decode": "decode"}))
     return stages
 
 
@@ -124,6 +136,29 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             voxels=profile.encoder.voxels,
             roi_mask=data.corpus_mask,
         )
+    if name == "diffusion":
+        synthetic = data.source == "synth"
+        section = profile.diffusion.model_dump(exclude={"pretrained"})
+        return stage_module(name).CONFIG(
+            synthetic=synthetic,
+            pretrained=None if synthetic else profile.diffusion.pretrained,
+            model=section if synthetic else {},
+        )
+    if name in ("cotrain", "decode"):
+        _check_condition_width(profile)
+    if name == "cotrain":
+        return stage_module(name).CONFIG(
+            **profile.cotrain.model_dump(exclude={"enabled"}),
+            **pairing(data, subject),
+            generator=profile.generator,
+        )
+    if name == "decode":
+        return stage_module(name).CONFIG(
+            **pairing(data, subject),
+            generator=profile.generator,
+            guidance=profile.guidance,
+            decode=profile.decode,
+        )
     if name == "evaluate":
         get_protocol(ev.protocol)  # unknown names fail here, before any work
         return stage_module(name).CONFIG(
@@ -134,6 +169,22 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             samples=ev.samples,
         )
     raise ConfigError(f"no stage named {name!r}; stages: {', '.join(STAGE_MODULES)}")
+
+
+def _check_condition_width(profile: Profile) -> None:
+    """On SynthCC the UNet reads the synthetic CLIP's text tokens: the encoder's condition
+    must be as wide (real SD 1.5 is checked when its weights load)."""
+    from mindvideo.models.clip_config import ClipConfig
+
+    if profile.data.source != "synth":
+        return
+    width = typed_section(profile, "eval.clip", ClipConfig).text_width
+    if profile.encoder.cond_dim != width:
+        raise ConfigError(
+            f"{profile.source}: encoder.cond_dim {profile.encoder.cond_dim} but the SynthCC UNet "
+            f"reads conditions of the CLIP's text width, eval.clip.text_width {width}; make "
+            "them equal"
+        )
 
 
 def digest(payload: Any, n: int = 20) -> str:
@@ -211,15 +262,16 @@ def all_subjects(profile: Profile) -> list[str]:
 
 def _resolve(spec: LoadedSpec, variant: Variant, overrides: dict[str, Any]) -> Profile:
     try:
-        return load_profile(spec.profile, variant.overrides | overrides)
+        return load_profile(spec.profile, spec.spec.overrides | variant.overrides | overrides)
     except ConfigError as e:
         where = f"variants.{variant.base}" if variant.kind == "model" else "baselines"
         raise ConfigError(f"{spec.path}: {where} ({variant.name}): {e}") from None
 
 
-def _check_paths(spec: LoadedSpec, variant: Variant, base: dict) -> None:
-    """Every override must name a key the profile has (or a known section's key)."""
-    for key in variant.overrides:
+def _check_paths(spec: LoadedSpec, variant: Variant | None, base: dict) -> None:
+    """Every override must name a key the profile has (or a known section's key); variant
+    None checks the spec's own `overrides`."""
+    for key in variant.overrides if variant is not None else spec.spec.overrides:
         parts = key.split(".")
         node: Any = base
         for i, part in enumerate(parts):
@@ -228,7 +280,10 @@ def _check_paths(spec: LoadedSpec, variant: Variant, base: dict) -> None:
                 continue
             if isinstance(node, dict) and i > 0 and _open_section(parts[:i]):
                 break  # eval.judges.* / eval.clip.*: validated with their own models
-            where = f"variants.{variant.base}" if variant.kind == "model" else "baselines"
+            if variant is None:
+                where = "overrides"
+            else:
+                where = f"variants.{variant.base}" if variant.kind == "model" else "baselines"
             known = ", ".join(sorted(node)) if isinstance(node, dict) else "(a value)"
             raise ConfigError(
                 f"{spec.path}: {where}: unknown variant path {key!r} ({'.'.join(parts[: i + 1])} "
@@ -263,6 +318,7 @@ def build_plan(spec: LoadedSpec, overrides: dict[str, Any] | None = None) -> Pla
             f"it has: {', '.join(subjects)}"
         )
     plan = Plan(spec=spec, runs=[])
+    _check_paths(spec, None, base)
     for variant in expand_variants(spec.spec):
         _check_paths(spec, variant, base)
         profile = _resolve(spec, variant, overrides)

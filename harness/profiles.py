@@ -11,9 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mindvideo.data.config import DataConfig
 from mindvideo.errors import ConfigError
+from mindvideo.models.diffusion_config import (
+    DecodeOptions,
+    DiffusionConfig,
+    GeneratorConfig,
+    GuidanceConfig,
+)
 from mindvideo.models.encoder_config import EncoderConfig
 from mindvideo.stages.baselines import BaselineOptions
 from mindvideo.stages.contrastive import ContrastiveTraining
+from mindvideo.stages.cotrain import CotrainTraining
 from mindvideo.stages.mbm import MBMConfig
 
 
@@ -56,6 +63,18 @@ class MBMSection(MBMConfig):
         return MBMConfig(**(fields | update))
 
 
+class DiffusionSection(DiffusionConfig):
+    """The image diffusion model: trained on SynthCC (these sizes), or SD 1.5 by path."""
+
+    pretrained: str | None = Field(
+        None, description="real data: a local diffusers Stable Diffusion 1.5 folder"
+    )
+
+
+class CotrainSection(CotrainTraining):
+    enabled: bool = Field(True, description="false: the encoder as trained so far, UNet frozen")
+
+
 class EncoderSection(EncoderConfig):
     """The spatiotemporal encoder's switches (its transformer sizes are `mbm.model`)."""
 
@@ -75,6 +94,16 @@ class Profile(BaseModel):
     mbm: MBMSection = MBMSection()
     encoder: EncoderSection = EncoderSection()
     contrastive: ContrastiveTraining = ContrastiveTraining()
+    diffusion: DiffusionSection = DiffusionSection()
+    generator: GeneratorConfig = GeneratorConfig()
+    cotrain: CotrainSection = CotrainSection()
+    guidance: GuidanceConfig = GuidanceConfig()
+    decode: DecodeOptions = DecodeOptions()
+    stop_after: Literal["contrastive"] | None = Field(
+        None,
+        description="end the mindvideo pipeline after this stage (contrastive: the encoder "
+        "suites, scored by retrieval); None: decode and evaluate",
+    )
     eval: EvalSection = EvalSection()
     source: str = ""  # the YAML file it was read from
 

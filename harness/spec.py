@@ -49,6 +49,9 @@ class Spec(BaseModel):
     suite: str | None = Field(None, description="name (default: the file's stem)")
     description: str = ""
     profile: str
+    overrides: dict[str, Any] = Field(
+        {}, description="dotted overrides of the profile for every run, before each variant's"
+    )
     variants: dict[str, dict[str, Any] | None] | None = None
     grid: dict[str, list[Any]] = {}
     seeds: tuple[int, ...] = (0,)

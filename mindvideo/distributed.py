@@ -69,7 +69,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, device: str, fn: TrainFn, payload, events) -> None:
+def _worker(rank: int, world: int, port: int, device: str, fn: TrainFn, blob, events) -> None:
     import torch
     import torch.distributed as dist
 
@@ -88,7 +88,7 @@ def _worker(rank: int, world: int, port: int, device: str, fn: TrainFn, payload,
                 if rank == 0:
                     events.put((kind, args))
 
-            result = fn(payload, device, report)
+            result = fn(pickle.loads(blob), device, report)
             if rank == 0:
                 # plain pickle: tensors travel as bytes, not as shared memory that would
                 # vanish with this process
@@ -134,7 +134,11 @@ def launch(
         )
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
-    args = (processes, _free_port(), device, fn, payload, events)
+    # Plain pickle: every process gets its own copy of the payload's tensors. (Passed as they
+    # are, torch would share their memory between the processes, and each process's optimiser
+    # would update the same weights.)
+    blob = pickle.dumps(payload, protocol=5)
+    args = (processes, _free_port(), device, fn, blob, events)
     workers = mp.start_processes(
         _worker, args=args, nprocs=processes, join=False, start_method="spawn"
     )
@@ -173,6 +177,8 @@ def launch(
         error = {"ConfigError": ConfigError, "DataError": DataError}.get(kind)
         if error is not None:
             raise error(message)
+        if not trace:
+            message += " (before it could report why: see its output above)"
         raise RuntimeError(f"training process {rank} of {processes} failed: {message}\n{trace}")
     if not have_result:
         raise RuntimeError(f"training under {processes} processes ended without a result")

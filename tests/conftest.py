@@ -141,3 +141,20 @@ def make_cc2017(
             data = 100 + signal + 0.5 * rng.standard_normal((n_tr, n))
             write_run(cc2017_run_path(root, subject, seg, r), data, axis=axis)
     return root
+
+
+def toy_image_unet(cond_dim: int = 12, seed: int = 0):
+    """A 2-level UNet2DConditionModel of a few thousand weights over 4-channel latents."""
+    import torch
+
+    from mindvideo.models.diffusion import build_unet
+    from mindvideo.models.diffusion_config import UNetConfig
+
+    torch.manual_seed(seed)
+    cfg = UNetConfig(
+        block_out_channels=(8, 16),
+        cross_attention_levels=(True, False),
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    return build_unet(cfg, 4, cond_dim, 8).eval()

@@ -137,6 +137,20 @@ class Samples:
     def __len__(self) -> int:
         return len(self.clip)
 
+    def subset(self, index: np.ndarray) -> Samples:
+        """The samples at `index`, in that order."""
+        index = np.asarray(index)
+        return Samples(
+            fmri=self.fmri[index],
+            segment=self.segment[index],
+            clip=self.clip[index],
+            repeat=self.repeat[index],
+            scene_cut=None if self.scene_cut is None else self.scene_cut[index],
+            video_class=None if self.video_class is None else self.video_class[index],
+            frame_class=None if self.frame_class is None else self.frame_class[index],
+            caption=None if self.caption is None else [self.caption[i] for i in index],
+        )
+
 
 def make_samples(
     fmri: SubjectFMRI,

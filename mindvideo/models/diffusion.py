@@ -64,8 +64,8 @@ def load_image_diffusion(folder: Path | str, device: str = "cpu") -> ImageDiffus
             "folder of a diffusers SD 1.5 model (model_index.json, vae/, unet/, scheduler/)"
         )
     try:
-        vae = AutoencoderKL.from_pretrained(folder / "vae")
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+        vae = AutoencoderKL.from_pretrained(folder / "vae", low_cpu_mem_usage=False)
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", low_cpu_mem_usage=False)
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"{folder}: cannot load the diffusion model ({e})") from None

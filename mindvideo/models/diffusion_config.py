@@ -3,6 +3,8 @@ Diffusion (no torch here: cheap to import for config validation)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -86,3 +88,45 @@ class DiffusionConfig(BaseModel):
     sample_steps: int = Field(25, ge=1, description="DDIM steps of the samples figure")
     guidance_scale: float = Field(3.0, ge=1, description="of the samples figure")
     seed: int = 0
+
+
+class GeneratorConfig(BaseModel):
+    """How the image UNet is inflated to video (mindvideo/models/inflated_unet.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frame_attention: Literal["prev2", "first_prev", "full", "none"] = Field(
+        "prev2",
+        description="frame i's self-attention reads frames i-2, i-1 (prev2, MinD-Video), the "
+        "first and previous (first_prev), all (full), or itself only (none: per-frame images)",
+    )
+    temporal_layers: bool = Field(
+        True, description="a zero-initialised temporal attention per block"
+    )
+    temporal_heads: int = Field(8, ge=1)
+
+
+class GuidanceConfig(BaseModel):
+    """Adversarial guidance: eps = eps(neg) + scale * (eps(cond) - eps(neg))."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scale: float = Field(12.5, ge=1.0, description="1: no guidance (the condition alone)")
+    negative: Literal["test_mean", "train_mean", "zeros"] = Field(
+        "test_mean",
+        description="the negative condition: the encoder's embedding of the mean test fMRI "
+        "(MinD-Video), of the mean training fMRI (no test statistics), or zeros",
+    )
+
+
+class DecodeOptions(BaseModel):
+    """Sampling: scheduler, steps, frames per clip (any frame rate over the 2 s clip)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheduler: str = Field("DDIMScheduler", description="any diffusers scheduler class name")
+    steps: int = Field(50, ge=1)
+    eta: float = Field(0.0, ge=0)
+    frames: int | None = Field(None, ge=1, description="None: data.frames_per_clip")
+    batch_size: int = Field(8, ge=1, description="clips per pipeline call")
+    samples: int = Field(4, ge=0, description="GIFs written")

@@ -99,6 +99,61 @@ def roi_voxels(dataset: Path, cfg: ContrastiveConfig, n_cortical: int) -> np.nda
     return np.nonzero(read_mask(path, n_cortical))[0]
 
 
+def subject_windows(dataset: Path, cfg, stimuli, voxels: np.ndarray | None = None):
+    """(SubjectFMRI, train Samples, test Samples) of cfg.subject on the encoder's voxels
+    (`voxels`, or the ROI / selection cfg.voxels names), windowed as cfg (PairingConfig)."""
+    rec = open_subject(dataset, cfg.subject)
+    if voxels is None and cfg.voxels == "roi":
+        voxels = roi_voxels(dataset, cfg, rec.check()[1])
+    fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
+    pad = 1  # the encoder wrap-pads to its patch size itself
+    edge, offset = cfg.window_edge, cfg.window_offset
+    train = make_samples(fmri, "train", cfg.window, offset, edge, pad, stimuli)
+    test = make_samples(fmri, "test", cfg.window, offset, edge, pad, stimuli)
+    return fmri, train, test
+
+
+def load_encoder(folder: Path, device: str = "cpu") -> tuple[FmriEncoder, np.ndarray]:
+    """The encoder a contrastive (or cotrain) stage wrote, and the voxels it reads."""
+    from safetensors.torch import load_file
+
+    from mindvideo.models.fmri_encoder import FmriEncoder
+
+    folder = Path(folder)
+    for name in (WEIGHTS, ENCODER_FILE, VOXELS_FILE):
+        if not (folder / name).exists():
+            raise DataError(f"{folder}: no {name}; run the contrastive stage first")
+    info = json.loads((folder / ENCODER_FILE).read_text())
+    encoder = FmriEncoder(
+        MAEConfig.model_validate(info["model"]),
+        EncoderConfig.model_validate(info["encoder"]),
+        info["n_voxels"],
+        info["window"],
+        info["clip_dim"],
+    )
+    encoder.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
+    return encoder.to(device).eval(), np.load(folder / VOXELS_FILE)
+
+
+def save_encoder(out: Path, encoder: FmriEncoder, voxels: np.ndarray) -> list[Path]:
+    """Write an encoder as load_encoder reads it; the files (relative to `out`)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(weights, str(out / WEIGHTS))
+    np.save(out / VOXELS_FILE, voxels)
+    info = {
+        "model": encoder.mae_cfg.model_dump(mode="json"),
+        "encoder": encoder.cfg.model_dump(mode="json"),
+        "n_voxels": encoder.n_voxels,
+        "window": encoder.window,
+        "clip_dim": encoder.clip_head.out_features if encoder.clip_head is not None else None,
+    }
+    (out / ENCODER_FILE).write_text(json.dumps(info, indent=1))
+    return [Path(WEIGHTS), Path(ENCODER_FILE), Path(VOXELS_FILE)]
+
+
 def clip_targets(clip_model, stimuli, samples, frames_per_clip: int) -> dict[str, np.ndarray]:
     """Frozen CLIP embeddings per sample: mean image embedding of its frames, caption text."""
     if samples.caption is None:
@@ -156,7 +211,6 @@ def run(
     cfg: ContrastiveConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 ) -> StageResult:
     import torch
-    from safetensors.torch import save_file
 
     from mindvideo.distributed import launch
     from mindvideo.models.fmri_encoder import FmriEncoder
@@ -171,15 +225,7 @@ def run(
         raise ConfigError("contrastive.modalities: name at least one of image, text")
     dataset = dataset_root(inputs["dataset"])
     stimuli = open_stimuli(dataset)
-    rec = open_subject(dataset, cfg.subject)
-    voxels = None
-    if cfg.voxels == "roi":
-        voxels = roi_voxels(dataset, cfg, rec.check()[1])
-    fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
-    pad = 1  # the encoder wrap-pads to its patch size itself
-    edge, offset = cfg.window_edge, cfg.window_offset
-    train = make_samples(fmri, "train", cfg.window, offset, edge, pad, stimuli)
-    test = make_samples(fmri, "test", cfg.window, offset, edge, pad, stimuli)
+    fmri, train, test = subject_windows(dataset, cfg, stimuli)
     ctx.progress(1, f"{cfg.subject}: {len(train)} train / {len(test)} test windows")
     clip_model = load_scorers(inputs["foundation"], ctx.device).clip
     targets = {
@@ -224,22 +270,7 @@ def run(
     }
     ctx.progress(1, f"retrieval image {metrics['retrieval50_image_top1']:.3f}")
 
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    save_file(state, str(out / WEIGHTS))
-    np.save(out / VOXELS_FILE, fmri.selected)
-    (out / ENCODER_FILE).write_text(
-        json.dumps(
-            {
-                "model": cfg.model.model_dump(mode="json"),
-                "encoder": cfg.encoder.model_dump(mode="json"),
-                "n_voxels": n_voxels,
-                "window": cfg.window,
-                "clip_dim": clip_model.embed_dim,
-            },
-            indent=1,
-        )
-    )
-    return StageResult(metrics=metrics, artifacts=[Path(WEIGHTS), Path(ENCODER_FILE)])
+    return StageResult(metrics=metrics, artifacts=save_encoder(out, encoder, fmri.selected))
 
 
 def train_contrastive(

@@ -1,6 +1,6 @@
 """Training under torch.distributed: 2 CPU processes (gloo, spawned by
-mindvideo.distributed.launch) train what one process trains, for MBM and for the contrastive
-alignment; failures in a process reach the caller with their message."""
+mindvideo.distributed.launch) train what one process trains, for MBM, the contrastive
+alignment and the co-training; failures in a process reach the caller with their message."""
 
 from __future__ import annotations
 
@@ -74,6 +74,33 @@ def test_contrastive_two_gloo_processes_match_one(one_torch_thread):
     assert not torch.equal(weights["to_cond.weight"], state["to_cond.weight"])  # it trained
 
 
+def test_cotrain_two_gloo_processes_match_one(one_torch_thread):
+    import copy
+
+    from conftest import toy_image_unet
+
+    from mindvideo.models.diffusion import build_scheduler
+    from mindvideo.models.diffusion_config import DiffusionConfig
+    from mindvideo.stages import cotrain
+
+    fresh = toy_image_unet(12)
+    shape = (MAE, EncoderConfig(cond_tokens=3, cond_dim=12), 96, 2, None)
+    torch.manual_seed(0)
+    encoder = FmriEncoder(*shape)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 2, 96)).astype(np.float32)
+    latents = torch.from_numpy(rng.normal(size=(8, 4, 3, 4, 4)).astype(np.float32))
+    cfg = cotrain.CotrainConfig(epochs=2, batch_size=4, warmup_steps=1, val_clips=4)
+    sched = dict(build_scheduler(DiffusionConfig()).config)
+    payload = (cfg, encoder, fresh, sched, x, latents, x[:4], latents[:4], 1)
+    single = cotrain.train_worker(copy.deepcopy(payload), "cpu", lambda *a: None)
+    double = launch(cotrain.train_worker, payload, processes=2)
+    close_weights(double[0], single[0], cfg.lr)  # the encoder
+    close_weights(double[1], single[1], cfg.lr)  # the inflated UNet
+    for key in ("train_loss", "val_loss", "val_loss_zero_cond"):
+        assert double[2][key] == pytest.approx(single[2][key], rel=1e-4), key
+
+
 def _fails_on_rank_one(payload, device, report):
     if dist.get_rank() == 1:
         raise DataError(f"{payload}: broken on rank 1")
@@ -84,6 +111,18 @@ def _fails_on_rank_one(payload, device, report):
 def _returns_rank(payload, device, report):
     report("progress", 1, f"rank {dist.get_rank()}")
     return (dist.get_rank(), dist.get_world_size(), payload)
+
+
+def _adds_rank(payload, device, report):
+    payload.add_(dist.get_rank() + 1.0)  # in place, as an optimiser step would
+    dist.barrier()
+    return payload.clone()
+
+
+def test_processes_own_their_copy_of_the_payload():
+    weights = torch.zeros(3)
+    assert launch(_adds_rank, weights, 2).tolist() == [1.0, 1.0, 1.0]  # not 1 + 2
+    assert weights.tolist() == [0.0, 0.0, 0.0]  # the caller's tensor is untouched
 
 
 def test_launch_returns_rank_zero_and_raises_the_first_error():

@@ -1,0 +1,190 @@
+"""The video generator: MindVideoPipeline (batched adversarial guidance, seeds, frame counts,
+schedulers), the negative conditions, which parameters co-train, and the whole MinD-Video
+pipeline end to end at smoke scale through `mvbench run`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import toy_image_unet
+
+from mindvideo.errors import ConfigError
+from mindvideo.models import diffusion as D
+from mindvideo.models.diffusion_config import DiffusionConfig, VAEConfig
+from mindvideo.models.inflated_unet import InflatedUNet
+from mindvideo.models.pipeline import MindVideoPipeline, make_scheduler
+from mindvideo.stages.cotrain import trainable_unet_parameters
+
+COND_DIM = 12
+
+
+def toy_pipeline(frame_attention: str = "prev2") -> MindVideoPipeline:
+    torch.manual_seed(0)
+    vae = D.build_vae(VAEConfig(block_out_channels=(8, 8), norm_num_groups=4), 16).eval()
+    unet = toy_image_unet(COND_DIM)
+    inflated = InflatedUNet(unet, frame_attention, temporal_heads=2)
+    with torch.no_grad():  # temporal layers that do something
+        for p in inflated.temporal_parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return MindVideoPipeline.with_ddim(vae, inflated, D.build_scheduler(DiffusionConfig()).config)
+
+
+def conditions(batch: int = 2):
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(batch, 3, COND_DIM, generator=g), torch.randn(1, 3, COND_DIM, generator=g)
+
+
+def generate(pipe, seed=0, **kw):
+    cond, neg = conditions()
+    args = {"frames": 4, "num_inference_steps": 3, "guidance_scale": 7.5} | kw
+    return pipe(cond, neg, generator=torch.Generator().manual_seed(seed), **args)
+
+
+def test_batched_guidance_equals_two_calls_and_calls_the_unet_once_per_step():
+    pipe = toy_pipeline()
+    calls = []
+    forward = pipe.unet.forward
+    pipe.unet.forward = lambda *a, **k: calls.append(len(a[0])) or forward(*a, **k)
+    batched = generate(pipe, output_type="latent")
+    assert calls == [4, 4, 4]  # one call per step, condition and negative stacked (2 x 2)
+    calls.clear()
+    separate = generate(pipe, output_type="latent", batched_guidance=False)
+    assert calls == [2] * 6
+    torch.testing.assert_close(batched, separate, atol=1e-5, rtol=1e-5)
+    calls.clear()
+    generate(pipe, guidance_scale=1.0, output_type="latent")
+    assert calls == [2, 2, 2]  # no guidance: the condition alone
+
+
+def test_guidance_formula():
+    pipe = toy_pipeline()
+    x = torch.randn(1, 4, 2, 4, 4)
+    cond, neg = conditions(1)
+    t = torch.tensor(500)
+    with torch.no_grad():
+        eps = pipe._eps(x, t, cond, neg, 3.0, batched=True)
+        e_c, e_n = pipe.unet(x, t, cond), pipe.unet(x, t, neg)
+    torch.testing.assert_close(eps, e_n + 3.0 * (e_c - e_n), atol=1e-5, rtol=1e-5)
+
+
+def test_seeded_any_frame_count_and_uint8_clips():
+    pipe = toy_pipeline()
+    a, b, c = generate(pipe, 0), generate(pipe, 0), generate(pipe, 1)
+    assert a.dtype == np.uint8 and a.shape == (2, 4, 16, 16, 3)  # (batch, frames, H, W, 3)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert generate(pipe, frames=12).shape == (2, 12, 16, 16, 3)  # 6 fps over 2 s
+    assert generate(pipe, frames=1).shape[1] == 1
+    with pytest.raises(ConfigError, match="at least 1 frame"):
+        generate(pipe, frames=0)
+
+
+def test_scheduler_by_name():
+    config = D.build_scheduler(DiffusionConfig()).config
+    assert type(make_scheduler("DPMSolverMultistepScheduler", config)).__name__ == (
+        "DPMSolverMultistepScheduler"
+    )
+    pipe = toy_pipeline()
+    pipe.scheduler = make_scheduler("EulerDiscreteScheduler", config)
+    assert generate(pipe).shape == (2, 4, 16, 16, 3)
+    with pytest.raises(ConfigError, match="not a diffusers scheduler"):
+        make_scheduler("FastScheduler", config)
+    with pytest.raises(ConfigError, match="not a diffusers scheduler"):
+        make_scheduler("AutoencoderKL", config)
+
+
+def test_attention_training_selects_attention_and_temporal_layers_only():
+    unet = toy_pipeline().unet
+    names = {id(p): n for n, p in unet.named_parameters()}
+    chosen = [names[id(p)] for p in trainable_unet_parameters(unet, "attention")]
+    assert chosen and all(".attn1." in n or ".attn2." in n or ".temporal." in n for n in chosen)
+    assert any(".temporal." in n for n in chosen) and any(".attn2." in n for n in chosen)
+    assert len(trainable_unet_parameters(unet, "all")) == len(names)
+    assert trainable_unet_parameters(unet, "none") == []
+
+
+def test_negative_conditions():
+    from mindvideo.stages.decode import negative_condition
+
+    class Mean(torch.nn.Module):  # a stand-in encoder: the window's mean, as 2 tokens
+        def forward(self, x):
+            return x.mean(dim=1, keepdim=True).repeat(1, 2, 1)
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(10, 2, 5)).astype(np.float32)
+    test = rng.normal(size=(6, 2, 5)).astype(np.float32)
+    enc = Mean()
+    neg = negative_condition(enc, "test_mean", train, test, "cpu")
+    assert neg.shape == (1, 2, 5)
+    np.testing.assert_allclose(neg[0, 0].numpy(), test.mean(axis=(0, 1)), rtol=1e-5)
+    neg = negative_condition(enc, "train_mean", train, test, "cpu")
+    np.testing.assert_allclose(neg[0, 1].numpy(), train.mean(axis=(0, 1)), rtol=1e-5)
+    assert not negative_condition(enc, "zeros", train, test, "cpu").any()
+
+
+@pytest.fixture(scope="module")
+def generator_store(tmp_path_factory, harness_run):
+    """The MinD-Video pipeline (full, no co-training) at smoke scale through `mvbench run`."""
+    from conftest import run_suite, seed_cache, write_spec
+
+    folder = tmp_path_factory.mktemp("generator")
+    spec = write_spec(
+        folder,
+        """
+suite: gen
+profile: smoke
+seeds: [0]
+subjects: [subject1]
+variants: {full: {}, no-cotrain: {cotrain.enabled: false}}
+reference: full
+report: {metrics: [video_2way_top1, ssim, cotrain.val_loss], samples: 2}
+""",
+    )
+    store = folder / "store"
+    seed_cache(harness_run[1], store)
+    run_suite(spec, store)
+    return spec, store
+
+
+def test_whole_pipeline_runs_is_tracked_and_reports(generator_store, capsys):
+    from mlflow import MlflowClient
+
+    from harness.cli import main
+    from harness.tracking import default_uri
+
+    spec, store = generator_store
+    client = MlflowClient(tracking_uri=default_uri(store))
+    exp = client.get_experiment_by_name("gen")
+    runs = {
+        r.data.tags["mvbench.variant"]: r
+        for r in client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
+    }
+    assert set(runs) == {"full", "no-cotrain"}
+    full = runs["full"].data.metrics
+    for key in ("video_2way_top1", "ssim", "cotrain.val_loss", "diffusion.vae_psnr"):
+        assert np.isfinite(full[key]), key
+    assert (
+        "decode.frames_per_second" in full
+        and "cotrain.val_loss" not in runs["no-cotrain"].data.metrics
+    )
+    artifacts = {a.path for a in client.list_artifacts(runs["full"].info.run_id, "samples")}
+    assert any(p.endswith(".gif") for p in artifacts) and any(p.endswith(".png") for p in artifacts)
+    # the decode stage's clips: the smoke test set, 6 frames of 32 x 32
+    clips = np.load(next((store / "cache" / "decode").glob("*/clips.npy")))
+    assert clips.dtype == np.uint8 and clips.shape[1:] == (6, 32, 32, 3)
+    out = spec.parent / "report"
+    assert main(["report", str(spec), "--store", str(store), "--out", str(out)]) == 0
+    assert "no-cotrain" in (out / "table.md").read_text()
+
+
+def test_frame_rate_and_guidance_reuse_the_trained_models(generator_store, capsys):
+    from harness.cli import main
+
+    spec, store = generator_store
+    assert main(["plan", str(spec), "--store", str(store), "--set", "decode.frames=12"]) == 0
+    text = capsys.readouterr().out
+    # only decode and evaluate run again: 2 each (full, no-cotrain)
+    assert "decode 2 (0 cached)" in text and "cotrain 1 (1 cached)" in text
+    assert "diffusion 1 (1 cached)" in text
+    assert main(["plan", str(spec), "--store", str(store), "--set", "guidance.scale=3"]) == 0
+    assert "cotrain 1 (1 cached)" in capsys.readouterr().out
