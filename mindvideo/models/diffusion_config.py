@@ -130,3 +130,8 @@ class DecodeOptions(BaseModel):
     frames: int | None = Field(None, ge=1, description="None: data.frames_per_clip")
     batch_size: int = Field(8, ge=1, description="clips per pipeline call")
     samples: int = Field(4, ge=0, description="GIFs written")
+    shuffle_fmri: bool = Field(
+        False,
+        description="control: decode each test clip from another clip's fMRI (a permutation "
+        "drawn from the run seed), so scores measure what the generator gets right without it",
+    )

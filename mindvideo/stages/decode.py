@@ -86,12 +86,15 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
     frames = cfg.decode.frames or cfg.frames_per_clip
     height, width = stimuli.frames(test.segment[0]).shape[1:3]
     ctx.progress(1, f"{cfg.subject}: decoding {len(test)} clips x {frames} frames")
+    fmri = test.fmri
+    if cfg.decode.shuffle_fmri:  # the shuffled-fMRI control
+        fmri = fmri[np.random.default_rng([ctx.seed, 7]).permutation(len(fmri))]
     g = torch.Generator().manual_seed(ctx.seed)
     clips, unet_s, vae_s = [], 0.0, 0.0
     loop_started = time.perf_counter()
     for i in range(0, len(test), cfg.decode.batch_size):
         with torch.no_grad():
-            cond = encoder(torch.from_numpy(test.fmri[i : i + cfg.decode.batch_size]).to(device))
+            cond = encoder(torch.from_numpy(fmri[i : i + cfg.decode.batch_size]).to(device))
         clips.append(
             pipe(
                 cond,
