@@ -55,9 +55,9 @@ def test_trains_the_synthetic_model_reports_and_reloads(
 ):
     result, logged = run(diffusion.CONFIG(model=TOY), smoke_dataset, foundation, tmp_path / "a")
     m = result.metrics
-    for key in ("vae_psnr", "unet_val_loss", "unet_val_loss_uncond", "sample_clip_top1"):
+    for key in ("vae_psnr", "unet_val_loss", "unet_val_loss_uncond", "sample_class_top1"):
         assert np.isfinite(m[key]), key
-    assert 0 <= m["sample_clip_top1"] <= 1 and 0 < m["sample_chance"] < 1
+    assert 0 <= m["sample_class_top1"] <= 1 and 0 < m["sample_chance"] < 1
     assert {n for n, _, _ in logged} >= {"vae_train_loss", "unet_train_loss"}
     sheet = Image.open(tmp_path / "a" / diffusion.SAMPLES)
     side = smoke_dataset_side(smoke_dataset)

@@ -286,7 +286,8 @@ def load_captioned_frames(root: Path, split: str, stride: int) -> CaptionedFrame
     )
 
 
-def _class_names(root: Path) -> list[str]:
+def frame_class_names(root: Path) -> list[str]:
+    """The SynthCC frame class names (shape x colour), in class-index order."""
     path = root / "stimuli" / "classes.json"
     if not path.exists():
         raise DataError(f"{path}: frame class names not found; re-simulate the dataset")
@@ -381,7 +382,7 @@ def evaluate_clip(clip: ClipModel, root: Path) -> dict[str, float]:
     top-5 over the frame classes) and image->caption retrieval on a SynthCC dataset's test frames.
     """
     root = resolve_root(Path(root))
-    return _evaluate(clip, load_captioned_frames(root, "test", 1), _class_names(root))
+    return _evaluate(clip, load_captioned_frames(root, "test", 1), frame_class_names(root))
 
 
 def _channel_stats(frames: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -399,7 +400,7 @@ def _train(
     height, width = int(meta.get("height", 0)), int(meta.get("width", 0))
     train = load_captioned_frames(root, "train", cfg.frame_stride)
     test = load_captioned_frames(root, "test", 1)
-    class_names = _class_names(root)
+    class_names = frame_class_names(root)
     size = cfg.image_size or min(height or train.frames.shape[1], width or train.frames.shape[2])
     model_cfg = model_config(cfg, size)
     mean, std = _channel_stats(train.frames)

@@ -77,6 +77,11 @@ class FrameAttnProcessor:
             raise ValueError("frame attention supports the UNet's token self-attention only")
         residual = hidden_states
         bf, n, _ = hidden_states.shape  # (batch * frames, tokens, channels)
+        if bf % frames:
+            raise ValueError(
+                f"frame attention: a batch of {bf} images is not clips of {frames} frames; call "
+                "the InflatedUNet (batch, channels, frames, h, w), not the UNet inside it"
+            )
         b = bf // frames
         query = attn.to_q(hidden_states)
         key = attn.to_k(hidden_states)
