@@ -46,8 +46,12 @@ def test_unknown_variant_path_lists_known_keys(tmp_path):
     msg = spec_error(tmp_path, text)
     assert "variants.no-temporal" in msg and "unknown variant path" in msg
     assert "'encoder.temporal_attn'" in msg and "temporal_attention" in msg  # the keys there
+    msg = spec_error(tmp_path, BASE + "variants:\n  g: {sampler.steps: 10}\n")
+    assert "'sampler.steps'" in msg and "contrastive" in msg  # the top-level keys
     msg = spec_error(tmp_path, BASE + "variants:\n  g: {generator.attention: none}\n")
-    assert "'generator.attention'" in msg and "contrastive" in msg  # the top-level keys
+    assert "'generator.attention'" in msg and "frame_attention" in msg
+    msg = spec_error(tmp_path, BASE + "overrides: {decode.step: 3}\nvariants: {a: {}}\n")
+    assert "overrides: unknown variant path 'decode.step'" in msg and "steps" in msg
     msg = spec_error(tmp_path, BASE + "variants:\n  w: {data.windw: 3}\n")
     assert "data.windw" in msg and "window_offset" in msg
 
@@ -84,6 +88,7 @@ def test_missing_profile_and_unknown_reference(tmp_path):
 def test_encoder_pipeline_shares_mbm_across_variants_and_subjects(tmp_path):
     text = """
 profile: smoke
+overrides: {stop_after: contrastive}
 seeds: [0, 1]
 variants:
   full: {}
@@ -105,11 +110,28 @@ report: {metrics: [retrieval50_image_top1, retrieval50_text_top1]}
     assert window_1 and all(n.config.model == plan.runs[0].profile.mbm.model for n in window_1)
     msg = spec_error(tmp_path, text.replace("retrieval50_text_top1", "video_2way_top1"))
     assert "['video_2way_top1'] are not logged" in msg and "retrieval50_image_top1" in msg
+    # without stop_after the generator follows, and one diffusion model serves every run
+    whole = build_plan(
+        load_spec(write_spec(tmp_path, text.replace("overrides: {stop_after: contrastive}\n", "")))
+    )
+    names = [whole.node(k).name for k in whole.runs[0].stages]
+    assert names == [
+        "simulate",
+        "foundation",
+        "mbm",
+        "contrastive",
+        "diffusion",
+        "cotrain",
+        "decode",
+        "evaluate",
+    ]
+    assert len({k for r in whole.runs for k in r.stages if whole.node(k).name == "diffusion"}) == 1
 
 
 def test_finetune_sits_between_mbm_and_contrastive_per_subject(tmp_path):
     text = """
 profile: smoke
+overrides: {stop_after: contrastive}
 seeds: [0]
 variants:
   full: {mbm.finetune_epochs: 3}

@@ -127,15 +127,27 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
         reference = None
     out.mkdir(parents=True, exist_ok=True)
     title = f"{plan.suite} ({plan.spec.profile} profile)"
-    written = write_tables(
-        found.runs,
-        list(report.metrics),
-        out,
-        reference,
-        formats=report.formats,
-        group_by=report.group_by,
-        title=title,
-    )
+    try:
+        written = write_tables(
+            found.runs,
+            list(report.metrics),
+            out,
+            reference,
+            formats=report.formats,
+            group_by=report.group_by,
+            title=title,
+        )
+    except ConfigError as e:
+        if not found.missing:
+            raise
+        # most likely the metric belongs to the runs that have not finished (or were run
+        # with other code or config, so their keys differ): say so
+        names = sorted({r.variant.name for r in found.missing})
+        raise ConfigError(
+            f"{e}\n{len(found.missing)} of {len(plan.runs)} planned runs have no finished run "
+            f"(variants {', '.join(names)}; a changed config or stage version gives new run "
+            f"keys): run them first: mvbench run {plan.spec.path}"
+        ) from None
     if report.figures:
         written += write_figures(found.runs, list(report.metrics), out / "figures", reference)
     if report.samples:
