@@ -93,12 +93,42 @@ def _worker(rank: int, world: int, port: int, device: str, fn: TrainFn, blob, ev
                 # plain pickle: tensors travel as bytes, not as shared memory that would
                 # vanish with this process
                 events.put(("result", (pickle.dumps(result, protocol=5),)))
+            dist.barrier()  # nobody tears the group down while a peer still uses it
         finally:
             dist.destroy_process_group()
     except BaseException as e:  # noqa: BLE001 - every failure is reported to the parent
         kind = type(e).__name__ if isinstance(e, MindVideoError) else "error"
         events.put(("failed", (rank, kind, str(e), traceback.format_exc())))
         raise SystemExit(1) from None
+    # Done: deliver the events, then leave without the interpreter's teardown, where the
+    # collective backend's threads can abort the process ("terminate called without an
+    # active exception") after all the work succeeded.
+    events.close()
+    events.join_thread()
+    os._exit(0)
+
+
+def all_gather_with_grad(x):
+    """Concatenate every process's `x` (same shape) in rank order, differentiably: the
+    gradient of each process's slice is the sum of the gradients all processes give it."""
+    import torch
+    import torch.distributed as dist
+
+    class AllGather(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, tensor):
+            parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, tensor.contiguous())
+            return torch.cat(parts)
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad = grad.contiguous()
+            dist.all_reduce(grad)  # sum over processes (gloo has no reduce_scatter)
+            n = grad.shape[0] // dist.get_world_size()
+            return grad[dist.get_rank() * n : (dist.get_rank() + 1) * n]
+
+    return AllGather.apply(x)
 
 
 def launch(

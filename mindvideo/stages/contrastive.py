@@ -294,7 +294,7 @@ def train_contrastive(
     import torch
     import torch.distributed as dist
 
-    from mindvideo.distributed import check_divisible, wrap_ddp
+    from mindvideo.distributed import all_gather_with_grad, check_divisible, wrap_ddp
 
     tick = progress or (lambda n, what: None)
     log = log_metric or (lambda name, value, step=None: None)
@@ -326,9 +326,7 @@ def train_contrastive(
                 group["lr"] = lr
             emb, scale = net(x_all[idx[mine]])
             if world > 1:
-                from torch.distributed.nn.functional import all_gather
-
-                emb = torch.cat(all_gather(emb))  # the global batch, in order
+                emb = all_gather_with_grad(emb)  # the global batch, in order
             loss = sum(info_nce(emb, tensors[m][idx], scale) for m in tensors) / len(tensors)
             opt.zero_grad(set_to_none=True)
             loss.backward()
