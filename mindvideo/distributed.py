@@ -63,6 +63,23 @@ def wrap_ddp(module, device: str):
     return DistributedDataParallel(module, device_ids=ids)
 
 
+def callbacks(report) -> tuple[Callable[[int, str], None], Callable[..., None]]:
+    """A launch `report` as the (progress, log_metric) pair the training functions take."""
+
+    def progress(n: int, what: str) -> None:
+        report("progress", n, what)
+
+    def log_metric(name: str, value: float, step: int | None = None) -> None:
+        report("metric", name, value, step)
+
+    return progress, log_metric
+
+
+def cpu_weights(module) -> dict:
+    """A module's state dict as contiguous CPU tensors (to save, or to return from a process)."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 from mindvideo.data.cc2017 import open_stimuli, open_subject
 from mindvideo.data.paired import PairingConfig, clip_video, make_samples, prepare_fmri
+from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval.metrics import retrieval_top1
 from mindvideo.models.encoder_config import EncoderConfig, MAEConfig
@@ -140,8 +141,7 @@ def save_encoder(out: Path, encoder: FmriEncoder, voxels: np.ndarray) -> list[Pa
     from safetensors.torch import save_file
 
     out = Path(out)
-    weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    save_file(weights, str(out / WEIGHTS))
+    save_file(cpu_weights(encoder), str(out / WEIGHTS))
     np.save(out / VOXELS_FILE, voxels)
     info = {
         "model": encoder.mae_cfg.model_dump(mode="json"),
@@ -379,8 +379,6 @@ def train_worker(payload, device: str, report) -> tuple[dict, float, dict[str, f
         targets,
         seed,
         device,
-        lambda n, what: report("progress", n, what),
-        lambda name, value, step=None: report("metric", name, value, step),
+        *callbacks(report),
     )
-    weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    return weights, float(scale.detach()), metrics
+    return cpu_weights(encoder), float(scale.detach()), metrics

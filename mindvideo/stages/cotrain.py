@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 from mindvideo.data.cc2017 import open_stimuli
 from mindvideo.data.paired import PairingConfig, clip_video
+from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.models.diffusion_config import GeneratorConfig
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
@@ -190,15 +191,10 @@ def train_worker(payload, device: str, report):
         latents,
         seed,
         device,
-        lambda n, what: report("progress", n, what),
-        lambda name, value, step=None: report("metric", name, value, step),
+        *callbacks(report),
     )
     metrics |= held_out_loss(encoder, inflated, scheduler, x_val, val_latents, seed + 1, device)
-
-    def cpu(module) -> dict:
-        return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-    return cpu(encoder), cpu(inflated), metrics
+    return cpu_weights(encoder), cpu_weights(inflated), metrics
 
 
 def _conditioned(encoder, inflated):

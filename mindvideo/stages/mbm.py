@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mindvideo.models.fmri_mae import FmriMAE
 
 from mindvideo.data.hcp import open_corpus
+from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.errors import DataError
 from mindvideo.models.encoder_config import MAEConfig
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
@@ -226,11 +227,10 @@ def train_worker(payload, device: str, report) -> tuple[dict, dict[str, float]]:
         val,
         seed,
         device,
-        lambda n, what: report("progress", n, what),
-        lambda name, value, step=None: report("metric", name, value, step),
+        *callbacks(report),
         init,
     )
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, metrics
+    return cpu_weights(model), metrics
 
 
 def save_mae(out: Path, state: Mapping, model_cfg: MAEConfig) -> list[Path]:
