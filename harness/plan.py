@@ -25,6 +25,7 @@ STAGE_MODULES = {
     "mbm": "mindvideo.stages.mbm",
     "mbm_finetune": "mindvideo.stages.mbm_finetune",
     "contrastive": "mindvideo.stages.contrastive",
+    "align": "mindvideo.stages.align",
     "diffusion": "mindvideo.stages.diffusion",
     "cotrain": "mindvideo.stages.cotrain",
     "decode": "mindvideo.stages.decode",
@@ -62,6 +63,9 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
         return stages
     stages.append(("diffusion", {"dataset": data, "foundation": "foundation"}))
     generator = {"dataset": data, "contrastive": "contrastive", "diffusion": "diffusion"}
+    if profile.align.enabled:  # the encoder with its condition adapter, as cotrain/decode read it
+        stages.append(("align", {"dataset": data, "foundation": "foundation", **generator}))
+        generator["contrastive"] = "align"
     if profile.cotrain.enabled:
         stages.append(("cotrain", dict(generator)))
         generator["cotrain"] = "cotrain"
@@ -144,6 +148,10 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             pretrained=None if synthetic else profile.diffusion.pretrained,
             model=section if synthetic else {},
         )
+    if name == "align":
+        return stage_module(name).CONFIG(
+            **profile.align.model_dump(exclude={"enabled"}), **pairing(data, subject)
+        )
     if name in ("cotrain", "decode"):
         _check_condition_width(profile)
     if name == "cotrain":
@@ -176,8 +184,8 @@ def _check_condition_width(profile: Profile) -> None:
     must be as wide (real SD 1.5 is checked when its weights load)."""
     from mindvideo.models.clip_config import ClipConfig
 
-    if profile.data.source != "synth":
-        return
+    if profile.data.source != "synth" or profile.align.enabled:
+        return  # real data: checked when SD loads; align: the adapter outputs the CLIP's shape
     width = typed_section(profile, "eval.clip", ClipConfig).text_width
     if profile.encoder.cond_dim != width:
         raise ConfigError(

@@ -18,6 +18,7 @@ from mindvideo.models.diffusion_config import (
     GuidanceConfig,
 )
 from mindvideo.models.encoder_config import EncoderConfig
+from mindvideo.stages.align import AlignOptions
 from mindvideo.stages.baselines import BaselineOptions
 from mindvideo.stages.contrastive import ContrastiveTraining
 from mindvideo.stages.cotrain import CotrainTraining
@@ -71,6 +72,13 @@ class DiffusionSection(DiffusionConfig):
     )
 
 
+class AlignSection(AlignOptions):
+    enabled: bool = Field(
+        True,
+        description="false: the generator reads the encoder's condition as it is (MinD-Video)",
+    )
+
+
 class CotrainSection(CotrainTraining):
     enabled: bool = Field(True, description="false: the encoder as trained so far, UNet frozen")
 
@@ -96,6 +104,7 @@ class Profile(BaseModel):
     contrastive: ContrastiveTraining = ContrastiveTraining()
     diffusion: DiffusionSection = DiffusionSection()
     generator: GeneratorConfig = GeneratorConfig()
+    align: AlignSection = AlignSection()
     cotrain: CotrainSection = CotrainSection()
     guidance: GuidanceConfig = GuidanceConfig()
     decode: DecodeOptions = DecodeOptions()

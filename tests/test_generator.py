@@ -163,6 +163,9 @@ def test_whole_pipeline_runs_is_tracked_and_reports(generator_store, capsys):
     full = runs["full"].data.metrics
     for key in ("video_2way_top1", "ssim", "cotrain.val_loss", "diffusion.vae_psnr"):
         assert np.isfinite(full[key]), key
+    # the condition adapter was fitted once and serves both variants
+    assert np.isfinite(full["align.test_r2"]) and full["align.alpha"] > 0
+    assert runs["no-cotrain"].data.metrics["align.test_r2"] == full["align.test_r2"]
     assert (
         "decode.frames_per_second" in full
         and "cotrain.val_loss" not in runs["no-cotrain"].data.metrics
@@ -185,6 +188,6 @@ def test_frame_rate_and_guidance_reuse_the_trained_models(generator_store, capsy
     text = capsys.readouterr().out
     # only decode and evaluate run again: 2 each (full, no-cotrain)
     assert "decode 2 (0 cached)" in text and "cotrain 1 (1 cached)" in text
-    assert "diffusion 1 (1 cached)" in text
+    assert "diffusion 1 (1 cached)" in text and "align 1 (1 cached)" in text
     assert main(["plan", str(spec), "--store", str(store), "--set", "guidance.scale=3"]) == 0
     assert "cotrain 1 (1 cached)" in capsys.readouterr().out

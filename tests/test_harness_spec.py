@@ -121,11 +121,29 @@ report: {metrics: [retrieval50_image_top1, retrieval50_text_top1]}
         "mbm",
         "contrastive",
         "diffusion",
+        "align",
         "cotrain",
         "decode",
         "evaluate",
     ]
     assert len({k for r in whole.runs for k in r.stages if whole.node(k).name == "diffusion"}) == 1
+    # co-training and decoding read the aligned encoder; without align, the contrastive one
+    nodes = {whole.node(k).name: whole.node(k) for k in whole.runs[0].stages}
+    assert nodes["cotrain"].inputs["contrastive"] == nodes["align"].key
+    assert nodes["align"].inputs["contrastive"] == nodes["contrastive"].key
+    plain = build_plan(
+        load_spec(
+            write_spec(
+                tmp_path,
+                text.replace("overrides: {stop_after: contrastive}\n", "")
+                + "overrides: {align.enabled: false}\n",
+            )
+        )
+    )
+    nodes = {plain.node(k).name: plain.node(k) for k in plain.runs[0].stages}
+    assert (
+        "align" not in nodes and nodes["decode"].inputs["contrastive"] == nodes["contrastive"].key
+    )
 
 
 def test_finetune_sits_between_mbm_and_contrastive_per_subject(tmp_path):

@@ -80,6 +80,14 @@ class FmriEncoder(nn.Module):
         self.token_mix = nn.Conv1d(tokens, cfg.cond_tokens, kernel_size=1)
         self.to_cond = nn.Linear(mae.embed_dim, cfg.cond_dim)
         self.clip_head = nn.Linear(cfg.cond_dim, clip_dim) if clip_dim else None
+        self.adapter: nn.Module | None = None  # maps the condition to the generator's tokens
+
+    @property
+    def cond_shape(self) -> tuple[int, int]:
+        """(tokens, dim) of what forward returns: the adapter's output when there is one."""
+        if self.adapter is not None:
+            return tuple(self.adapter.out_shape)
+        return (self.cfg.cond_tokens, self.cfg.cond_dim)
 
     def load_mbm(self, mae: FmriMAE) -> list[str]:
         """Copy the MBM encoder's weights (patch embedding, blocks, norm); returns the names
@@ -116,10 +124,17 @@ class FmriEncoder(nn.Module):
         return self.norm(tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The condition the generator reads (through the adapter when one is attached)."""
+        cond = self.condition(x)
+        return cond if self.adapter is None else self.adapter(cond)
+
+    def condition(self, x: torch.Tensor) -> torch.Tensor:
+        """The projection head's condition (batch, cond_tokens, cond_dim), before any adapter:
+        what contrastive learning aligns."""
         tokens = self.features(x)
         n, w, p, b = tokens.shape
         mixed = self.token_mix(tokens.reshape(n, w * p, b))  # (n, cond_tokens, b)
-        return self.to_cond(mixed)  # (n, cond_tokens, cond_dim)
+        return self.to_cond(mixed)
 
     def clip_embedding(self, cond: torch.Tensor) -> torch.Tensor:
         """The condition pooled into CLIP's space, L2-normalised: (batch, clip_dim)."""

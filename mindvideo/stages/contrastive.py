@@ -132,6 +132,11 @@ def load_encoder(folder: Path, device: str = "cpu") -> tuple[FmriEncoder, np.nda
         info["window"],
         info["clip_dim"],
     )
+    if info.get("adapter"):
+        from mindvideo.models.adapter import ConditionAdapter
+
+        spec = info["adapter"]
+        encoder.adapter = ConditionAdapter(spec["in_shape"], spec["out_shape"], spec["rank"])
     encoder.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
     return encoder.to(device).eval(), np.load(folder / VOXELS_FILE)
 
@@ -149,6 +154,7 @@ def save_encoder(out: Path, encoder: FmriEncoder, voxels: np.ndarray) -> list[Pa
         "n_voxels": encoder.n_voxels,
         "window": encoder.window,
         "clip_dim": encoder.clip_head.out_features if encoder.clip_head is not None else None,
+        "adapter": encoder.adapter.spec() if encoder.adapter is not None else None,
     }
     (out / ENCODER_FILE).write_text(json.dumps(info, indent=1))
     return [Path(WEIGHTS), Path(ENCODER_FILE), Path(VOXELS_FILE)]
@@ -194,7 +200,7 @@ def embed(encoder: FmriEncoder, x: np.ndarray, device: str, batch_size: int = 12
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            cond = encoder(torch.from_numpy(x[i : i + batch_size]).to(device))
+            cond = encoder.condition(torch.from_numpy(x[i : i + batch_size]).to(device))
             out.append(encoder.clip_embedding(cond).float().cpu().numpy())
     encoder.train()
     return np.concatenate(out)
@@ -354,7 +360,7 @@ def _aligner(encoder: FmriEncoder, log_scale: torch.nn.Parameter) -> torch.nn.Mo
             self.encoder, self.log_scale = encoder, log_scale
 
         def forward(self, x):
-            return self.encoder.clip_embedding(self.encoder(x)), self.log_scale
+            return self.encoder.clip_embedding(self.encoder.condition(x)), self.log_scale
 
     return Aligner()
 

@@ -161,11 +161,11 @@ def run(
 
 
 def check_compatible(encoder, model, cfg) -> None:
-    if encoder.cfg.cond_dim != model.cond_dim:
+    if encoder.cond_shape[1] != model.cond_dim:
         raise ConfigError(
-            f"encoder.cond_dim is {encoder.cfg.cond_dim} but the diffusion UNet reads "
+            f"the encoder's condition is {encoder.cond_shape[1]} wide but the diffusion UNet reads "
             f"{model.cond_dim}-wide conditions (SD 1.5: 768; SynthCC: eval.clip.text_width); "
-            "make them equal"
+            "make encoder.cond_dim equal, or enable the align stage (align.enabled)"
         )
     if encoder.window != cfg.window:
         raise DataError(
