@@ -28,10 +28,10 @@ SCALES = (1.0, 3.0, 5.0, 7.5, 12.5)
 SHARED = ("simulate", "foundation")  # per dataset, not per suite
 
 
-def spec_text(scales: tuple[float, ...]) -> str:
+def spec_text(scales: tuple[float, ...], profile: str) -> str:
     variants = "\n".join(f"  g{s:g}: {{guidance.scale: {s}}}" for s in scales)
     return (
-        "suite: guidance-bench\nsubjects: [subject1]\nseeds: [0]\n"
+        f"suite: guidance-bench\nprofile: {profile}\nsubjects: [subject1]\nseeds: [0]\n"
         f"variants:\n{variants}\nreport: {{metrics: [video_2way_top1, ssim]}}\n"
     )
 
@@ -77,8 +77,10 @@ def main() -> int:
         print(f"{root}: not empty; give an empty or new folder", file=sys.stderr)
         return 2
     try:
-        one, one_stages = run_cold(spec_text((12.5,)), args.profile, root / "one")
-        sweep, sweep_stages = run_cold(spec_text(SCALES), args.profile, root / "sweep")
+        one, one_stages = run_cold(spec_text((12.5,), args.profile), args.profile, root / "one")
+        sweep, sweep_stages = run_cold(
+            spec_text(SCALES, args.profile), args.profile, root / "sweep"
+        )
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -75,3 +75,19 @@ def test_encoder_with_adapter_saves_loads_and_trains(tmp_path):
     loaded.train()
     loaded(fmri).pow(2).mean().backward()
     assert loaded.adapter.coef.grad is not None and loaded.adapter.coef.grad.abs().sum() > 0
+
+
+def test_generator_width_mismatch_names_the_fix():
+    from types import SimpleNamespace
+
+    from mindvideo.errors import ConfigError
+    from mindvideo.stages.cotrain import check_compatible
+
+    enc = FmriEncoder(MAE, EncoderConfig(cond_tokens=3, cond_dim=4), 40, 2)
+    model, cfg = SimpleNamespace(cond_dim=7), SimpleNamespace(window=2)
+    with pytest.raises(ConfigError, match="encoder.cond_dim equal, or enable the align stage"):
+        check_compatible(enc, model, cfg)
+    enc.adapter = ConditionAdapter((3, 4), (6, 5), rank=2)
+    with pytest.raises(ConfigError, match=r"5-wide CLIP token states .* reads 7-wide"):
+        check_compatible(enc, model, cfg)
+    check_compatible(enc, SimpleNamespace(cond_dim=5), cfg)  # the adapter's width: fine

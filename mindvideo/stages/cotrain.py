@@ -161,6 +161,13 @@ def run(
 
 
 def check_compatible(encoder, model, cfg) -> None:
+    if encoder.adapter is not None and encoder.cond_shape[1] != model.cond_dim:
+        raise ConfigError(
+            f"the align stage mapped the condition onto {encoder.cond_shape[1]}-wide CLIP token "
+            f"states but the diffusion UNet reads {model.cond_dim}-wide conditions: the "
+            "foundation CLIP must be the generator's text encoder (SD 1.5: ViT-L/14), or set "
+            "align.enabled: false"
+        )
     if encoder.cond_shape[1] != model.cond_dim:
         raise ConfigError(
             f"the encoder's condition is {encoder.cond_shape[1]} wide but the diffusion UNet reads "
