@@ -69,7 +69,10 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
     if profile.cotrain.enabled:
         stages.append(("cotrain", dict(generator)))
         generator["cotrain"] = "cotrain"
-    stages.append(("decode", generator))
+    decode = dict(generator)
+    if profile.decode.condition == "caption":  # the generator's ceiling: captions, not fMRI
+        decode["foundation"] = "foundation"
+    stages.append(("decode", decode))
     stages.append(("evaluate", {"dataset": data, "foundation": "foundation", "decode": "decode"}))
     return stages
 

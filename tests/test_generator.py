@@ -135,7 +135,7 @@ suite: gen
 profile: smoke
 seeds: [0]
 subjects: [subject1]
-variants: {full: {}, no-cotrain: {cotrain.enabled: false}}
+variants: {full: {}, no-cotrain: {cotrain.enabled: false}, captions: {decode.condition: caption}}
 reference: full
 report: {metrics: [video_2way_top1, ssim, cotrain.val_loss], samples: 2}
 """,
@@ -159,8 +159,11 @@ def test_whole_pipeline_runs_is_tracked_and_reports(generator_store, capsys):
         r.data.tags["mvbench.variant"]: r
         for r in client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
     }
-    assert set(runs) == {"full", "no-cotrain"}
+    assert set(runs) == {"full", "no-cotrain", "captions"}
+    # the ceiling row decodes the captions through the same trained models
+    assert np.isfinite(runs["captions"].data.metrics["frame_2way_top1"])
     full = runs["full"].data.metrics
+    assert runs["captions"].data.metrics["cotrain.val_loss"] == full["cotrain.val_loss"]
     for key in ("video_2way_top1", "ssim", "cotrain.val_loss", "diffusion.vae_psnr"):
         assert np.isfinite(full[key]), key
     # the condition adapter was fitted once and serves both variants
@@ -186,8 +189,8 @@ def test_frame_rate_and_guidance_reuse_the_trained_models(generator_store, capsy
     spec, store = generator_store
     assert main(["plan", str(spec), "--store", str(store), "--set", "decode.frames=12"]) == 0
     text = capsys.readouterr().out
-    # only decode and evaluate run again: 2 each (full, no-cotrain)
-    assert "decode 2 (0 cached)" in text and "cotrain 1 (1 cached)" in text
+    # only decode and evaluate run again: 3 each (full, no-cotrain, captions)
+    assert "decode 3 (0 cached)" in text and "cotrain 1 (1 cached)" in text
     assert "diffusion 1 (1 cached)" in text and "align 1 (1 cached)" in text
     assert main(["plan", str(spec), "--store", str(store), "--set", "guidance.scale=3"]) == 0
     assert "cotrain 1 (1 cached)" in capsys.readouterr().out

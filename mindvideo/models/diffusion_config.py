@@ -135,3 +135,8 @@ class DecodeOptions(BaseModel):
         description="control: decode each test clip from another clip's fMRI (a permutation "
         "drawn from the run seed), so scores measure what the generator gets right without it",
     )
+    condition: Literal["fmri", "caption"] = Field(
+        "fmri",
+        description="caption: decode from the test captions' CLIP token states instead of the "
+        "fMRI (the generator's ceiling: what it draws when the condition is exact)",
+    )

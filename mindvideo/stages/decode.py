@@ -6,7 +6,10 @@ inflated UNet (co-trained, or freshly inflated from the image model) and adversa
 the negative condition is the encoder's embedding of the mean test fMRI (`test_mean`, as
 MinD-Video), of the mean training fMRI, or zeros. Any number of frames per clip, any diffusers
 scheduler. Writes clips.npy, names.txt and sample GIFs for the `evaluate` stage, and how the
-time splits between the UNet, the VAE and the rest.
+time splits between the UNet, the VAE and the rest. `decode.condition: caption` decodes from
+the test captions' CLIP token states instead (the foundation CLIP's, which the align stage and
+the SynthCC diffusion model read): the generator's ceiling, the negative is then the mean
+caption condition of the test or training set, or zeros.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from mindvideo.models.diffusion_config import DecodeOptions, GeneratorConfig, Gu
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
 NAME = "decode"
-INPUTS: tuple[str, ...] = ("dataset", "contrastive", "diffusion", "cotrain")
-OPTIONAL_INPUTS: tuple[str, ...] = ("cotrain",)  # absent with cotrain.enabled: false
+INPUTS: tuple[str, ...] = ("dataset", "contrastive", "diffusion", "cotrain", "foundation")
+# cotrain: absent with cotrain.enabled: false; foundation: only with decode.condition: caption
+OPTIONAL_INPUTS: tuple[str, ...] = ("cotrain", "foundation")
 VERSION = 1
 SEEDED = True  # the initial noise
 
@@ -82,19 +86,28 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
     _, train, test = subject_windows(dataset, cfg, stimuli, voxels=voxels)
     scheduler = make_scheduler(cfg.decode.scheduler, model.scheduler.config)
     pipe = MindVideoPipeline(model.vae, unet, scheduler)
-    negative = negative_condition(encoder, cfg.guidance.negative, train.fmri, test.fmri, device)
+    if cfg.decode.condition == "caption":
+        conditions, negative = caption_conditions(cfg, inputs, train, test, model.cond_dim, device)
+    else:
+        conditions = None
+        negative = negative_condition(encoder, cfg.guidance.negative, train.fmri, test.fmri, device)
     frames = cfg.decode.frames or cfg.frames_per_clip
     height, width = stimuli.frames(test.segment[0]).shape[1:3]
     ctx.progress(1, f"{cfg.subject}: decoding {len(test)} clips x {frames} frames")
     fmri = test.fmri
-    if cfg.decode.shuffle_fmri:  # the shuffled-fMRI control
-        fmri = fmri[np.random.default_rng([ctx.seed, 7]).permutation(len(fmri))]
+    if cfg.decode.shuffle_fmri:  # the shuffled-fMRI control (or shuffled captions)
+        order = np.random.default_rng([ctx.seed, 7]).permutation(len(fmri))
+        fmri = fmri[order]
+        conditions = None if conditions is None else conditions[order]
     g = torch.Generator().manual_seed(ctx.seed)
     clips, unet_s, vae_s = [], 0.0, 0.0
     loop_started = time.perf_counter()
     for i in range(0, len(test), cfg.decode.batch_size):
         with torch.no_grad():
-            cond = encoder(torch.from_numpy(fmri[i : i + cfg.decode.batch_size]).to(device))
+            if conditions is not None:
+                cond = conditions[i : i + cfg.decode.batch_size].to(device)
+            else:
+                cond = encoder(torch.from_numpy(fmri[i : i + cfg.decode.batch_size]).to(device))
         clips.append(
             pipe(
                 cond,
@@ -123,3 +136,35 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
         "decode_seconds": time.perf_counter() - started,
     }
     return StageResult(metrics=metrics, artifacts=artifacts)
+
+
+def caption_conditions(cfg: DecodeConfig, inputs, train, test, width: int, device: str):
+    """(test conditions (n, context, width), negative (1, context, width)) from the captions'
+    token states of the foundation CLIP."""
+    import torch
+
+    from mindvideo.errors import ConfigError, DataError
+    from mindvideo.stages.align import caption_tokens
+    from mindvideo.stages.foundation import load_foundation_clip
+
+    if "foundation" not in inputs:
+        raise ConfigError(
+            "decode.condition: caption needs the foundation stage (the planner binds it)"
+        )
+    if test.caption is None:
+        raise DataError("decode.condition: caption needs a caption per test clip")
+    clip = load_foundation_clip(inputs["foundation"], device)
+    conditions = torch.from_numpy(caption_tokens(clip, test.caption))
+    if conditions.shape[-1] != width:
+        raise ConfigError(
+            f"decode.condition: caption: the CLIP's token states are {conditions.shape[-1]} wide, "
+            f"the UNet reads {width}; the foundation CLIP must be the generator's text encoder"
+        )
+    which = cfg.guidance.negative
+    if which == "zeros":
+        negative = torch.zeros_like(conditions[:1])
+    elif which == "test_mean":
+        negative = conditions.mean(dim=0, keepdim=True)
+    else:
+        negative = torch.from_numpy(caption_tokens(clip, train.caption)).mean(dim=0, keepdim=True)
+    return conditions, negative.to(device)
