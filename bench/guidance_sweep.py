@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from _scratch import scratch_folder
 
 GOAL = 1.5
 SCALES = (1.0, 3.0, 5.0, 7.5, 12.5)
@@ -68,22 +67,11 @@ def main() -> int:
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--keep", help="use (and keep) this folder instead of a temp one")
     args = parser.parse_args()
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    import torch
-
-    torch.set_num_threads(1)  # small models on few cores: one thread is the fast setting
-    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mvbench-sweep-"))
-    if root.exists() and any(root.iterdir()):
-        print(f"{root}: not empty; give an empty or new folder", file=sys.stderr)
-        return 2
-    try:
+    with scratch_folder(args.keep, "mvbench-sweep-") as root:
         one, one_stages = run_cold(spec_text((12.5,), args.profile), args.profile, root / "one")
         sweep, sweep_stages = run_cold(
             spec_text(SCALES, args.profile), args.profile, root / "sweep"
         )
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
     ratio = sweep / one
     shared_one = sum(one_stages.get(s, 0.0) for s in SHARED)
     shared_sweep = sum(sweep_stages.get(s, 0.0) for s in SHARED)

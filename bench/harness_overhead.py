@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _scratch import scratch_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 0.05
@@ -91,20 +90,9 @@ def main() -> int:
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--keep", help="use (and keep) this store folder instead of a temp one")
     args = parser.parse_args()
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    import torch
-
-    torch.set_num_threads(1)  # small models on few cores: one thread is the fast setting
-    store = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mvbench-bench-"))
-    if store.exists() and any(store.iterdir()):
-        print(f"{store}: not empty; give an empty or new folder", file=sys.stderr)
-        return 2
-    try:
+    with scratch_folder(args.keep, "mvbench-bench-") as store:
         cold = execute_once(Path(args.spec), args.profile, store)
         warm = execute_once(Path(args.spec), args.profile, store)
-    finally:
-        if not args.keep:
-            shutil.rmtree(store, ignore_errors=True)
     overhead = cold["wall_s"] - cold["stage_s"]
     rest = overhead - cold["plan_s"] - cold["tracker_init_s"] - cold["mlflow_s"]
     ratio = overhead / cold["wall_s"]

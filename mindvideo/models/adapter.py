@@ -60,16 +60,24 @@ class AdapterFit:
     val_r2: dict[float, float]  # held-out R^2 per relative penalty
 
 
-def _ridge(x: torch.Tensor, y: torch.Tensor, rank: int, alpha: float) -> tuple:
-    """(in_mean, basis, coef, out_mean) of ridge regression y ~ x in x's top principal
-    components; alpha is relative to the mean of the kept squared singular values."""
-    in_mean, out_mean = x.mean(dim=0), y.mean(dim=0)
-    u, s, vh = torch.linalg.svd(x - in_mean, full_matrices=False)
-    r = min(rank, len(s))
-    u, s, vh = u[:, :r], s[:r], vh[:r]
-    penalty = alpha * float((s**2).mean())
-    coef = (s / (s**2 + penalty))[:, None] * (u.T @ (y - out_mean))  # (r, out)
-    return in_mean, vh.T, coef, out_mean
+class _Ridge:
+    """Ridge regression y ~ x in x's top `rank` principal components, decomposed once so that
+    every penalty costs one small product. Penalties are relative to the mean of the kept
+    squared singular values."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, rank: int):
+        self.in_mean, self.out_mean = x.mean(dim=0), y.mean(dim=0)
+        u, s, vh = torch.linalg.svd(x - self.in_mean, full_matrices=False)
+        r = min(rank, len(s))
+        self.basis, self.s = vh[:r].T, s[:r]  # (in, r), (r,)
+        self.uty = u[:, :r].T @ (y - self.out_mean)  # (r, out)
+
+    def coef(self, alpha: float) -> torch.Tensor:
+        penalty = alpha * float((self.s**2).mean())
+        return (self.s / (self.s**2 + penalty))[:, None] * self.uty
+
+    def predict(self, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        return (x - self.in_mean) @ self.basis @ self.coef(alpha) + self.out_mean
 
 
 def r2(pred: torch.Tensor, y: torch.Tensor) -> float:
@@ -92,16 +100,17 @@ def fit_adapter(
     cut = n - max(1, int(round(n * val_fraction)))
     if cut < 2:
         raise ValueError(f"align: {n} training samples; need at least 3 to fit the adapter")
-    scores = {}
-    for alpha in alphas:
-        in_mean, basis, coef, out_mean = _ridge(x[:cut], y[:cut], rank, alpha)
-        scores[alpha] = r2((x[cut:] - in_mean) @ basis @ coef + out_mean, y[cut:])
+    held = _Ridge(x[:cut], y[:cut], rank)
+    scores = {alpha: r2(held.predict(x[cut:], alpha), y[cut:]) for alpha in alphas}
     best = max(scores, key=scores.get)
-    in_mean, basis, coef, out_mean = _ridge(x, y, rank, best)
-    adapter = ConditionAdapter(cond.shape[1:], targets.shape[1:], basis.shape[1])
+    full = _Ridge(x, y, rank)
+    adapter = ConditionAdapter(cond.shape[1:], targets.shape[1:], full.basis.shape[1])
     with torch.no_grad():
-        for name, value in zip(
-            ("in_mean", "basis", "coef", "out_mean"), (in_mean, basis, coef, out_mean), strict=True
+        for name, value in (
+            ("in_mean", full.in_mean),
+            ("basis", full.basis),
+            ("coef", full.coef(best)),
+            ("out_mean", full.out_mean),
         ):
             getattr(adapter, name).copy_(value.float())
     return AdapterFit(adapter, best, scores)
