@@ -85,7 +85,7 @@ def execute_once(spec_path: Path, profile: str, store: Path) -> dict[str, float]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "spec", nargs="?", default=str(ROOT / "experiments" / "suites" / "baselines.yaml")
+        "spec", nargs="?", default=str(ROOT / "experiments" / "suites" / "ridge.yaml")
     )
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--keep", help="use (and keep) this store folder instead of a temp one")

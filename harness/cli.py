@@ -386,7 +386,13 @@ def _load_plan(args: argparse.Namespace):
     from harness.spec import load_spec
 
     spec = load_spec(args.spec, args.profile)
-    return build_plan(spec, _overrides(args.set))
+    plan = build_plan(spec, _overrides(args.set))
+    picks = {k: getattr(args, k, None) for k in ("variant", "subject", "seed")}
+    if any(picks.values()):
+        from harness.plan import select_runs
+
+        plan = select_runs(plan, picks["variant"], picks["subject"], picks["seed"])
+    return plan
 
 
 def _store(args: argparse.Namespace) -> Path:
@@ -611,6 +617,13 @@ def _spec_arguments(p: argparse.ArgumentParser, optional: bool = False) -> None:
     )
 
 
+def _selection_arguments(p: argparse.ArgumentParser) -> None:
+    """Part of a suite: its runs of some variants, subjects or seeds (repeatable)."""
+    p.add_argument("--variant", action="append", help="only this variant (repeatable)")
+    p.add_argument("--subject", action="append", help="only this subject (repeatable)")
+    p.add_argument("--seed", action="append", type=int, help="only this seed (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mvbench", description="MinD-Video benchmark harness (fMRI-to-video decoding)."
@@ -752,6 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a suite: every (variant, subject, seed), each stage once, tracked in MLflow",
     )
     _spec_arguments(run)
+    _selection_arguments(run)
     run.add_argument(
         "--fail-fast", action="store_true", help="stop at the first failed run (default: go on)"
     )
@@ -769,6 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="dry run: the suite's runs and stages, cached or to run")
     _spec_arguments(pl)
+    _selection_arguments(pl)
     pl.set_defaults(func=cmd_plan)
 
     rep = sub.add_parser(

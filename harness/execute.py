@@ -325,8 +325,9 @@ class LocalExecutor:
         return self.cache.compute(node, produce)
 
     def _log_artifacts(self, child: str, run: Run) -> None:
-        """The resolved config, the evaluation's scores, sample GIFs and a contact sheet, in
-        one upload."""
+        """The resolved config, the evaluation's scores (with the per-sample scores the report's
+        paired statistics read), sample GIFs, a contact sheet and the attention analysis, in one
+        upload."""
         nodes = {self.plan.node(k).name: self.plan.node(k) for k in run.stages}
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -342,8 +343,9 @@ class LocalExecutor:
                 scored = self.cache.path(evaluate)
                 samples = folder / "samples"
                 samples.mkdir()
-                if (scored / "scores.json").exists():
-                    shutil.copy2(scored / "scores.json", folder)
+                for name in ("scores.json", "per_sample.npz"):  # per_sample: paired statistics
+                    if (scored / name).exists():
+                        shutil.copy2(scored / name, folder)
                 if (scored / "samples.npz").exists():
                     shutil.copy2(scored / "samples.npz", samples)
                     _contact_sheet(scored / "samples.npz", run.variant.name, samples)
@@ -352,6 +354,13 @@ class LocalExecutor:
                     gifs = self.cache.path(self.plan.node(decode_key)) / "samples"
                     for gif in sorted(gifs.glob("*.gif")) if gifs.is_dir() else []:
                         shutil.copy2(gif, samples)
+            interpret = nodes.get("interpret")  # the attention analysis, when the run has it
+            if interpret is not None:
+                analysed = self.cache.path(interpret)
+                (folder / "interpret").mkdir()
+                for name in ("attention.json", "attention.png"):
+                    if (analysed / name).exists():
+                        shutil.copy2(analysed / name, folder / "interpret")
             self.tracker.log_artifacts(child, folder)
 
 

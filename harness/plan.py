@@ -30,6 +30,7 @@ STAGE_MODULES = {
     "cotrain": "mindvideo.stages.cotrain",
     "decode": "mindvideo.stages.decode",
     "evaluate": "mindvideo.stages.evaluate",
+    "interpret": "mindvideo.stages.interpret",
 }
 EXTERNAL = "dataset"  # the node standing for a real dataset read in place (not cached)
 
@@ -43,10 +44,14 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
     data = "simulate" if profile.data.source == "synth" else EXTERNAL
     head = [] if data == EXTERNAL else [("simulate", {})]
     if profile.method in BASELINES:
+        stages = [*head, ("foundation", {"dataset": data})]
+        baseline = {"dataset": data, "foundation": "foundation"}
+        if profile.method == "autoencoder":  # the generator's own autoencoder
+            stages.append(("diffusion", {"dataset": data, "foundation": "foundation"}))
+            baseline["diffusion"] = "diffusion"
         return [
-            *head,
-            ("foundation", {"dataset": data}),
-            ("baselines", {"dataset": data, "foundation": "foundation"}),
+            *stages,
+            ("baselines", baseline),
             ("evaluate", {"dataset": data, "foundation": "foundation", "decode": "baselines"}),
         ]
     # MinD-Video: the encoder (mbm, contrastive), then the generator (diffusion, cotrain, decode)
@@ -59,8 +64,13 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
             stages.append(("mbm_finetune", {"dataset": data, "mbm": "mbm"}))
             bindings["mbm"] = "mbm_finetune"
     stages.append(("contrastive", bindings))
+    # the attention analysis: the encoder after each of its training stages (mbm: the MAE
+    # that initialised it, fine-tuned or not), run after the last of them
+    interpret = {"dataset": data, "contrastive": "contrastive"}
+    if "mbm" in bindings:
+        interpret["mbm"] = bindings["mbm"]
     if profile.stop_after == "contrastive":
-        return stages
+        return [*stages, ("interpret", interpret)] if profile.interpret.enabled else stages
     stages.append(("diffusion", {"dataset": data, "foundation": "foundation"}))
     generator = {"dataset": data, "contrastive": "contrastive", "diffusion": "diffusion"}
     if profile.align.enabled:  # the encoder with its condition adapter, as cotrain/decode read it
@@ -69,6 +79,9 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
     if profile.cotrain.enabled:
         stages.append(("cotrain", dict(generator)))
         generator["cotrain"] = "cotrain"
+        interpret["cotrain"] = "cotrain"
+    if profile.interpret.enabled:
+        stages.append(("interpret", interpret))
     decode = dict(generator)
     if profile.decode.condition == "caption":  # the generator's ceiling: captions, not fMRI
         decode["foundation"] = "foundation"
@@ -170,6 +183,19 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             guidance=profile.guidance,
             decode=profile.decode,
         )
+    if name == "interpret":
+        if data.source != "synth" and profile.required("interpret.parcellation") is None:
+            raise ConfigError(
+                f"{profile.source}: interpret.parcellation is not set: on {data.source} data the "
+                "attention analysis needs brain regions; give a CIFTI label map (.dlabel.nii, "
+                "e.g. the Yeo 2011 networks) on the fMRI's surface mesh, in the profile or with "
+                "--set interpret.parcellation=/path/to/file.dlabel.nii"
+            )
+        return stage_module(name).CONFIG(
+            **profile.interpret.model_dump(exclude={"enabled"}),
+            **pairing(data, subject),
+            synthetic=data.source == "synth",
+        )
     if name == "evaluate":
         get_protocol(ev.protocol)  # unknown names fail here, before any work
         return stage_module(name).CONFIG(
@@ -258,17 +284,69 @@ def all_subjects(profile: Profile) -> list[str]:
     data = profile.data
     if data.source == "synth":
         return [f"subject{i + 1}" for i in range(data.synth.protocol.subjects)]
-    if data.root is None:
+    if profile.required("data.root") is None:
         raise ConfigError(
             f"{profile.source}: data.root is not set: give the {data.source} dataset folder "
             "(in the profile, or --set data.root=/path)"
         )
     from mindvideo.data.cc2017 import list_subjects
 
-    found = list_subjects(Path(data.root)) if Path(data.root).exists() else []
+    if not Path(data.root).is_dir():
+        raise ConfigError(
+            f"{profile.source}: data.root: {data.root} does not exist or is not a folder; give "
+            "the dataset folder"
+        )
+    found = list_subjects(Path(data.root))
     if not found:
         raise ConfigError(f"data.root: {data.root} holds no subject*/fmri folders")
     return found
+
+
+def local_paths(profile: Profile, stages: list[str]) -> dict[str, str]:
+    """The profile keys naming local files and folders that a real-data run of these stages
+    reads (key -> kind: dir, file, any, or name for a value that is not a path)."""
+    if profile.data.source == "synth":
+        return {}  # SynthCC: every model is trained in the run, the dataset simulated
+    keys = {"data.root": "dir"}
+    if "foundation" in stages:
+        keys |= {
+            "eval.frame_judge": "dir",
+            "eval.video_judge": "dir",
+            "eval.clip_checkpoint": "any",  # a checkpoint file, or an open_clip folder
+            "eval.clip_model": "name",
+        }
+    if "mbm" in stages:
+        keys |= {"data.corpus_root": "dir", "data.corpus_mask": "file"}
+    if profile.encoder.voxels == "roi" and {"contrastive", "mbm_finetune"} & set(stages):
+        keys["data.corpus_mask"] = "file"
+    if "diffusion" in stages:
+        keys["diffusion.pretrained"] = "dir"
+    if "interpret" in stages:
+        keys["interpret.parcellation"] = "file"
+    return keys
+
+
+def check_local_paths(profile: Profile, stages: list[str]) -> None:
+    """Before any work: every local path the run reads exists, and no value it needs refers
+    to an unset environment variable (one error listing every problem: key, path, file)."""
+    problems = []
+    for key, kind in local_paths(profile, stages).items():
+        try:
+            value = profile.required(key)  # raises for an unset ${VARIABLE}
+        except ConfigError as e:
+            problems.append(str(e))
+            continue
+        if value is None or kind == "name":
+            continue  # not given: the stage says what it needs, or uses its default
+        path = Path(value)
+        if not path.exists():
+            problems.append(f"{profile.source}: {key}: {value} does not exist")
+        elif kind == "dir" and not path.is_dir():
+            problems.append(f"{profile.source}: {key}: {value} is a file; give a folder")
+        elif kind == "file" and not path.is_file():
+            problems.append(f"{profile.source}: {key}: {value} is a folder; give a file")
+    if problems:
+        raise ConfigError("\n  ".join(problems))
 
 
 def _resolve(spec: LoadedSpec, variant: Variant, overrides: dict[str, Any]) -> Profile:
@@ -306,11 +384,49 @@ def _open_section(parts: list[str]) -> bool:
     return parts in (["eval", "judges"], ["eval", "clip"])
 
 
+def select_runs(
+    plan: Plan,
+    variants: list[str] | None = None,
+    subjects: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> Plan:
+    """The plan's runs of the given variants (names or their base before a grid), subjects
+    and seeds (None: all), with only the stages they need; a name the suite lacks is an error."""
+    have = {
+        "variant": {r.variant.name for r in plan.runs} | {r.variant.base for r in plan.runs},
+        "subject": {r.subject for r in plan.runs},
+        "seed": {r.seed for r in plan.runs},
+    }
+    for what, picked in (("variant", variants), ("subject", subjects), ("seed", seeds)):
+        unknown = [x for x in picked or () if x not in have[what]]
+        if unknown:
+            listed = ", ".join(str(x) for x in sorted(have[what], key=str))
+            raise ConfigError(
+                f"{plan.spec.path}: --{what} {', '.join(map(str, unknown))}: not in this suite; "
+                f"it has: {listed}"
+            )
+    runs = [
+        r
+        for r in plan.runs
+        if (not variants or r.variant.name in variants or r.variant.base in variants)
+        and (not subjects or r.subject in subjects)
+        and (seeds is None or not seeds or r.seed in seeds)
+    ]
+    keys = {k for r in runs for k in r.stages}
+    return Plan(spec=plan.spec, runs=runs, nodes={k: n for k, n in plan.nodes.items() if k in keys})
+
+
 def build_plan(spec: LoadedSpec, overrides: dict[str, Any] | None = None) -> Plan:
     """Expand the spec into runs and share identical stages between them."""
     overrides = overrides or {}
     base_profile = load_profile(spec.profile, overrides)
     base = base_profile.model_dump(mode="json")
+    _check_paths(spec, None, base)
+    if spec.spec.overrides:  # the spec's own overrides may give data.root
+        try:
+            base_profile = load_profile(spec.profile, spec.spec.overrides | overrides)
+        except ConfigError as e:
+            raise ConfigError(f"{spec.path}: overrides: {e}") from None
     subjects = all_subjects(base_profile)
     wanted = list(spec.spec.subjects or subjects)
     unknown = [s for s in wanted if s not in subjects]
@@ -329,12 +445,12 @@ def build_plan(spec: LoadedSpec, overrides: dict[str, Any] | None = None) -> Pla
             f"it has: {', '.join(subjects)}"
         )
     plan = Plan(spec=spec, runs=[])
-    _check_paths(spec, None, base)
     for variant in expand_variants(spec.spec):
         _check_paths(spec, variant, base)
         profile = _resolve(spec, variant, overrides)
         try:
             stages = pipeline(profile)
+            check_local_paths(profile, [name for name, _ in stages])
         except ConfigError as e:
             raise ConfigError(f"{spec.path}: variant {variant.name!r}: {e}") from None
         for subject in wanted:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from mindvideo.data.config import DataConfig
 from mindvideo.errors import ConfigError
@@ -22,6 +23,7 @@ from mindvideo.stages.align import AlignOptions
 from mindvideo.stages.baselines import BaselineOptions
 from mindvideo.stages.contrastive import ContrastiveTraining
 from mindvideo.stages.cotrain import CotrainTraining
+from mindvideo.stages.interpret import InterpretOptions
 from mindvideo.stages.mbm import MBMConfig
 
 
@@ -45,8 +47,9 @@ class EvalSection(BaseModel):
     clip_model: str | None = None
 
 
-# What decodes the test fMRI: the MinD-Video model, or one of the baselines.
-METHODS = ("mindvideo", "ridge", "shuffled", "chance")
+# What decodes the test fMRI: the MinD-Video model, or one of the baselines (autoencoder: the
+# generator's autoencoder round trip of the true frames, the pixel ceiling of any decoder).
+METHODS = ("mindvideo", "ridge", "shuffled", "chance", "autoencoder")
 BASELINES = METHODS[1:]
 
 
@@ -83,6 +86,14 @@ class CotrainSection(CotrainTraining):
     enabled: bool = Field(True, description="false: the encoder as trained so far, UNet frozen")
 
 
+class InterpretSection(InterpretOptions):
+    enabled: bool = Field(
+        False,
+        description="true: after the encoder's training, its attention per brain region after "
+        "each training stage (the interpret stage)",
+    )
+
+
 class EncoderSection(EncoderConfig):
     """The spatiotemporal encoder's switches (its transformer sizes are `mbm.model`)."""
 
@@ -96,7 +107,7 @@ class Profile(BaseModel):
 
     profile: str
     description: str = ""
-    method: Literal["mindvideo", "ridge", "shuffled", "chance"] = "mindvideo"
+    method: Literal["mindvideo", "ridge", "shuffled", "chance", "autoencoder"] = "mindvideo"
     data: DataConfig
     baselines: BaselineOptions = BaselineOptions()
     mbm: MBMSection = MBMSection()
@@ -108,6 +119,7 @@ class Profile(BaseModel):
     cotrain: CotrainSection = CotrainSection()
     guidance: GuidanceConfig = GuidanceConfig()
     decode: DecodeOptions = DecodeOptions()
+    interpret: InterpretSection = InterpretSection()
     stop_after: Literal["contrastive"] | None = Field(
         None,
         description="end the mindvideo pipeline after this stage (contrastive: the encoder "
@@ -115,6 +127,20 @@ class Profile(BaseModel):
     )
     eval: EvalSection = EvalSection()
     source: str = ""  # the YAML file it was read from
+    # dotted key -> (its YAML text, the variables it names that are not set): values that
+    # refer to unset environment variables, None until a stage needs them (then an error)
+    _unset: dict[str, tuple[str, tuple[str, ...]]] = PrivateAttr(default_factory=dict)
+
+    def required(self, key: str) -> Any:
+        """The value at a dotted key; a ConfigError naming the file, the key and the variable
+        when the value refers to an environment variable that is not set."""
+        if key in self._unset:
+            text, names = self._unset[key]
+            raise unset_variable_error(self.source or self.profile, key, text, names)
+        value: Any = self
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else getattr(value, part)
+        return value
 
 
 def typed_section(profile: Profile, key: str, model: type[BaseModel]) -> BaseModel:
@@ -189,20 +215,86 @@ def format_validation_error(path: Path, err: ValidationError) -> str:
 
 
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
-    """Load and validate a profile, applying dotted-path overrides (`data.window: 3`)."""
+    """Load and validate a profile, applying dotted-path overrides (`data.window: 3`).
+
+    `${NAME}` in the file's string values is replaced by the environment variable NAME; a
+    value naming an unset variable loads as None and fails only where a run needs it
+    (`Profile.required`), unless an override gives the key."""
     path = profile_path(name)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{path}: a profile must be a mapping of sections, got {type(raw).__name__}"
         )
+    unset = expand_variables(raw, path)
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value, path)
+        unset = {k: v for k, v in unset.items() if k != key and not k.startswith(key + ".")}
     raw["source"] = str(path)
     try:
-        return Profile.model_validate(raw)
+        profile = Profile.model_validate(raw)
     except ValidationError as e:
+        for err in e.errors():  # a field that cannot be None: say which variable is missing
+            loc = ".".join(str(x) for x in err["loc"])
+            if loc in unset:
+                raise unset_variable_error(path, loc, *unset[loc]) from None
         raise ConfigError(format_validation_error(path, e)) from None
+    model_patch, data_patch = profile.mbm.model.patch_size, profile.data.preprocess.patch_size
+    if model_patch != data_patch:  # the encoder patches by one, the windows pad by the other
+        raise ConfigError(
+            f"{path}: mbm.model.patch_size {model_patch} but data.preprocess.patch_size "
+            f"{data_patch}: the encoder cuts the voxels into patches of the first and the windows "
+            "are padded for the second; make them equal"
+        )
+    profile._unset = unset
+    return profile
+
+
+# `${NAME}`: an environment variable, the whole value or part of it (`${ROOT}/subject1`).
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_variables(
+    tree: dict | list, source: Path, prefix: str = ""
+) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Replace `${NAME}` references in the string values of a parsed profile, in place, by
+    the environment variables they name (no other shell syntax). A value naming an unset or
+    empty variable becomes None; returns those keys with their text and the unset names."""
+    unset: dict[str, tuple[str, tuple[str, ...]]] = {}
+    items = list(tree.items()) if isinstance(tree, dict) else list(enumerate(tree))
+    for k, value in items:
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(value, dict | list):
+            unset |= expand_variables(value, source, key)
+            continue
+        if not isinstance(value, str) or "${" not in value:
+            continue
+        if "${" in VARIABLE.sub("", value):
+            raise ConfigError(
+                f"{source}: {key}: {value!r}: write environment variables as ${{NAME}} "
+                "(letters, digits and _; no defaults or other shell syntax)"
+            )
+        names = VARIABLE.findall(value)
+        missing = tuple(dict.fromkeys(n for n in names if not os.environ.get(n)))
+        if missing:
+            unset[key] = (value, missing)
+            tree[k] = None
+        else:
+            tree[k] = VARIABLE.sub(lambda m: os.environ[m.group(1)], value)
+    return unset
+
+
+def unset_variable_error(
+    source: Path | str, key: str, text: str, names: tuple[str, ...]
+) -> ConfigError:
+    """What to do when a value a run needs refers to an unset environment variable."""
+    what = "NAME" if key.endswith("_model") else "PATH"
+    exports = " and ".join(f"export {n}=..." for n in names)
+    verb = "is" if len(names) == 1 else "are"
+    return ConfigError(
+        f"{source}: {key}: {text} but {', '.join(names)} {verb} not set; give it: {exports} "
+        f"(see the profile's comments), or pass --set {key}={what}"
+    )
 
 
 def set_dotted(tree: dict, key: str, value: Any, source: Path | str) -> None:

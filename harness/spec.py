@@ -22,6 +22,16 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 DEFAULT_METRICS = tuple(m for m in PROTOCOLS["mindvideo"].metrics if not m.endswith("_strict"))
 
 
+class SignificanceSpec(BaseModel):
+    """The paired tests of each variant against the reference (harness/report/stats.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: float = Field(0.05, gt=0, lt=1, description="a delta is marked when p < level")
+    n_boot: int = Field(2000, ge=100, description="bootstrap resamples of the paired CI")
+    seed: int = Field(0, ge=0, description="seed of the bootstrap resampling")
+
+
 class ReportSpec(BaseModel):
     """What `mvbench report` shows."""
 
@@ -32,6 +42,7 @@ class ReportSpec(BaseModel):
     formats: tuple[Literal["md", "tex", "csv"], ...] = ("md", "tex", "csv")
     figures: bool = True
     samples: int = Field(4, ge=0, description="test clips shown in the samples grid")
+    significance: SignificanceSpec = SignificanceSpec()
 
     @field_validator("metrics", "group_by", "formats")
     @classmethod
@@ -56,7 +67,7 @@ class Spec(BaseModel):
     grid: dict[str, list[Any]] = {}
     seeds: tuple[int, ...] = (0,)
     subjects: tuple[str, ...] | None = None
-    baselines: tuple[Literal["ridge", "shuffled", "chance"], ...] = ()
+    baselines: tuple[Literal["ridge", "shuffled", "chance", "autoencoder"], ...] = ()
     reference: str | None = None
     report: ReportSpec = ReportSpec()
 

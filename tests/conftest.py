@@ -158,3 +158,180 @@ def toy_image_unet(cond_dim: int = 12, seed: int = 0):
         norm_num_groups=4,
     )
     return build_unet(cfg, 4, cond_dim, 8).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real-format files of the paper path (tiny sizes): judges, CLIP, SD 1.5, stimuli, HCP corpus
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+# A tiny open_clip architecture registered under a name, standing in for ViT-L-14 & co.
+TINY_CLIP_ARCH = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def tiny_vit_judge(folder: Path, labels: int = 1000, size: int = 32, preprocessor=None) -> Path:
+    """A ViTForImageClassification saved with save_pretrained (the frame judge's format)."""
+    import json
+
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(
+        image_size=size,
+        patch_size=16,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=labels,
+    )
+    ViTForImageClassification(cfg).save_pretrained(folder)
+    if preprocessor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    return folder
+
+
+def tiny_videomae_judge(folder: Path, labels: int = 400, size: int = 32, frames: int = 4) -> Path:
+    """A VideoMAEForVideoClassification saved with save_pretrained and an ImageNet-normalising
+    preprocessor_config.json (the video judge's format)."""
+    import json
+
+    import torch
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    torch.manual_seed(0)
+    cfg = VideoMAEConfig(
+        image_size=size,
+        patch_size=16,
+        num_frames=frames,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=labels,
+    )
+    VideoMAEForVideoClassification(cfg).save_pretrained(folder)
+    pre = {"image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, "do_normalize": True}
+    (folder / "preprocessor_config.json").write_text(json.dumps(pre))
+    return folder
+
+
+def tiny_open_clip_checkpoint(path: Path, name: str, arch_folder: Path) -> Path:
+    """Register TINY_CLIP_ARCH as open_clip model `name` and save its state dict to `path`, as
+    an open_clip checkpoint file (open_clip_pytorch_model.bin and the like) is."""
+    import json
+
+    import open_clip
+    import torch
+
+    arch_folder.mkdir(parents=True, exist_ok=True)
+    (arch_folder / f"{name}.json").write_text(json.dumps(TINY_CLIP_ARCH))
+    open_clip.add_model_config(arch_folder)
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model(name).state_dict(), path)
+    return path
+
+
+# Stable Diffusion 1.5's scheduler/scheduler_config.json and model_index.json, as released.
+SD15_SCHEDULER = {
+    "_class_name": "PNDMScheduler",
+    "_diffusers_version": "0.6.0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+    "clip_sample": False,
+}
+SD15_INDEX = {
+    "_class_name": "StableDiffusionPipeline",
+    "_diffusers_version": "0.6.0",
+    "feature_extractor": ["transformers", "CLIPImageProcessor"],
+    "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+    "scheduler": ["diffusers", "PNDMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+
+
+def write_sd_folder(folder: Path, cond_dim: int = 24, image_size: int = 16):
+    """A tiny Stable Diffusion folder in SD 1.5's diffusers layout (model_index.json, vae/ and
+    unet/ written with save_pretrained, SD 1.5's PNDM scheduler config); returns the model."""
+    import json
+
+    import torch
+
+    from mindvideo.models import diffusion as D
+    from mindvideo.models.diffusion_config import DiffusionConfig, UNetConfig, VAEConfig
+
+    torch.manual_seed(0)
+    vae = D.build_vae(VAEConfig(block_out_channels=(8, 8), norm_num_groups=4), image_size)
+    unet = D.build_unet(
+        UNetConfig(
+            block_out_channels=(8, 16),
+            cross_attention_levels=(True, False),
+            attention_head_dim=4,
+            norm_num_groups=4,
+        ),
+        4,
+        cond_dim,
+        image_size // 2,
+    )
+    model = D.ImageDiffusion(vae, unet, D.build_scheduler(DiffusionConfig()))
+    model.vae.save_pretrained(folder / "vae")
+    model.unet.save_pretrained(folder / "unet")
+    (folder / "scheduler").mkdir(parents=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER))
+    (folder / "model_index.json").write_text(json.dumps(SD15_INDEX))
+    return model
+
+
+CAPTIONS = ("a red ball rolls on grass", "a man walks along a beach", "birds fly over a lake")
+
+
+def write_stimuli(
+    root: Path, segments: dict[str, int], size: int = 16, scene_trs: int = 3, seed: int = 0
+) -> Path:
+    """Stimuli as the pipeline reads real CC2017 movies once converted: stimuli/<segment>.npy,
+    uint8 (frames, H, W, 3) at 3 fps (6 frames per 2 s TR), and <segment>_clips.csv with one
+    caption per clip (TR), a new scene every `scene_trs` TRs. `segments`: name -> TRs."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    folder = root / "stimuli"
+    folder.mkdir(parents=True, exist_ok=True)
+    for s, (segment, n_tr) in enumerate(segments.items()):
+        scene = (np.arange(n_tr) // scene_trs + s) % len(CAPTIONS)
+        colours = rng.integers(0, 256, (len(CAPTIONS), 3))
+        frames = np.repeat(colours[scene], 6, axis=0)[:, None, None, :]  # (n_tr * 6, 1, 1, 3)
+        noise = rng.integers(-20, 21, (n_tr * 6, size, size, 3))
+        np.save(folder / f"{segment}.npy", np.clip(frames + noise, 0, 255).astype(np.uint8))
+        pd.DataFrame({"caption": [CAPTIONS[k] for k in scene]}).to_csv(
+            folder / f"{segment}_clips.csv", index=False
+        )
+    return root
+
+
+def hcp_run_path(root: Path, subject: str, run: str = "rfMRI_REST1_LR") -> Path:
+    return root / subject / "MNINonLinear" / "Results" / run / f"{run}_Atlas_MSMAll.dtseries.nii"
+
+
+def make_hcp_corpus(root: Path, subjects: int = 3, n_tr: int = 40, seed: int = 0) -> Path:
+    """An HCP-style corpus on small_axis(): one resting run per subject (HCP's numeric subject
+    names); its ROI mask is written apart."""
+    rng = np.random.default_rng(seed)
+    for i in range(subjects):
+        data = 100 + rng.standard_normal((n_tr, 44))
+        write_run(hcp_run_path(root, f"{100307 + i}"), data)
+    return root

@@ -11,6 +11,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from conftest import TINY_CLIP_ARCH as TINY_ARCH
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
@@ -44,14 +45,6 @@ SMALL = ClipConfig(
 )
 # Chance is 1/80 top-1 and 5/80 top-5; colour alone (8 colours) reaches at most ~0.1 / ~0.5.
 MIN_TOP1, MIN_TOP5 = 0.06, 0.2
-
-# A tiny open_clip architecture registered under a name, standing in for ViT-L-14 & co.
-TINY_ARCH = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

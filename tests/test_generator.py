@@ -68,6 +68,17 @@ def test_guidance_formula():
     torch.testing.assert_close(eps, e_n + 3.0 * (e_c - e_n), atol=1e-5, rtol=1e-5)
 
 
+def test_autoencoder_round_trip_works_at_the_autoencoder_resolution():
+    torch.manual_seed(0)
+    vae = D.build_vae(VAEConfig(block_out_channels=(8, 8), norm_num_groups=4), 16).eval()
+    clips = np.random.default_rng(0).integers(0, 256, (3, 2, 24, 24, 3), dtype=np.uint8)
+    out = D.round_trip(vae, clips)
+    assert out.dtype == np.uint8 and out.shape == (3, 2, 16, 16, 3)  # sample_size 16
+    # frame order is kept: each output frame is the round trip of its own input frame
+    single = D.round_trip(vae, clips[1:2, 1:2])
+    assert np.abs(out[1, 1].astype(int) - single[0, 0]).max() <= 1
+
+
 def test_seeded_any_frame_count_and_uint8_clips():
     pipe = toy_pipeline()
     a, b, c = generate(pipe, 0), generate(pipe, 0), generate(pipe, 1)
@@ -136,6 +147,7 @@ profile: smoke
 seeds: [0]
 subjects: [subject1]
 variants: {full: {}, no-cotrain: {cotrain.enabled: false}, captions: {decode.condition: caption}}
+baselines: [autoencoder]
 reference: full
 report: {metrics: [video_2way_top1, ssim, cotrain.val_loss], samples: 2}
 """,
@@ -159,7 +171,10 @@ def test_whole_pipeline_runs_is_tracked_and_reports(generator_store, capsys):
         r.data.tags["mvbench.variant"]: r
         for r in client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
     }
-    assert set(runs) == {"full", "no-cotrain", "captions"}
+    assert set(runs) == {"full", "no-cotrain", "captions", "autoencoder"}
+    # the autoencoder round trip of the true frames: the pixel ceiling of the generator
+    ceiling = runs["autoencoder"].data.metrics
+    assert ceiling["ssim"] > runs["full"].data.metrics["ssim"]  # (smoke's VAE is barely trained)
     # the ceiling row decodes the captions through the same trained models
     assert np.isfinite(runs["captions"].data.metrics["frame_2way_top1"])
     full = runs["full"].data.metrics
@@ -189,7 +204,8 @@ def test_frame_rate_and_guidance_reuse_the_trained_models(generator_store, capsy
     spec, store = generator_store
     assert main(["plan", str(spec), "--store", str(store), "--set", "decode.frames=12"]) == 0
     text = capsys.readouterr().out
-    # only decode and evaluate run again: 3 each (full, no-cotrain, captions)
+    # only decode and evaluate run again: 3 each (full, no-cotrain, captions); the autoencoder
+    # baseline does not depend on the frame rate
     assert "decode 3 (0 cached)" in text and "cotrain 1 (1 cached)" in text
     assert "diffusion 1 (1 cached)" in text and "align 1 (1 cached)" in text
     assert main(["plan", str(spec), "--store", str(store), "--set", "guidance.scale=3"]) == 0

@@ -38,7 +38,7 @@ def test_wrong_type_and_allowed_values(tmp_path):
     msg = spec_error(tmp_path, BASE.replace("seeds: [0, 1]", "seeds: three"))
     assert "seeds" in msg
     msg = spec_error(tmp_path, BASE.replace("[ridge, shuffled, chance]", "[ridge, lasso]"))
-    assert "baselines.1" in msg and "'ridge', 'shuffled' or 'chance'" in msg
+    assert "baselines.1" in msg and "'ridge', 'shuffled', 'chance' or 'autoencoder'" in msg
 
 
 def test_unknown_variant_path_lists_known_keys(tmp_path):
@@ -310,3 +310,67 @@ report: {metrics: [retrieval50_image_top1]}
     assert points["full"] == {"data.window": 2}  # the reference at the profile's value
     assert points["window-1"] == {"data.window": 1} and points["window-3"] == {"data.window": 3}
     assert points["no-mbm"] == points["lr"] == points["two-keys"] == {}
+
+
+def test_part_of_a_suite_runs_only_its_stages(tmp_path):
+    from harness.plan import select_runs
+
+    text = """
+profile: smoke
+seeds: [0, 1]
+variants:
+  full: {}
+  no-mbm: {encoder.init: scratch}
+grid: {guidance.scale: [3.0, 7.5]}
+baselines: [ridge, autoencoder]
+"""
+    plan = build_plan(load_spec(write_spec(tmp_path, text)))
+    part = select_runs(plan, ["full"], ["subject1"], [1])
+    assert [r.variant.name for r in part.runs] == [
+        "full[guidance.scale=3.0]",
+        "full[guidance.scale=7.5]",
+    ]
+    assert {r.seed for r in part.runs} == {1} and {r.subject for r in part.runs} == {"subject1"}
+    names = sorted(n.name for n in part.nodes.values())
+    assert names.count("mbm") == 1 and names.count("decode") == 2 and "baselines" not in names
+    assert set(part.nodes) == {k for r in part.runs for k in r.stages}
+    # the autoencoder baseline reads the generator's diffusion model (the same node)
+    ae = select_runs(plan, ["autoencoder"], None, [0])
+    stages = {ae.node(k).name: ae.node(k) for k in ae.runs[0].stages}
+    assert stages["baselines"].inputs["diffusion"] == stages["diffusion"].key
+    full_diffusion = {n.key for n in plan.nodes.values() if n.name == "diffusion"}
+    assert full_diffusion == {stages["diffusion"].key}
+    with pytest.raises(ConfigError, match=r"--subject subject9: not in this suite; it has: "):
+        select_runs(plan, None, ["subject9"], None)
+    with pytest.raises(ConfigError, match=r"--seed 5"):
+        select_runs(plan, None, None, [5])
+
+
+def test_committed_suites_plan_and_paper_ablations_share_stages():
+    root = Path(__file__).resolve().parents[1] / "experiments" / "suites"
+    for path in sorted(root.glob("*.yaml")):
+        build_plan(load_spec(path, "smoke"))  # every committed suite plans on smoke
+    plan = build_plan(load_spec(root / "paper_ablations.yaml", "smoke"))
+    by_stage: dict[str, set[str]] = {}
+    for run in plan.runs:
+        for key in run.stages:
+            by_stage.setdefault(plan.node(key).name, set()).add(key)
+    variants = {r.variant.name for r in plan.runs}
+    n = len({(r.subject, r.seed) for r in plan.runs})
+    assert len(variants) == 9
+    assert len(by_stage["mbm"]) == 3  # one per seed, for every variant and subject using it
+    assert len(by_stage["diffusion"]) == 1
+    # encoders: full (also no-cotrain, zero-negative, per-frame), no-mbm, no-contrastive,
+    # image-only, text-only, no-temporal-attention
+    assert len(by_stage["contrastive"]) == 6 * n
+    # co-training: all but no-cotrain; zero-negative re-uses the full model's
+    assert len(by_stage["cotrain"]) == 7 * n
+    assert len(by_stage["decode"]) == 9 * n
+    zero = [r for r in plan.runs if r.variant.name == "zero-negative"][0]
+    full = [
+        r
+        for r in plan.runs
+        if r.variant.name == "full" and r.subject == zero.subject and r.seed == zero.seed
+    ][0]
+    shared = [plan.node(k).name for k in set(zero.stages) & set(full.stages)]
+    assert "cotrain" in shared and "decode" not in shared

@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import IMAGENET_MEAN, IMAGENET_STD, tiny_videomae_judge, tiny_vit_judge
 from pydantic import ValidationError
-from transformers import (
-    VideoMAEConfig,
-    VideoMAEForVideoClassification,
-    ViTConfig,
-    ViTForImageClassification,
-)
 
 from mindvideo.data.cc2017 import open_stimuli, read_metadata
 from mindvideo.errors import ConfigError, DataError
@@ -67,7 +62,6 @@ SMALL_TRANSFORMERS = JudgeConfig(
         extra_scenes=0,
     ),
 )
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -94,42 +88,6 @@ def _test_frames(root):
     frames = np.concatenate([np.asarray(stimuli.frames(s)) for s in test])
     labels = np.concatenate([stimuli.frame_labels(s)["frame_class"].to_numpy() for s in test])
     return frames, labels
-
-
-def _tiny_vit(folder, labels=1000, size=32, preprocessor=None):
-    torch.manual_seed(0)
-    cfg = ViTConfig(
-        image_size=size,
-        patch_size=16,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=labels,
-    )
-    ViTForImageClassification(cfg).save_pretrained(folder)
-    if preprocessor is not None:
-        (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
-    return folder
-
-
-def _tiny_videomae(folder, labels=400, size=32, frames=4):
-    torch.manual_seed(0)
-    cfg = VideoMAEConfig(
-        image_size=size,
-        patch_size=16,
-        num_frames=frames,
-        tubelet_size=2,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=labels,
-    )
-    VideoMAEForVideoClassification(cfg).save_pretrained(folder)
-    pre = {"image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, "do_normalize": True}
-    (folder / "preprocessor_config.json").write_text(json.dumps(pre))
-    return folder
 
 
 def _normalise(x, mean, std, size):
@@ -300,7 +258,7 @@ def test_judge_refuses_wrong_input(trained):
 
 def test_real_format_vit_honours_preprocessor(tmp_path):
     pre = {"do_normalize": True, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD}
-    folder = _tiny_vit(tmp_path / "vit", preprocessor=pre)
+    folder = tiny_vit_judge(tmp_path / "vit", preprocessor=pre)
     judge = load_judge(folder, "frame")
     assert judge.num_classes == 1000 and judge.mean == tuple(IMAGENET_MEAN)
     x = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
@@ -318,7 +276,7 @@ def test_real_format_vit_honours_preprocessor(tmp_path):
 
 
 def test_real_format_videomae_resamples_and_normalises(tmp_path):
-    judge = load_judge(_tiny_videomae(tmp_path / "videomae"), "video")
+    judge = load_judge(tiny_videomae_judge(tmp_path / "videomae"), "video")
     assert judge.num_classes == 400 and judge.num_frames == 4 and judge.std == tuple(IMAGENET_STD)
     clips = np.random.default_rng(0).integers(0, 256, (2, 8, 32, 32, 3), dtype=np.uint8)
     logits = judge.logits(clips)
@@ -341,10 +299,10 @@ def test_load_errors_name_the_folder(tmp_path):
     empty.mkdir()
     with pytest.raises(DataError, match="empty: no config.json"):
         load_judge(empty, "frame")
-    vit = _tiny_vit(tmp_path / "vit_folder")
+    vit = tiny_vit_judge(tmp_path / "vit_folder")
     with pytest.raises(DataError, match="vit_folder.*VideoMAEForVideoClassification"):
         load_judge(vit, "video")
-    videomae = _tiny_videomae(tmp_path / "videomae_folder")
+    videomae = tiny_videomae_judge(tmp_path / "videomae_folder")
     with pytest.raises(DataError, match="videomae_folder.*ViTForImageClassification"):
         load_judge(videomae, "frame")
     with pytest.raises(ConfigError, match="frame' or 'video"):

@@ -52,3 +52,12 @@ def test_yaml_tags_do_not_execute(tmp_path):
     evil.write_text("profile: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_profile(str(evil))
+
+
+def test_encoder_and_window_patch_sizes_must_agree():
+    with pytest.raises(
+        ConfigError, match=r"mbm.model.patch_size 8 but data.preprocess.patch_size 16"
+    ):
+        load_profile("tiny", {"mbm.model.patch_size": 8})
+    profile = load_profile("tiny", {"mbm.model.patch_size": 8, "data.preprocess.patch_size": 8})
+    assert profile.mbm.model.patch_size == 8

@@ -263,9 +263,20 @@ def is_png(path) -> bool:
 
 def test_figures(tmp_path):
     paths = write_figures(grid_runs(), ["ssim", "psnr"], tmp_path, reference="ridge")
-    # psnr has no values: no bar figure; the string parameter gets no line figure.
-    assert paths == [tmp_path / "bars_ssim.png", tmp_path / "line_data_window.png"]
+    # psnr has no values: no bar figure; the string parameter gets no line figure; two
+    # subjects: per-subject bars; no semantic metric: no trade-off figure.
+    assert [p.name for p in paths] == ["bars_ssim.png", "subjects_ssim.png", "line_data_window.png"]
     assert all(is_png(p) for p in paths)
+
+
+def test_tradeoff_figure_needs_semantic_and_pixel_metrics(tmp_path):
+    runs = grid_runs().assign(frame_2way_top1=lambda f: 0.5 + 0.1 * f["param:data.window"])
+    paths = write_figures(runs, ["frame_2way_top1", "ssim"], tmp_path)
+    names = [p.name for p in paths]
+    assert "tradeoff_data_window.png" in names and is_png(tmp_path / "tradeoff_data_window.png")
+    single = runs[runs["subject"] == "subject1"]
+    names = [p.name for p in write_figures(single, ["ssim"], tmp_path / "b")]
+    assert "tradeoff_data_window.png" not in names and "subjects_ssim.png" not in names
 
 
 def test_figures_are_reproducible(tmp_path):
@@ -280,7 +291,11 @@ def test_figures_single_seed_single_variant(tmp_path):
     runs = make_runs()
     runs = runs[(runs["variant"] == "full") & (runs["seed"] == 0)]
     paths = write_figures(runs, METRICS, tmp_path)
-    assert [p.name for p in paths] == ["bars_video_2way_top1.png", "bars_epe.png", "bars_psnr.png"]
+    assert [p.name for p in paths] == [
+        f"{kind}_{m}.png"
+        for m in ("video_2way_top1", "epe", "psnr")
+        for kind in ("bars", "subjects")
+    ]
     assert all(is_png(p) for p in paths)
 
 

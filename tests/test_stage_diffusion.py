@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import write_sd_folder
 from PIL import Image
 
 from mindvideo.errors import ConfigError, DataError
@@ -84,26 +85,6 @@ def test_vae_psnr_and_latents_round_trip():
     assert D.psnr(a, b) == pytest.approx((10 * np.log10(48) + 10 * np.log10(255**2 / 1e-10)) / 2)
     frames = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
     assert np.array_equal(D.to_frames(D.to_pixels(frames)), frames)
-
-
-def write_sd_folder(folder):
-    torch.manual_seed(0)
-    vae = D.build_vae(VAEConfig(block_out_channels=(8, 8), norm_num_groups=4), 16)
-    unet = D.build_unet(
-        UNetConfig(
-            block_out_channels=(8, 16),
-            cross_attention_levels=(True, False),
-            attention_head_dim=4,
-            norm_num_groups=4,
-        ),
-        4,
-        24,
-        8,
-    )
-    model = D.ImageDiffusion(vae, unet, D.build_scheduler(DiffusionConfig()))
-    model.save(folder)
-    (folder / "model_index.json").write_text("{}")
-    return model
 
 
 def test_real_weights_path_loads_an_sd_folder(tmp_path):

@@ -7,8 +7,7 @@ import json
 import open_clip
 import pytest
 import torch
-from test_clip import TINY_ARCH
-from test_judges import _tiny_videomae, _tiny_vit
+from conftest import TINY_CLIP_ARCH, tiny_videomae_judge, tiny_vit_judge
 
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval.judges import Judge
@@ -19,14 +18,14 @@ from mindvideo.stages.base import StageContext
 
 def test_real_data_records_paths_and_loads_them(tmp_path):
     (tmp_path / "arch").mkdir()
-    (tmp_path / "arch" / "mvbench-test-found.json").write_text(json.dumps(TINY_ARCH))
+    (tmp_path / "arch" / "mvbench-test-found.json").write_text(json.dumps(TINY_CLIP_ARCH))
     open_clip.add_model_config(tmp_path / "arch")
     checkpoint = tmp_path / "clip.pt"
     torch.save(open_clip.create_model("mvbench-test-found").state_dict(), checkpoint)
     cfg = foundation.FoundationConfig(
         synthetic=False,
-        frame_judge=str(_tiny_vit(tmp_path / "vit")),
-        video_judge=str(_tiny_videomae(tmp_path / "videomae")),
+        frame_judge=str(tiny_vit_judge(tmp_path / "vit")),
+        video_judge=str(tiny_videomae_judge(tmp_path / "videomae")),
         clip_checkpoint=str(checkpoint),
         clip_model="mvbench-test-found",
     )

@@ -6,7 +6,7 @@ import json
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,26 @@ class Collected:
     runs: pd.DataFrame  # one row per finished run (see harness/report/tables.py)
     run_ids: dict[str, str]  # run key -> MLflow run id
     missing: list[Run]  # planned runs with no FINISHED child
+    keys: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # -> (variant, subj, seed)
+
+
+def per_sample_scores(
+    found: Collected, tracker: Tracker, variants: set[str] | None = None
+) -> dict[tuple[str, str, int], dict[str, np.ndarray]]:
+    """The evaluate stage's per-sample scores of each collected run (of `variants`), read back
+    from MLflow; runs logged without them are left out."""
+    out: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (key, run_id) in enumerate(found.run_ids.items()):
+            ident = found.keys[key]
+            if variants is not None and ident[0] not in variants:
+                continue
+            path = tracker.download(run_id, "per_sample.npz", Path(tmp) / str(i))
+            if path is None:
+                continue
+            with np.load(path) as z:
+                out[ident] = {name: z[name] for name in z.files}
+    return out
 
 
 def collect(plan: Plan, tracker: Tracker) -> Collected:
@@ -38,7 +58,7 @@ def collect(plan: Plan, tracker: Tracker) -> Collected:
         key = r.data.tags.get(T.RUN_KEY)
         if key not in latest or r.info.end_time > latest[key].info.end_time:
             latest[key] = r
-    rows, ids, missing = [], {}, []
+    rows, ids, keys, missing = [], {}, {}, []
     swept = one_key_sweeps(plan)
     for run in plan.runs:
         found = latest.get(run.key)
@@ -46,6 +66,7 @@ def collect(plan: Plan, tracker: Tracker) -> Collected:
             missing.append(run)
             continue
         ids[run.key] = found.info.run_id
+        keys[run.key] = (run.variant.name, run.subject, run.seed)
         row = {
             "variant": run.variant.name,
             "base": run.variant.base,
@@ -59,7 +80,7 @@ def collect(plan: Plan, tracker: Tracker) -> Collected:
         row |= {f"param:{k}": v for k, v in _sweep_point(plan, run, swept).items()}
         row |= dict(found.data.metrics)
         rows.append(row)
-    return Collected(pd.DataFrame(rows), ids, missing)
+    return Collected(pd.DataFrame(rows), ids, missing, keys)
 
 
 SWEEP_SERIES = "variants"
@@ -103,6 +124,7 @@ def _sweep_point(plan: Plan, run: Run, swept: set[str]) -> dict:
 
 def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], Collected]:
     """Tables, figures and samples of the suite under `out`; returns the files written."""
+    from harness.report.attention import write_attention
     from harness.report.figures import write_figures
     from harness.report.tables import write_tables
 
@@ -127,6 +149,20 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
         reference = None
     out.mkdir(parents=True, exist_ok=True)
     title = f"{plan.suite} ({plan.spec.profile} profile)"
+    tests = None
+    if reference is not None:
+        from harness.report.stats import paired_tests
+
+        sig = report.significance
+        models = set(found.runs["variant"])
+        tests = paired_tests(
+            per_sample_scores(found, tracker, models),
+            reference,
+            list(report.metrics),
+            n_boot=sig.n_boot,
+            seed=sig.seed,
+            alpha=sig.level,
+        )
     try:
         written = write_tables(
             found.runs,
@@ -136,6 +172,9 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
             formats=report.formats,
             group_by=report.group_by,
             title=title,
+            tests=tests,
+            level=report.significance.level,
+            reported=_published(plan, list(report.metrics)),
         )
     except ConfigError as e:
         if not found.missing:
@@ -150,6 +189,7 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
         ) from None
     if report.figures:
         written += write_figures(found.runs, list(report.metrics), out / "figures", reference)
+    written += write_attention(found.runs, out, title, figures=report.figures)  # interpret runs
     if report.samples:
         written += write_samples(plan, tracker, found, out, report.samples)
     (out / "runs.json").write_text(
@@ -168,6 +208,19 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
         + "\n"
     )
     return [*written, out / "runs.json"], found
+
+
+def _published(plan: Plan, metrics: list[str]) -> tuple[pd.DataFrame, str] | None:
+    """Published rows for the suite's dataset (real data only; never on SynthCC)."""
+    from harness.report.reported import load_reported, reported_rows
+
+    sources = {run.profile.data.source for run in plan.runs}
+    if sources != {"cc2017"}:
+        return None
+    reported = load_reported("cc2017")
+    if reported is None:
+        return None
+    return reported_rows(reported, metrics), reported.source
 
 
 def write_samples(plan: Plan, tracker: Tracker, found: Collected, out: Path, k: int) -> list[Path]:

@@ -1,4 +1,5 @@
-"""Bar figures per metric and line figures per grid parameter, as PNG files."""
+"""Bar figures per metric (and per subject), line figures per grid parameter and the semantic
+vs pixel trade-off along one, as PNG files."""
 
 from __future__ import annotations
 
@@ -119,6 +120,82 @@ def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) ->
     return True
 
 
+def _subject_bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) -> bool:
+    """Grouped bars: variants on x, one bar per subject (sd over seeds); False with fewer than
+    two subjects or no run with the metric."""
+    scores = runs.dropna(subset=[metric])
+    subjects = list(dict.fromkeys(scores["subject"]))
+    if len(subjects) < 2:
+        return False
+    order = [v for v in pd.unique(runs["variant"]) if v in set(scores["variant"])]
+    fig, (ax,) = _figure(max(5.0, 0.45 * len(order) * len(subjects) + 2.0), 3.6)
+    sns.barplot(
+        data=scores,
+        x="variant",
+        y=metric,
+        hue="subject",
+        order=order,
+        hue_order=subjects,
+        palette=sns.color_palette("dark", len(subjects)),
+        errorbar="sd",
+        capsize=0.1,
+        ax=ax,
+    )
+    ax.legend(fontsize="small", title=None, loc="best")
+    ax.set_xlabel("")
+    ax.set_ylabel(_axis_label(metric))
+    ax.set_title(f"{metric_label(metric)} per subject")
+    if reference in order:
+        ticks = ax.get_xticklabels()
+        ticks[order.index(reference)].set_fontweight("bold")
+    if len(order) > 3 or max(len(str(v)) for v in order) > 8:
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    fig.savefig(path, dpi=DPI)
+    return True
+
+
+SEMANTIC_PREFIXES = ("video_", "frame_", "retrieval")
+PIXEL_METRICS = ("ssim", "psnr")
+
+
+def _tradeoff(runs: pd.DataFrame, column: str, metrics: list[str], path: Path) -> bool:
+    """Semantic (N-way) metrics on the left axis and pixel metrics (SSIM, PSNR) on the right,
+    against one numeric parameter (e.g. the guidance scale); False unless it has both kinds."""
+    numbers = _numeric_param(runs[column])
+    semantic = [m for m in metrics if m.startswith(SEMANTIC_PREFIXES) and runs[m].notna().any()]
+    pixel = [m for m in metrics if m in PIXEL_METRICS and runs[m].notna().any()]
+    if numbers is None or not semantic or not pixel:
+        return False
+    grid = runs[numbers.notna()].assign(**{column: numbers[numbers.notna()]})
+    fig, (left,) = _figure(6.0, 3.8)
+    right = left.twinx()
+    handles = []
+    styles = {"semantic": ("-", "o"), "pixel": ("--", "s")}
+    colours = iter(sns.color_palette("tab10", len(semantic) + len(pixel)))
+    for kind, ax, chosen in (("semantic", left, semantic), ("pixel", right, pixel)):
+        line, marker = styles[kind]
+        for metric in chosen:
+            means = _per_seed(grid, metric, [column]).groupby(column)[metric].mean()
+            (h,) = ax.plot(
+                means.index,
+                means.values,
+                line,
+                marker=marker,
+                color=next(colours),
+                label=metric_label(metric),
+            )
+            handles.append(h)
+    left.set_ylabel("semantic: " + ", ".join(metric_label(m) for m in semantic))
+    right.set_ylabel("pixel: " + ", ".join(metric_label(m) for m in pixel))
+    left.set_xlabel(column[len(PARAM_PREFIX) :])
+    left.legend(handles=handles, fontsize="small", loc="best")
+    left.set_title("Semantic vs pixel metrics")
+    fig.savefig(path, dpi=DPI)
+    return True
+
+
 def _numeric_param(values: pd.Series) -> pd.Series | None:
     """A grid parameter as numbers (NaN off the grid), or None if not numeric or not varied."""
     if pd.api.types.is_bool_dtype(values):
@@ -179,8 +256,10 @@ def _lines(
 def write_figures(
     runs: pd.DataFrame, metrics: list[str], out: Path, reference: str | None = None
 ) -> list[Path]:
-    """Write out/bars_<metric>.png per metric and out/line_<param>.png per numeric grid
-    parameter (dots in its path become underscores); metrics no run has are skipped."""
+    """Write out/bars_<metric>.png per metric (and subjects_<metric>.png with several subjects),
+    out/line_<param>.png per numeric grid parameter (and tradeoff_<param>.png when semantic and
+    pixel metrics are both shown); dots in a path become underscores; metrics no run has are
+    skipped."""
     metrics = list(dict.fromkeys(metrics))
     check_runs(runs, metrics, reference)
     out = Path(out)
@@ -193,8 +272,15 @@ def write_figures(
         path = out / f"bars_{_file_part(metric)}.png"
         if _bars(runs, metric, reference, path):
             written.append(path)
+        path = out / f"subjects_{_file_part(metric)}.png"
+        if _subject_bars(runs, metric, reference, path):
+            written.append(path)
     for column in [c for c in runs.columns if c.startswith(PARAM_PREFIX)]:
-        path = out / f"line_{_file_part(column[len(PARAM_PREFIX) :])}.png"
+        name = _file_part(column[len(PARAM_PREFIX) :])
+        path = out / f"line_{name}.png"
         if _lines(runs, column, metrics, reference, path):
+            written.append(path)
+        path = out / f"tradeoff_{name}.png"
+        if _tradeoff(runs, column, metrics, path):
             written.append(path)
     return written

@@ -33,7 +33,12 @@ COLUMNS = (
     "delta",
     "best",
     "subjects",
+    "p_value",  # paired tests against the reference (harness/report/stats.py)
+    "delta_ci_low",
+    "delta_ci_high",
+    "pairs",
 )
+TEST_COLUMNS = ("p_value", "delta_ci_low", "delta_ci_high", "pairs")
 FORMATS = ("md", "tex", "csv")
 GROUPINGS = ("average", "subject")
 
@@ -227,6 +232,7 @@ class _Dialect:
     up: str
     down: str
     dagger: str
+    star: str
     dash: str
     bold: Callable[[str], str]
     escape: Callable[[str], str]
@@ -256,6 +262,7 @@ _MD = _Dialect(
     up=" ↑",
     down=" ↓",
     dagger="†",
+    star="*",
     dash="–",
     bold=lambda s: f"**{s}**",
     escape=lambda s: str(s).replace("|", r"\|"),
@@ -267,6 +274,7 @@ _TEX = _Dialect(
     up=r" $\uparrow$",
     down=r" $\downarrow$",
     dagger=r"$^\dagger$",
+    star=r"$^*$",
     dash="--",
     bold=lambda s: f"\\textbf{{{s}}}",
     escape=tex_escape,
@@ -277,7 +285,8 @@ def _partial_variants(frame: pd.DataFrame, n_subjects: int) -> set[str]:
     """Variants of an average frame whose best-covered metric has fewer than n_subjects."""
     if not n_subjects or "subjects" not in frame.columns:
         return set()
-    covered = frame.groupby("variant", sort=False)["subjects"].max()
+    run = frame[frame["kind"] != "reported"]
+    covered = run.groupby("variant", sort=False)["subjects"].max()
     return set(covered.index[covered < n_subjects])
 
 
@@ -298,7 +307,25 @@ def _cell(row: pd.Series, decimals: int, d: _Dialect) -> str:
     if pd.notna(row["delta"]):
         sign = d.minus if round(row["delta"], decimals) < 0 else "+"
         text += f" ({sign}{abs(row['delta']):.{decimals}f})"
+        if row.get("significant", False):
+            text += d.star
     return text
+
+
+def _paired_cell(row: pd.Series, decimals: int, d: _Dialect) -> str:
+    """delta [paired CI] and the Wilcoxon p of a variant against the reference."""
+    if pd.isna(row.get("p_value", math.nan)):
+        return d.missing
+
+    def num(x: float) -> str:
+        return (d.minus if round(x, decimals) < 0 else "") + f"{abs(x):.{decimals}f}"
+
+    sign = "+" if round(row["delta"], decimals) >= 0 else ""
+    p = row["p_value"]
+    p_text = f"p={p:.2g}" if p >= 1e-3 else "p<0.001"
+    text = f"{sign}{num(row['delta'])} [{num(row['delta_ci_low'])}, {num(row['delta_ci_high'])}]"
+    text += f" {p_text}"
+    return text + (d.star if row.get("significant", False) else "")
 
 
 def _ci_cell(row: pd.Series, decimals: int, d: _Dialect) -> str:
@@ -314,6 +341,14 @@ class _Grid:
     header: list[str]
     models: list[list[str]]
     baselines: list[list[str]]
+    reported: list[list[str]] = None  # published rows (harness/report/reported.py)
+
+    def __post_init__(self):
+        self.reported = self.reported or []
+
+    @property
+    def blocks(self) -> list[list[list[str]]]:
+        return [b for b in (self.models, self.baselines, self.reported) if b]
 
 
 def _grid(
@@ -342,7 +377,9 @@ def _grid(
         if variant in partial:
             label += d.dagger
         row = [label] + [cell(by_key.loc[(variant, m)], decimals[m], d) for m in metrics]
-        (grid.baselines if first["kind"] == "baseline" else grid.models).append(row)
+        kind = first["kind"]
+        block = {"baseline": grid.baselines, "reported": grid.reported}.get(kind, grid.models)
+        block.append(row)
     return grid
 
 
@@ -351,15 +388,16 @@ def _md_table(grid: _Grid) -> list[str]:
         "| " + " | ".join(grid.header) + " |",
         "| :-- |" + " --: |" * (len(grid.header) - 1),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in grid.models + grid.baselines]
+    lines += ["| " + " | ".join(row) + " |" for block in grid.blocks for row in block]
     return lines
 
 
 def _tex_rows(grid: _Grid) -> list[str]:
-    lines = [" & ".join(row) + r" \\" for row in grid.models]
-    if grid.models and grid.baselines:
-        lines.append(r"\midrule")
-    lines += [" & ".join(row) + r" \\" for row in grid.baselines]
+    lines: list[str] = []
+    for i, block in enumerate(grid.blocks):
+        if i:
+            lines.append(r"\midrule")
+        lines += [" & ".join(row) + r" \\" for row in block]
     return lines
 
 
@@ -393,6 +431,19 @@ def _caption(
         )
     if _partial_variants(average, n_subjects):
         parts.append(f"{d.dagger} = averaged over fewer subjects than the others.")
+    source = average.attrs.get("reported_source")
+    if source:
+        parts.append(
+            f"Rows marked (reported): published numbers ({d.escape(source)}), not re-run here."
+        )
+    if "p_value" in average.columns and average["p_value"].notna().any():
+        level = average.attrs.get("level", 0.05)
+        parts.append(
+            f"{d.star} = different from the reference: the paired two-sided Wilcoxon "
+            f"signed-rank test over test samples (seeds averaged per sample) gives p < {level:g} "
+            f"and the paired bootstrap {d.escape(f'{(1 - level) * 100:g}%')} CI of the mean "
+            "difference excludes 0; not corrected for multiple comparisons."
+        )
     return " ".join(parts)
 
 
@@ -425,7 +476,55 @@ def _write_md(
         ]
         grid = _grid(average, metrics, reference, _MD, cell=_ci_cell, arrows=False)
         lines += _md_table(grid) + [""]
+    if "p_value" in average.columns and average["p_value"].notna().any():
+        lines += [f"## Paired differences from the reference {reference}", ""]
+        lines += [
+            "_Average over subjects: mean per-sample difference (variant − reference) "
+            "[95% paired bootstrap CI over test samples] and the Wilcoxon signed-rank p._",
+            "",
+        ]
+        shown = average[average["variant"] != reference]
+        grid = _grid(shown, metrics, None, _MD, cell=_paired_cell, arrows=False)
+        lines += _md_table(grid) + [""]
     return "\n".join(lines)
+
+
+def attach_tests(
+    summary: dict[str, pd.DataFrame], tests: pd.DataFrame, level: float
+) -> dict[str, pd.DataFrame]:
+    """Add the paired tests' columns (p_value, delta_ci_low, delta_ci_high, pairs) and
+    `significant` (p < level and the paired CI excludes 0) to the summary frames."""
+    from harness.report.stats import AVERAGE
+
+    renamed = tests.rename(columns={"ci_low": "delta_ci_low", "ci_high": "delta_ci_high"})
+    renamed = renamed.drop(columns=["delta", "n"])
+    out = {}
+    for grouping, frame in summary.items():
+        if grouping == "average":
+            part = renamed[renamed["subject"] == AVERAGE].drop(columns="subject")
+            keys = ["variant", "metric"]
+        else:
+            part = renamed[renamed["subject"] != AVERAGE]
+            keys = ["variant", "subject", "metric"]
+        merged = frame.merge(part, on=keys, how="left")
+        # both tests agree: the Wilcoxon p (medians) and the paired CI of the mean excludes 0
+        excludes_zero = (merged["delta_ci_low"] > 0) | (merged["delta_ci_high"] < 0)
+        merged["significant"] = merged["p_value"].lt(level) & excludes_zero
+        merged.attrs["level"] = level
+        out[grouping] = merged
+    return out
+
+
+def add_reported(average: pd.DataFrame, rows: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The average frame with published rows after the runs' (never best, no delta)."""
+    extra = rows.assign(
+        std=math.nan, n_seeds=0, ci_low=math.nan, ci_high=math.nan, delta=math.nan, best=False
+    )
+    attrs = dict(average.attrs)
+    out = pd.concat([average, extra], ignore_index=True)
+    out["best"] = out["best"].astype(bool)
+    out.attrs = attrs | {"reported_source": source}
+    return out
 
 
 def _label(title: str, grouping: str) -> str:
@@ -493,9 +592,14 @@ def write_tables(
     formats: Sequence[str] = ("md", "tex", "csv"),
     group_by: Sequence[str] = ("average", "subject"),
     title: str = "",
+    tests: pd.DataFrame | None = None,
+    level: float = 0.05,
+    reported: tuple[pd.DataFrame, str] | None = None,
 ) -> list[Path]:
     """Write out/table.{md,tex,csv}: variants x metrics, mean ± std over seeds, best in bold,
-    delta vs the reference; the CSV holds `summarise_runs`' long frames at full precision."""
+    delta vs the reference; the CSV holds `summarise_runs`' long frames at full precision.
+    `tests` (harness/report/stats.py `paired_tests`) marks deltas with p < `level`; `reported`
+    (rows of harness/report/reported.py, their source) adds published rows to the average."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ConfigError(f"unknown table format(s) {', '.join(bad)}; use {', '.join(FORMATS)}")
@@ -504,6 +608,10 @@ def write_tables(
         raise ConfigError(f"unknown table grouping(s) {', '.join(bad)}; use {', '.join(GROUPINGS)}")
     metrics = list(dict.fromkeys(metrics))
     summary = summarise_runs(runs, metrics, reference)
+    if tests is not None and not tests.empty:
+        summary = attach_tests(summary, tests, level)
+    if reported is not None and not reported[0].empty:
+        summary["average"] = add_reported(summary["average"], *reported)
     n_subjects = int(runs["subject"].nunique())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

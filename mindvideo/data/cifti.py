@@ -1,4 +1,5 @@
-"""CIFTI-2 dense time series (dtseries) and masks: writing and checked, lazy reading."""
+"""CIFTI-2 dense time series (dtseries), masks and label maps (dlabel): writing and checked,
+lazy reading."""
 
 from __future__ import annotations
 
@@ -162,3 +163,117 @@ def read_mask(path: Path, n_cortical: int | None = None) -> np.ndarray:
     if not mask.any():
         raise DataError(f"{path}: the mask selects no grayordinate")
     return mask
+
+
+def write_dlabel(
+    path: Path,
+    keys: np.ndarray,
+    axis: cifti2.BrainModelAxis,
+    names: dict[int, str],
+    map_name: str = "parcellation",
+) -> None:
+    """Write one label map as a CIFTI-2 dlabel: an integer key per grayordinate and the table
+    key -> name (key 0 transparent, as the unlabelled "???" of Workbench files)."""
+    table = {}
+    for i, (k, name) in enumerate(names.items()):
+        hue = i / max(1, len(names))
+        table[int(k)] = (str(name), (0.0, 0.0, 0.0, 0.0) if k == 0 else (hue, 0.5, 1 - hue, 1.0))
+    label = cifti2.LabelAxis([map_name], [table])
+    img = cifti2.Cifti2Image(np.asarray(keys, dtype=np.int32)[None], header=(label, axis))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.to_filename(str(path))
+
+
+@dataclass(frozen=True)
+class SurfacePoints:
+    """The cortical grayordinates of a CIFTI file, in column order: the surface structure and
+    mesh vertex of each."""
+
+    structure: np.ndarray  # (n,) e.g. "CIFTI_STRUCTURE_CORTEX_LEFT"
+    vertex: np.ndarray  # (n,) mesh vertex index
+
+    def __len__(self) -> int:
+        return len(self.vertex)
+
+
+def _surface_points(path: Path, axis: object) -> SurfacePoints:
+    cols = _cortical_columns(path, axis)
+    return SurfacePoints(np.asarray(axis.name[cols]), np.asarray(axis.vertex[cols]))
+
+
+def surface_points(path: Path) -> SurfacePoints:
+    """Where a CIFTI file's cortical columns lie on the surface meshes (header only)."""
+    img = _open(path)
+    return _surface_points(path, img.header.get_axis(1))
+
+
+@dataclass(frozen=True)
+class Parcellation:
+    """One label map of a CIFTI dlabel over the cortical grayordinates."""
+
+    path: Path
+    names: dict[int, str]  # label key -> name, as the file's label table has them
+    keys: np.ndarray  # (n,) label key of each cortical grayordinate, in column order
+    points: SurfacePoints
+
+    def on(self, points: SurfacePoints, data: Path | str) -> np.ndarray:
+        """The label key of each of `points` (the fMRI's cortical grayordinates, read from
+        `data`), matched by surface structure and mesh vertex, so a parcellation over the whole
+        mesh (medial wall included) serves data without the medial wall."""
+        if len(points) == len(self.points) and (
+            np.array_equal(points.vertex, self.points.vertex)
+            and np.array_equal(points.structure, self.points.structure)
+        ):
+            return self.keys
+        where = {
+            (s, int(v)): i
+            for i, (s, v) in enumerate(zip(self.points.structure, self.points.vertex, strict=True))
+        }
+        index = np.array(
+            [
+                where.get((s, int(v)), -1)
+                for s, v in zip(points.structure, points.vertex, strict=True)
+            ]
+        )
+        missing = int((index < 0).sum())
+        if missing:
+            raise DataError(
+                f"{self.path}: the parcellation has {len(self.points)} cortical grayordinates but "
+                f"the fMRI ({data}) has {len(points)}, {missing} of them on vertices the "
+                "parcellation does not label; give a parcellation on the fMRI's surface mesh "
+                "(CC2017: 32k fs_LR, 59,412 cortical grayordinates)"
+            )
+        return self.keys[index]
+
+
+def read_dlabel(path: Path, map_index: int = 0) -> Parcellation:
+    """A label map of a CIFTI-2 dlabel (`.dlabel.nii`), e.g. the Yeo 2011 networks: the label
+    table and the key of every cortical grayordinate."""
+    path = Path(path)
+    img = _open(path)
+    labels = img.header.get_axis(0)
+    if not isinstance(labels, cifti2.LabelAxis):
+        raise DataError(
+            f"{path}: the first CIFTI axis is {type(labels).__name__}, not labels; a "
+            "parcellation must be a dlabel file (.dlabel.nii)"
+        )
+    if not 0 <= map_index < len(labels):
+        raise DataError(f"{path}: has {len(labels)} label maps, no map {map_index}")
+    axis = img.header.get_axis(1)
+    points = _surface_points(path, axis)
+    cols = _cortical_columns(path, axis)
+    try:
+        keys = np.asarray(img.dataobj[map_index, cols])
+    except Exception as e:
+        raise DataError(f"{path}: cannot read the labels ({type(e).__name__}: {e})") from None
+    if not np.all(np.isfinite(keys)) or not np.all(keys == np.round(keys)):
+        raise DataError(f"{path}: label keys must be integers")
+    keys = keys.astype(np.int64)
+    names = {int(k): str(v[0]) for k, v in labels.label[map_index].items()}
+    unknown = sorted(set(np.unique(keys).tolist()) - set(names))
+    if unknown:
+        raise DataError(
+            f"{path}: keys {unknown[:5]} label grayordinates but are not in the label table "
+            f"(it has {sorted(names)})"
+        )
+    return Parcellation(path, names, keys, points)

@@ -23,6 +23,8 @@ from mindvideo.data.windows import Edge, make_windows, window_indices
 from mindvideo.errors import DataError
 
 Progress = Callable[[int, str], None]
+# The per-clip annotation columns of stimuli/<segment>_clips.csv a sample carries, and types.
+ANNOTATIONS = {"scene_cut": bool, "video_class": np.int64, "frame_class": np.int64, "caption": str}
 
 
 class PairingConfig(BaseModel):
@@ -161,9 +163,11 @@ def make_samples(
     patch_size: int,
     stimuli: Stimuli | None = None,
 ) -> Samples:
-    """Window every segment of `split` and attach the clip annotations."""
+    """Window every segment of `split` and attach the clip annotations: each column of
+    stimuli/<segment>_clips.csv (scene_cut, video_class, frame_class, caption) that every
+    segment has; SynthCC has them all, real data at least the captions."""
     blocks, segs, clips, reps = [], [], [], []
-    cuts, vids, frms, caps = [], [], [], []
+    found: dict[str, list] = {column: [] for column in ANNOTATIONS}
     annotated = stimuli is not None
     for seg, runs in fmri.segments.get(split, {}).items():
         n_rep, n_tr, _ = runs.shape
@@ -183,25 +187,32 @@ def make_samples(
             reps.append(np.full(len(clip_idx), -1 if n_rep == 1 else r))
             if table is not None:
                 rows = table.iloc[clip_idx]
-                cuts.append(rows["scene_cut"].to_numpy(bool))
-                vids.append(rows["video_class"].to_numpy(np.int64))
-                frms.append(rows["frame_class"].to_numpy(np.int64))
-                caps.extend(rows["caption"].tolist())
+                for column, dtype in ANNOTATIONS.items():
+                    has = column in rows.columns
+                    found[column].append(rows[column].to_numpy(dtype) if has else None)
     if not blocks:
         raise DataError(
             f"subject {fmri.subject}: no {split} samples (no runs, or windows of "
             f"{window} at offset {offset} do not fit any segment)"
         )
     data = pad_to_patch(np.concatenate(blocks).astype(np.float32), patch_size)
+
+    def column(name: str) -> np.ndarray | None:
+        parts = found[name]
+        if not annotated or any(p is None for p in parts):
+            return None
+        return np.concatenate(parts)
+
+    caption = column("caption")
     return Samples(
         fmri=data,
         segment=np.concatenate(segs),
         clip=np.concatenate(clips),
         repeat=np.concatenate(reps),
-        scene_cut=np.concatenate(cuts) if annotated else None,
-        video_class=np.concatenate(vids) if annotated else None,
-        frame_class=np.concatenate(frms) if annotated else None,
-        caption=caps if annotated else None,
+        scene_cut=column("scene_cut"),
+        video_class=column("video_class"),
+        frame_class=column("frame_class"),
+        caption=None if caption is None else caption.tolist(),
     )
 
 

@@ -72,6 +72,34 @@ def load_image_diffusion(folder: Path | str, device: str = "cpu") -> ImageDiffus
     return ImageDiffusion(vae.eval(), unet.eval(), scheduler).to(device)
 
 
+def load_vae(folder: Path | str, device: str = "cpu") -> AutoencoderKL:
+    """Only the autoencoder of an SD-format folder (for the autoencoder baseline)."""
+    folder = Path(folder)
+    if not (folder / "vae").is_dir():
+        raise DataError(
+            f"{folder}: no vae/; give the folder of a diffusers SD 1.5 model (vae/, unet/, ...)"
+        )
+    try:
+        vae = AutoencoderKL.from_pretrained(folder / "vae", low_cpu_mem_usage=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{folder / 'vae'}: cannot load the autoencoder ({e})") from None
+    return vae.eval().to(device)
+
+
+@torch.no_grad()
+def round_trip(vae: AutoencoderKL, clips: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """uint8 clips (n, F, H, W, 3) through the autoencoder (the latent mean, decoded), at the
+    autoencoder's own resolution (`sample_size`): the pixel ceiling of a latent generator."""
+    from mindvideo.eval.protocols import resize_frames
+
+    n, f = clips.shape[:2]
+    size = int(vae.config.sample_size)
+    frames = clips.reshape(n * f, *clips.shape[2:])
+    frames = resize_frames(frames, size, size)
+    out = decode(vae, encode(vae, frames, batch_size), batch_size)
+    return out.reshape(n, f, *out.shape[1:])
+
+
 def to_pixels(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (n, H, W, 3) -> float (n, 3, H, W) in [-1, 1]."""
     x = torch.as_tensor(np.asarray(frames))

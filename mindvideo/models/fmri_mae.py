@@ -55,6 +55,16 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(n, t, d))
 
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention weights forward applies to x (batch, tokens, dim), written out
+        (scaled_dot_product_attention never forms them): (batch, heads, queries, keys), each
+        row summing to 1."""
+        n, t, d = x.shape
+        qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads)
+        q, k, _ = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, tokens, head_dim)
+        scores = q @ k.transpose(-2, -1) * (d // self.num_heads) ** -0.5
+        return scores.float().softmax(dim=-1)
+
 
 class Block(nn.Module):
     """Pre-norm transformer block: attention then MLP, each with a residual."""

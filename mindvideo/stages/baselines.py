@@ -6,7 +6,9 @@
   spirit of Nishimoto et al. 2011);
 - shuffled: the same decoder with the test fMRI permuted across test samples: the chance
   floor of any decoder on this data;
-- chance: the average of k random training clips.
+- chance: the average of k random training clips;
+- autoencoder: the true test frames through the generator's autoencoder (the `diffusion`
+  stage's VAE, or SD 1.5's): the pixel ceiling of any decoder that generates in its latents.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from mindvideo.stages.base import (
 )
 
 NAME = "baselines"
-INPUTS: tuple[str, ...] = ("dataset", "foundation")
+INPUTS: tuple[str, ...] = ("dataset", "foundation", "diffusion")
+OPTIONAL_INPUTS: tuple[str, ...] = ("diffusion",)  # the autoencoder baseline's VAE
 VERSION = 3
-Method = Literal["ridge", "shuffled", "chance"]
+Method = Literal["ridge", "shuffled", "chance", "autoencoder"]
 
 
 class BaselineOptions(BaseModel):
@@ -188,11 +191,13 @@ def decode_baselines(
     seed: int,
     progress: Callable[[int, str], None] | None = None,
     memo_key: str | None = None,
+    vae=None,
 ) -> Decoded:
     """Decode the test clips of one subject with each baseline in cfg.methods.
 
     `memo_key` (the identity of `clip_model`, e.g. its folder) lets later calls in this process
-    reuse the subject's preprocessing and ridge fit; None recomputes them."""
+    reuse the subject's preprocessing and ridge fit; None recomputes them. `vae` (an
+    AutoencoderKL) is needed by the autoencoder baseline only."""
     tick = progress or (lambda n, what: None)
     data = _prepare(dataset, cfg, memo_key, tick)
     train, test, bank = data.train, data.test, data.bank
@@ -212,6 +217,14 @@ def decode_baselines(
 
     clips: dict[str, np.ndarray] = {}
     for method in cfg.methods:
+        if method == "autoencoder":
+            from mindvideo.models.diffusion import round_trip
+
+            if vae is None:
+                raise ConfigError("the autoencoder baseline needs the diffusion stage's VAE")
+            clips[method] = round_trip(vae, data.truth)
+            tick(1, f"{cfg.subject} {method} decoded")
+            continue
         if method == "chance":
             picks = rng.integers(0, len(bank), size=(len(test), cfg.top_k))
         else:
@@ -293,12 +306,23 @@ def run(
         raise ConfigError(
             f"stage baselines decodes one method per run, got methods={list(cfg.methods)}"
         )
-    dataset = dataset_root(inputs["dataset"])
-    clip_model = load_scorers(inputs["foundation"]).clip if "clip" in cfg.features else None
-    decoded = decode_baselines(
-        dataset, cfg, clip_model, ctx.seed, ctx.progress, memo_key=str(inputs["foundation"])
-    )
     (method,) = cfg.methods
+    dataset = dataset_root(inputs["dataset"])
+    vae, clip_model = None, None
+    if method == "autoencoder":
+        from mindvideo.models.diffusion import load_vae
+        from mindvideo.stages.diffusion import model_folder
+
+        if "diffusion" not in inputs:
+            raise ConfigError(
+                "the autoencoder baseline needs the diffusion stage (the planner binds it)"
+            )
+        vae = load_vae(model_folder(inputs["diffusion"]), ctx.device)
+    elif "clip" in cfg.features:
+        clip_model = load_scorers(inputs["foundation"]).clip
+    decoded = decode_baselines(
+        dataset, cfg, clip_model, ctx.seed, ctx.progress, str(inputs["foundation"]), vae
+    )
     artifacts = write_reconstructions(
         out, decoded.names, decoded.clips[method], fps=cfg.frames_per_clip / 2.0
     )

@@ -220,7 +220,7 @@ def run(
 
     from mindvideo.distributed import launch
     from mindvideo.models.fmri_encoder import FmriEncoder
-    from mindvideo.stages.foundation import load_scorers
+    from mindvideo.stages.foundation import load_foundation_clip
     from mindvideo.stages.mbm import load_mbm
 
     started = time.perf_counter()
@@ -233,7 +233,7 @@ def run(
     stimuli = open_stimuli(dataset)
     fmri, train, test = subject_windows(dataset, cfg, stimuli)
     ctx.progress(1, f"{cfg.subject}: {len(train)} train / {len(test)} test windows")
-    clip_model = load_scorers(inputs["foundation"], ctx.device).clip
+    clip_model = load_foundation_clip(inputs["foundation"], ctx.device)  # not the judges
     targets = {
         split: clip_targets(clip_model, stimuli, s, cfg.frames_per_clip)
         for split, s in (("train", train), ("test", test))
@@ -274,7 +274,10 @@ def run(
         "logit_scale": math.exp(min(log_scale, MAX_LOGIT_SCALE)),
         "train_seconds": time.perf_counter() - started,
     }
-    ctx.progress(1, f"retrieval image {metrics['retrieval50_image_top1']:.3f}")
+    shown = ", ".join(
+        f"{m} {metrics[f'retrieval{cfg.retrieval_n}_{m}_top1']:.3f}" for m in targets["test"]
+    )
+    ctx.progress(1, f"{cfg.retrieval_n}-way retrieval: {shown}")
 
     return StageResult(metrics=metrics, artifacts=save_encoder(out, encoder, fmri.selected))
 

@@ -197,13 +197,18 @@ def _samples(model, clip, test, held, test_frames, cfg: DiffusionConfig, out, de
     }
 
 
+def model_folder(folder: Path) -> Path:
+    """The SD-format folder a diffusion stage trained (or pointed at)."""
+    folder = Path(folder)
+    if (folder / POINTER).exists():
+        return Path(json.loads((folder / POINTER).read_text())["path"])
+    if not (folder / MODEL).is_dir():
+        raise DataError(f"{folder}: no {MODEL}/; run the diffusion stage first")
+    return folder / MODEL
+
+
 def load_diffusion(folder: Path, device: str = "cpu"):
     """The image diffusion model a diffusion stage trained (or pointed at)."""
     from mindvideo.models.diffusion import load_image_diffusion
 
-    folder = Path(folder)
-    if (folder / POINTER).exists():
-        return load_image_diffusion(json.loads((folder / POINTER).read_text())["path"], device)
-    if not (folder / MODEL).is_dir():
-        raise DataError(f"{folder}: no {MODEL}/; run the diffusion stage first")
-    return load_image_diffusion(folder / MODEL, device)
+    return load_image_diffusion(model_folder(folder), device)

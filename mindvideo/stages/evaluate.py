@@ -19,7 +19,7 @@ VERSION = 1
 SEEDED = True  # the N-way trials and the bootstrap draw from the run seed
 
 SCORES = "scores.json"  # the protocol's report: metrics, skipped metrics, per-position scores
-PER_SAMPLE = "per_sample.npz"  # metric -> (n,) per-sample scores, for paired statistics
+PER_SAMPLE = "per_sample.npz"  # metric -> (n,) per-sample scores and __names__, for paired tests
 SAMPLES = "samples.npz"  # truth and reconstruction of the first few test clips, with names
 
 
@@ -42,8 +42,11 @@ def work_units(cfg: EvaluateConfig) -> int:
     return 2
 
 
-def ground_truth(dataset: Path, names: list[str], n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """The test clips named <segment>_<clip:03d>, and their scene-cut flags.
+def ground_truth(
+    dataset: Path, names: list[str], n_frames: int, need_cuts: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The test clips named <segment>_<clip:03d>, and their scene-cut flags (False where the
+    segment's clips.csv has no scene_cut column; an error then if `need_cuts`).
 
     Returns (n, F, H, W, 3) uint8 and (n,) bool."""
     stimuli = open_stimuli(dataset)
@@ -56,8 +59,15 @@ def ground_truth(dataset: Path, names: list[str], n_frames: int) -> tuple[np.nda
             raise DataError(f"{NAMES}: {name!r} is not <segment>_<clip>")
         t = int(clip)
         clips.append(stimuli.clip(segment, t, n_frames))
-        if segment not in tables:
-            tables[segment] = stimuli.clips(segment)
+        if segment not in tables:  # the segment's clips.csv, where it flags scene cuts
+            table = stimuli.clips(segment)
+            flagged = table is not None and "scene_cut" in table.columns
+            if need_cuts and not flagged:
+                raise DataError(
+                    f"{stimuli.folder / (segment + '_clips.csv')}: no scene_cut column, so clips "
+                    "spanning a scene cut cannot be excluded (eval.exclude_scene_cuts); add it"
+                )
+            tables[segment] = table if flagged else None
         table = tables[segment]
         cuts.append(bool(table.loc[t, "scene_cut"]) if table is not None else False)
     return np.stack(clips), np.asarray(cuts, dtype=bool)
@@ -90,14 +100,22 @@ def run(
     )
     names, pred = read_reconstructions(inputs["decode"])
     n_frames = protocol.n_frames or int(pred.shape[1])
-    truth, scene_cut = ground_truth(dataset_root(inputs["dataset"]), names, n_frames)
+    truth, scene_cut = ground_truth(
+        dataset_root(inputs["dataset"]), names, n_frames, protocol.exclude_scene_cuts
+    )
     scorers = load_scorers(inputs["foundation"], ctx.device)
     ctx.progress(1, "models loaded")
     report = score(list(pred), list(truth), protocol, scorers, scene_cut, ctx.seed)
     ctx.progress(1, f"{report.n_samples} clips scored")
 
     (out / SCORES).write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    np.savez_compressed(out / PER_SAMPLE, **report.per_sample)
+    scored = [
+        n
+        for n, cut in zip(names, scene_cut, strict=True)
+        if not (protocol.exclude_scene_cuts and cut)
+    ]
+    # the names let the report pair runs sample by sample (harness/report/stats.py)
+    np.savez_compressed(out / PER_SAMPLE, **report.per_sample, __names__=np.array(scored))
     k = min(cfg.samples, len(names))
     height, width = truth.shape[2:4]
     np.savez_compressed(

@@ -1,0 +1,308 @@
+"""The `paper` profile: `${VAR}` paths in profiles, and its whole code path end to end through
+`mvbench run` on tiny files in the real formats (CC2017 CIFTI runs and converted stimuli, an
+HCP-style corpus and CIFTI ROI mask, an SD 1.5 diffusers folder, an open_clip checkpoint, ViT and
+VideoMAE judges saved with save_pretrained). Only sizes are overridden; paths come from the
+environment variables the profile documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import (
+    make_cc2017,
+    make_hcp_corpus,
+    small_axis,
+    tiny_open_clip_checkpoint,
+    tiny_videomae_judge,
+    tiny_vit_judge,
+    write_sd_folder,
+    write_spec,
+    write_stimuli,
+)
+
+from harness.cli import main
+from harness.profiles import load_profile
+from mindvideo.data.cifti import write_dscalar
+from mindvideo.errors import ConfigError, DataError
+
+# The profile's variables and the keys they fill (experiments/profiles/paper.yaml).
+VARIABLES = {
+    "MINDVIDEO_CC2017_ROOT": "data.root",
+    "MINDVIDEO_CORPUS_ROOT": "data.corpus_root",
+    "MINDVIDEO_CORPUS_MASK": "data.corpus_mask",
+    "MINDVIDEO_SD15": "diffusion.pretrained",
+    "MINDVIDEO_CLIP_CHECKPOINT": "eval.clip_checkpoint",
+    "MINDVIDEO_CLIP_MODEL": "eval.clip_model",
+    "MINDVIDEO_FRAME_JUDGE": "eval.frame_judge",
+    "MINDVIDEO_VIDEO_JUDGE": "eval.video_judge",
+}
+CLIP_NAME = "mvbench-test-paper"  # a tiny open_clip architecture standing in for ViT-L-14
+
+# The paper's pipeline at toy sizes: widths, depths, epochs, steps, batch sizes, hold-outs, and
+# retrieval among 4 candidates (the 9 test clips hold 3 scenes; the paper's 1,200 allow 50).
+SIZES = """
+overrides:
+  mbm.model.embed_dim: 32
+  mbm.model.depth: 1
+  mbm.model.num_heads: 2
+  mbm.model.decoder_embed_dim: 16
+  mbm.model.decoder_depth: 1
+  mbm.model.decoder_num_heads: 2
+  mbm.epochs: 2
+  mbm.batch_size: 16
+  mbm.warmup_epochs: 1
+  mbm.holdout_subjects: 1
+  contrastive.epochs: 2
+  contrastive.batch_size: 8
+  contrastive.retrieval_n: 4
+  cotrain.epochs: 1
+  cotrain.batch_size: 4
+  cotrain.warmup_steps: 2
+  cotrain.val_clips: 4
+  decode.steps: 2
+  decode.batch_size: 16
+  decode.samples: 2
+  eval.samples: 2
+"""
+SUITE = (
+    """
+suite: paper-e2e
+profile: paper
+seeds: [0]
+subjects: [subject1]
+variants: {full: {}}
+reference: full
+report: {metrics: [video_2way_top1, frame_2way_top1, ssim, psnr, clip_pcc_adjacent], samples: 2}
+"""
+    + SIZES
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_paper_variables(monkeypatch):
+    """Each test starts with none of the profile's variables set."""
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# ${VAR} expansion in profiles
+
+
+def write_profile(folder, body: str):
+    path = folder / "p.yaml"
+    path.write_text("profile: p\ndata:\n  source: cc2017\n" + body)
+    return path
+
+
+def test_a_set_variable_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("MVTEST_ROOT", str(tmp_path))
+    path = write_profile(tmp_path, "  root: ${MVTEST_ROOT}\n")
+    assert load_profile(str(path)).required("data.root") == str(tmp_path)
+
+
+def test_an_embedded_reference_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("MVTEST_ROOT", "/data")
+    monkeypatch.setenv("MVTEST_SUB", "cc2017")
+    path = write_profile(tmp_path, "  root: ${MVTEST_ROOT}/${MVTEST_SUB}/video_fmri_dataset\n")
+    assert load_profile(str(path)).data.root == "/data/cc2017/video_fmri_dataset"
+
+
+def test_an_unset_variable_loads_and_fails_where_needed(tmp_path, monkeypatch):
+    monkeypatch.delenv("MVTEST_ROOT", raising=False)
+    path = write_profile(tmp_path, "  root: ${MVTEST_ROOT}/sub\n")
+    profile = load_profile(str(path))  # validation passes: the value is not given yet
+    assert profile.data.root is None
+    with pytest.raises(ConfigError) as e:
+        profile.required("data.root")
+    text = str(e.value)
+    for part in (str(path), "data.root", "${MVTEST_ROOT}/sub", "MVTEST_ROOT is not set"):
+        assert part in text, part
+    assert "export MVTEST_ROOT=" in text and "--set data.root=PATH" in text
+
+
+def test_an_empty_variable_counts_as_unset(tmp_path, monkeypatch):
+    monkeypatch.setenv("MVTEST_ROOT", "")
+    path = write_profile(tmp_path, "  root: ${MVTEST_ROOT}\n")
+    with pytest.raises(ConfigError, match="MVTEST_ROOT is not set"):
+        load_profile(str(path)).required("data.root")
+
+
+def test_set_overrides_an_unset_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("MVTEST_ROOT", raising=False)
+    path = write_profile(tmp_path, "  root: ${MVTEST_ROOT}\n")
+    profile = load_profile(str(path), {"data.root": "/given"})
+    assert profile.required("data.root") == "/given"
+    # an override of the whole section wins too
+    profile = load_profile(str(path), {"data": {"source": "cc2017", "root": "/x"}})
+    assert profile.required("data.root") == "/x"
+
+
+def test_an_unset_variable_in_a_field_that_needs_a_value(tmp_path, monkeypatch):
+    monkeypatch.delenv("MVTEST_STEPS", raising=False)
+    path = write_profile(tmp_path, "decode: {steps: '${MVTEST_STEPS}'}\n")
+    with pytest.raises(ConfigError, match=r"decode.steps: \$\{MVTEST_STEPS\} but MVTEST_STEPS"):
+        load_profile(str(path))
+    monkeypatch.setenv("MVTEST_STEPS", "7")
+    assert load_profile(str(path)).decode.steps == 7
+
+
+def test_other_shell_syntax_is_refused_not_evaluated(tmp_path, monkeypatch):
+    monkeypatch.setenv("MVTEST_ROOT", "/data")
+    for text in ("${MVTEST_ROOT:-/tmp}", "$(echo /tmp)${", "${MVTEST ROOT}"):
+        path = write_profile(tmp_path, f"  root: '{text}'\n")
+        with pytest.raises(ConfigError, match=r"data.root: .*write environment variables as"):
+            load_profile(str(path))
+    path = write_profile(tmp_path, "  root: $MVTEST_ROOT/x\n")  # no braces: a plain string
+    assert load_profile(str(path)).data.root == "$MVTEST_ROOT/x"
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper profile without its variables: it validates; plan and run stop early
+
+
+def test_paper_validates_without_its_variables():
+    profile = load_profile("paper")
+    dumped = str(profile.model_dump())
+    assert "${" not in dumped  # no placeholder passes for a path
+    assert profile.data.root is None and profile.diffusion.pretrained is None
+    for name, key in VARIABLES.items():
+        with pytest.raises(ConfigError, match=rf"{key}: \$\{{{name}\}} but {name} is not set"):
+            profile.required(key)
+
+
+def test_plan_and_run_without_variables_name_the_variable(tmp_path, capsys):
+    spec = write_spec(tmp_path, SUITE)
+    store = tmp_path / "store"
+    for args in (["plan"], ["run", "--quiet"]):
+        assert main([*args, str(spec), "--store", str(store)]) == 2
+        err = capsys.readouterr().err
+        assert "paper.yaml: data.root: ${MINDVIDEO_CC2017_ROOT}" in err
+        assert "export MINDVIDEO_CC2017_ROOT=" in err and "--set data.root=PATH" in err
+    assert not (store / "cache").exists()  # nothing ran
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper code path on tiny real-format files
+
+
+@pytest.fixture(scope="module")
+def paper_files(tmp_path_factory) -> dict[str, str]:
+    """Every file the paper profile reads, tiny, in its real format: variable -> value."""
+    root = tmp_path_factory.mktemp("paper")
+    cc2017 = root / "video_fmri_dataset"
+    train, test = (("seg1", 2), ("seg2", 2)), (("test1", 3),)
+    make_cc2017(cc2017, "subject1", train=train, test=test, n_tr=12)
+    write_stimuli(cc2017, {"seg1": 12, "seg2": 12, "test1": 12})
+    corpus = make_hcp_corpus(root / "hcp", subjects=3, n_tr=40)
+    roi = np.zeros(44)  # a visual ROI: 32 of the 40 cortical vertices (2 patches of 16)
+    roi[4:36] = 1
+    write_dscalar(root / "visual_roi.dscalar.nii", roi, small_axis(), "visual")
+    write_sd_folder(root / "stable-diffusion-v1-5", cond_dim=768)  # SD 1.5's condition width
+    clip = tiny_open_clip_checkpoint(root / "open_clip_pytorch_model.bin", CLIP_NAME, root / "arch")
+    return {
+        "MINDVIDEO_CC2017_ROOT": str(root),  # the parent of video_fmri_dataset/
+        "MINDVIDEO_CORPUS_ROOT": str(corpus),
+        "MINDVIDEO_CORPUS_MASK": str(root / "visual_roi.dscalar.nii"),
+        "MINDVIDEO_SD15": str(root / "stable-diffusion-v1-5"),
+        "MINDVIDEO_CLIP_CHECKPOINT": str(clip),
+        "MINDVIDEO_CLIP_MODEL": CLIP_NAME,
+        "MINDVIDEO_FRAME_JUDGE": str(tiny_vit_judge(root / "vit-base-patch16-224")),
+        "MINDVIDEO_VIDEO_JUDGE": str(tiny_videomae_judge(root / "videomae-base-kinetics")),
+    }
+
+
+@pytest.fixture
+def paper_env(paper_files, monkeypatch) -> dict[str, str]:
+    for name, value in paper_files.items():
+        monkeypatch.setenv(name, value)
+    return paper_files
+
+
+def test_plan_reads_the_paths_from_the_environment(paper_env, tmp_path, capsys):
+    spec = write_spec(tmp_path, SUITE)
+    assert main(["plan", str(spec), "--store", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    for stage in ("foundation", "mbm", "contrastive", "diffusion", "cotrain", "decode"):
+        assert f"{stage} 1 (0 cached)" in out, stage
+    assert "align" not in out  # MinD-Video: the encoder's condition goes to SD as it is
+
+
+def test_a_missing_path_stops_before_any_work(paper_env, tmp_path, monkeypatch, capsys):
+    spec = write_spec(tmp_path, SUITE)
+    store = tmp_path / "store"
+    monkeypatch.setenv("MINDVIDEO_SD15", str(tmp_path / "no-such-sd"))
+    assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 2
+    assert f"diffusion.pretrained: {tmp_path / 'no-such-sd'} does not exist" in (
+        capsys.readouterr().err
+    )
+    assert not (store / "cache").exists()
+    # --set of the same key wins over the variable
+    sd = paper_env["MINDVIDEO_SD15"]
+    args = ["plan", str(spec), "--store", str(store), "--set", f"diffusion.pretrained={sd}"]
+    assert main(args) == 0
+    monkeypatch.delenv("MINDVIDEO_FRAME_JUDGE")
+    monkeypatch.delenv("MINDVIDEO_CLIP_MODEL")
+    assert main(["plan", str(spec), "--store", str(store)]) == 2
+    err = capsys.readouterr().err  # every unset variable the run needs, in one error
+    assert "eval.frame_judge: ${MINDVIDEO_FRAME_JUDGE} but MINDVIDEO_FRAME_JUDGE" in err
+    assert "--set eval.frame_judge=PATH" in err
+    assert "MINDVIDEO_CLIP_MODEL is not set" in err and "--set eval.clip_model=NAME" in err
+
+
+def test_scene_cut_flags_are_optional_unless_excluding(paper_files):
+    from mindvideo.stages.evaluate import ground_truth
+
+    root = paper_files["MINDVIDEO_CC2017_ROOT"]
+    dataset = Path(root) / "video_fmri_dataset"
+    clips, cuts = ground_truth(dataset, ["test1_000", "test1_004"], 6)
+    assert clips.shape == (2, 6, 16, 16, 3) and not cuts.any()
+    with pytest.raises(DataError, match=r"test1_clips.csv: no scene_cut column"):
+        ground_truth(dataset, ["test1_000"], 6, need_cuts=True)
+
+
+def test_a_suite_override_gives_a_path_without_its_variable(paper_env, tmp_path, monkeypatch):
+    root = paper_env["MINDVIDEO_CC2017_ROOT"]
+    monkeypatch.delenv("MINDVIDEO_CC2017_ROOT")
+    spec = write_spec(tmp_path, SUITE.replace("overrides:\n", f"overrides:\n  data.root: {root}\n"))
+    assert main(["plan", str(spec), "--store", str(tmp_path / "store")]) == 0
+
+
+def test_the_paper_pipeline_runs_is_tracked_and_reports(paper_env, tmp_path, one_torch_thread):
+    from mlflow import MlflowClient
+
+    from harness.tracking import default_uri
+
+    spec = write_spec(tmp_path, SUITE)
+    store = tmp_path / "store"
+    assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
+    client = MlflowClient(tracking_uri=default_uri(store))
+    exp = client.get_experiment_by_name("paper-e2e")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
+    assert run.info.status == "FINISHED"
+    m = run.data.metrics
+    for key in (
+        "video_2way_top1",
+        "video_50way_top1",
+        "frame_2way_top1",
+        "ssim",
+        "psnr",
+        "clip_pcc_adjacent",
+        "mbm.val_loss",
+        "contrastive.retrieval4_image_top1",
+        "cotrain.val_loss",
+        "diffusion.cond_dim",
+    ):
+        assert np.isfinite(m[key]), key
+    assert m["n_samples"] == 9  # 12 test TRs, windows of 2 at offset 2: 9 clips
+    assert m["diffusion.cond_dim"] == 768
+    assert run.data.params["data.root"] == paper_env["MINDVIDEO_CC2017_ROOT"]
+    # reconstructions at the stimuli's size, 6 frames per clip (3 fps)
+    clips = np.load(next((store / "cache" / "decode").glob("*/clips.npy")))
+    assert clips.dtype == np.uint8 and clips.shape == (9, 6, 16, 16, 3)
+    out = tmp_path / "report"
+    assert main(["report", str(spec), "--store", str(store), "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "full" in table and "SSIM" in table
