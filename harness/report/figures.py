@@ -169,26 +169,28 @@ def _tradeoff(runs: pd.DataFrame, column: str, metrics: list[str], path: Path) -
     if numbers is None or not semantic or not pixel:
         return False
     grid = runs[numbers.notna()].assign(**{column: numbers[numbers.notna()]})
-    fig, (left,) = _figure(6.0, 3.8)
-    right = left.twinx()
+    fig, (left,) = _figure(6.0 + 0.9 * (len(pixel) - 1), 3.8)
     handles = []
-    styles = {"semantic": ("-", "o"), "pixel": ("--", "s")}
     colours = iter(sns.color_palette("tab10", len(semantic) + len(pixel)))
-    for kind, ax, chosen in (("semantic", left, semantic), ("pixel", right, pixel)):
-        line, marker = styles[kind]
-        for metric in chosen:
-            means = _per_seed(grid, metric, [column]).groupby(column)[metric].mean()
-            (h,) = ax.plot(
-                means.index,
-                means.values,
-                line,
-                marker=marker,
-                color=next(colours),
-                label=metric_label(metric),
-            )
-            handles.append(h)
-    left.set_ylabel("semantic: " + ", ".join(metric_label(m) for m in semantic))
-    right.set_ylabel("pixel: " + ", ".join(metric_label(m) for m in pixel))
+
+    def draw(ax: Axes, metric: str, line: str, marker: str) -> str:
+        means = _per_seed(grid, metric, [column]).groupby(column)[metric].mean()
+        colour = next(colours)
+        label = metric_label(metric)
+        (h,) = ax.plot(means.index, means.values, line, marker=marker, color=colour, label=label)
+        handles.append(h)
+        return colour
+
+    for metric in semantic:
+        draw(left, metric, "-", "o")
+    left.set_ylabel("semantic (N-way top-1) ↑")
+    for i, metric in enumerate(pixel):  # each pixel metric on its own right-hand axis
+        ax = left.twinx()
+        if i:
+            ax.spines["right"].set_position(("axes", 1.0 + 0.18 * i))
+        colour = draw(ax, metric, "--", "s")
+        ax.set_ylabel(_axis_label(metric), color=colour)
+        ax.tick_params(axis="y", colors=colour)
     left.set_xlabel(column[len(PARAM_PREFIX) :])
     left.legend(handles=handles, fontsize="small", loc="best")
     left.set_title("Semantic vs pixel metrics")
