@@ -383,8 +383,14 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
 def _load_plan(args: argparse.Namespace):
     from harness.plan import build_plan
+    from harness.search.spec import is_search_spec
     from harness.spec import load_spec
 
+    if is_search_spec(args.spec):
+        raise ConfigError(
+            f"{args.spec}: a search spec (it has a `search:` section): run it with "
+            f"`mvbench search {args.spec}`, report it with `mvbench report {args.spec}`"
+        )
     spec = load_spec(args.spec, args.profile)
     plan = build_plan(spec, _overrides(args.set))
     picks = {k: getattr(args, k, None) for k in ("variant", "subject", "seed")}
@@ -412,11 +418,21 @@ def _terminate(signum, frame) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.execute import LocalExecutor
+    from harness.executors import check_options, default_lease_timeout, make_executor
     from harness.tracking import Tracker
 
     if args.processes < 1:
         raise ConfigError(f"--processes {args.processes}: give 1 or more training processes")
+    if args.lease_timeout is None:
+        args.lease_timeout = default_lease_timeout()
+    check_options(
+        args.executor,
+        args.workers,
+        args.slurm_local,
+        args.processes,
+        args.device,
+        args.lease_timeout,
+    )
     plan = _load_plan(args)
     store = _store(args)
     tracker = Tracker(store)  # created (or found unreachable) before any work starts
@@ -428,15 +444,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{len(plan.nodes)} distinct stages ({n_cached} cached); tracking {tracker.uri}",
             file=sys.stderr,
         )
-    executor = LocalExecutor(
+    executor = make_executor(
+        args.executor,
         plan,
         store,
         tracker,
+        workers=args.workers,
+        slurm_local=args.slurm_local,
         fail_fast=args.fail_fast,
         quiet=args.quiet,
         device=args.device,
         processes=args.processes,
+        lease_timeout=args.lease_timeout,
     )
+    if args.executor != "local" and not args.quiet:
+        print(f"executor {args.executor}: {executor.describe()}", file=sys.stderr)
     # SIGTERM (a scheduler's time limit, `kill`) stops like Ctrl-C: the run is marked KILLED.
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -452,6 +474,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         parts.append(f"{result.count('BUSY')} running in another live process (skipped)")
     if result.count("NOT_RUN"):
         parts.append(f"{result.count('NOT_RUN')} not run (--fail-fast)")
+    if result.count("KILLED"):
+        parts.append(f"{result.count('KILLED')} taken over by another worker (lease lost)")
     print(f"suite {plan.suite}: {', '.join(parts)} in {result.seconds:.1f} s")
     for o in result.failed:
         print(f"  FAILED {o.run.label}: {o.error}")
@@ -503,13 +527,114 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"{len(plan.runs)} runs share {len(plan.nodes)} distinct stages: {detail}; "
         f"{len(plan.nodes) - n_cached} to compute"
     )
+    print(_compute_estimate(plan, _store(args), cached))
     return 0
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{seconds:.0f} s" if seconds < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _compute_estimate(plan, store: Path, cached: dict[str, bool]) -> str:
+    """What the plan's stages cost: the recorded time of the cached ones, and for the others
+    the mean recorded time of finished stages of the same kind in the store (a rough guide:
+    the same kind of stage costs more with other settings)."""
+    import json
+
+    from harness.cache import MANIFEST, StageCache
+
+    cache = StageCache(store)
+    done = 0.0
+    for key, node in plan.nodes.items():
+        if cached[key] and node.external is None:
+            done += float((cache.manifest(node) or {}).get("seconds", 0.0))
+    pending: dict[str, int] = {}
+    for key, node in plan.nodes.items():
+        if not cached[key]:
+            pending[node.name] = pending.get(node.name, 0) + 1
+    estimate, unknown = 0.0, []
+    for name, count in pending.items():
+        times = []
+        for path in sorted((cache.root / name).glob(f"*/{MANIFEST}"))[:200]:
+            try:
+                times.append(float(json.loads(path.read_text()).get("seconds", 0.0)))
+            except (OSError, ValueError):
+                continue
+        if times:
+            estimate += count * sum(times) / len(times)
+        else:
+            unknown.append(name)
+    text = f"compute: the {sum(cached.values())} cached stages took {_duration(done)}"
+    if pending:
+        text += (
+            f"; the {sum(pending.values())} to compute: about {_duration(estimate)} (the mean "
+            "time of finished stages of each kind in this store"
+            + (f"; none yet for {', '.join(unknown)}" if unknown else "")
+            + ")"
+        )
+    return text
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from harness.search.trials import SearchOptions, run_search
+
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials {args.trials}: give 1 or more")
+    options = SearchOptions(
+        spec=args.spec,
+        store=str(_store(args)),
+        profile=args.profile,
+        storage=args.storage,
+        overrides=_overrides(args.set),
+        trials=args.trials,
+        workers=args.workers,
+        quiet=args.quiet,
+        device=args.device,
+    )
+    # SIGTERM stops like Ctrl-C: the running trial is marked FAIL and queued to run again.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = run_search(options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    counts = result.counts
+    done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    of = f"/{result.target}" if result.target is not None else ""
+    print(
+        f"study {result.study}: {done}{of} trials done ({counts.get('COMPLETE', 0)} complete, "
+        f"{counts.get('PRUNED', 0)} pruned; {counts.get('FAIL', 0)} failed) in "
+        f"{result.seconds:.1f} s; storage {result.storage}"
+    )
+    for best in result.best:
+        values = ", ".join(f"{v:.4g}" for v in best["values"])
+        params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
+        print(f"  best: trial {best['number']} ({values}) [{params}]")
+    if result.stopped == "failures":
+        print(
+            f"  stopped: the study has {counts.get('FAIL', 0)} failed trials "
+            "(search.max_failures); see their `error` in the report's table, fix the cause or "
+            "raise max_failures, and run the same command to go on"
+        )
+    elif result.stopped == "workers died":
+        print("  stopped short: workers died; run the same command to go on")
+    spec_arg = str(args.spec)
+    for flag in ("profile", "store"):
+        if getattr(args, flag):
+            spec_arg += f" --{flag} {getattr(args, flag)}"
+    if args.storage:
+        spec_arg += f" --storage {result.storage}"  # without its password
+    print(f"Next: mvbench report {spec_arg}")
+    return 0 if result.reached else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.build import write_report
+    from harness.search.spec import is_search_spec
     from harness.tracking import Tracker
 
+    if is_search_spec(args.spec):
+        return cmd_search_report(args)
     plan = _load_plan(args)
     tracker = Tracker(_store(args))
     out = Path(args.out) if args.out else Path("results") / plan.suite
@@ -535,8 +660,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search_report(args: argparse.Namespace) -> int:
+    """`mvbench report SEARCH_SPEC`: the study's trials, read from its storage and MLflow."""
+    from harness.report.search import write_search_report
+    from harness.search.spec import load_search_spec
+    from harness.tracking import Tracker
+
+    loaded = load_search_spec(args.spec, args.profile)
+    tracker = Tracker(_store(args))
+    out = Path(args.out) if args.out else Path("results") / loaded.study
+    written = write_search_report(loaded, _store(args), args.storage, tracker, out)
+    print(f"report of study {loaded.study} written to {out}/:")
+    for path in written:
+        print(f"  {path}")
+    if (out / "table.md").exists():
+        print()
+        print((out / "table.md").read_text().split("\n## All trials")[0].rstrip())
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from harness import tracking as T
+    from harness.executors import default_lease_timeout
+    from harness.lease import RunLease, store_id
     from harness.tracking import Tracker, default_uri, tracking_uri
 
     store = _store(args)
@@ -569,6 +715,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if key not in latest or r.info.start_time > latest[key].info.start_time:
             latest[key] = r
     header = ["variant", "subject", "seed", "status", "stages cached", "note"]
+    leased_here = store_id(store, create=False) or "none"
     rows = []
     for run in plan.runs:
         r = latest.get(run.key)
@@ -577,6 +724,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         alive = T.worker_alive(r.data.tags.get(T.WORKER)) if r is not None else None
         if status == "RUNNING" and alive is False:
             note = "worker died: runs again on the next `mvbench run`"
+        elif status == "RUNNING" and r.data.tags.get(T.LEASE_STORE) == leased_here:
+            holder = RunLease(store / "leases" / exp, run.key, default_lease_timeout()).holder()
+            if holder is None or holder.stale:
+                why = holder.stale if holder else "its lease is gone"
+                note = f"{why}: runs again on the next `mvbench run`"
+            else:
+                note = holder.description
         elif status == "RUNNING" and alive is None:
             note = f"on another machine ({r.data.tags.get(T.WORKER, '?')})"
         elif r is not None and status == "FAILED":
@@ -778,6 +932,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the training stages (mbm, mbm_finetune, contrastive) in N processes under "
         "torch.distributed: gloo on CPU, one GPU each with nccl; same results as 1 (default: 1)",
     )
+    run.add_argument(
+        "--executor",
+        choices=("local", "pool", "slurm"),
+        default="local",
+        help="local: the runs one after another in this process (default); pool: in worker "
+        "processes on this machine (one per GPU, or per core); slurm: one cluster job per run "
+        "(submitit), the profile's resources: section says what each job asks for",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="pool: N worker processes (default: one per GPU, else one per core); worker i gets "
+        "GPU i mod #GPUs, and cores/N torch threads",
+    )
+    run.add_argument(
+        "--slurm-local",
+        action="store_true",
+        help="slurm: run the jobs with submitit's local executor, as separate processes on this "
+        "machine (to try the slurm path on a laptop, without a cluster)",
+    )
+    run.add_argument(
+        "--lease-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a run whose worker has not renewed its lease for this long (a dead or hung "
+        "worker, on any machine) is marked KILLED and run again (default: "
+        "$MVBENCH_LEASE_TIMEOUT or 60)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -791,7 +974,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _spec_arguments(rep)
     rep.add_argument("--out", help="output folder (default results/<suite>/)")
+    rep.add_argument(
+        "--storage",
+        help="a search spec's Optuna storage, if `mvbench search` was given one (default: the "
+        "journal file under the store)",
+    )
     rep.set_defaults(func=cmd_report)
+
+    se = sub.add_parser(
+        "search",
+        help="an Optuna search (experiments/search/*.yaml): each trial runs the spec's runs "
+        "with the trial's values, sharing cached stages; continues a started study",
+    )
+    _spec_arguments(se)
+    se.add_argument(
+        "--trials", type=int, metavar="N", help="finish N trials in all (replaces search.n_trials)"
+    )
+    se.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N worker processes on this machine, sharing the study (default: 1, in process)",
+    )
+    se.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage for workers on several machines, e.g. "
+        "postgresql://user:password@host:5432/db (default: <store>/optuna/<study>.log)",
+    )
+    se.add_argument("--device", help="torch device for the stages (default: cuda if available)")
+    se.add_argument("--quiet", action="store_true", help="no progress bars or trial lines")
+    se.set_defaults(func=cmd_search)
 
     st = sub.add_parser("status", help="runs of a suite (or all suites) and their state")
     _spec_arguments(st, optional=True)

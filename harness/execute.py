@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import yaml
 
 from harness import tracking as T
 from harness.cache import StageCache
+from harness.lease import DEFAULT_TIMEOUT_S, RunLease, store_id
 from harness.plan import Plan, Run, StageNode, stage_module
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
@@ -39,6 +41,7 @@ class Outcome:
     error: str = ""
     computed: int = 0  # stages computed by this run
     reused: int = 0  # stages found in the cache
+    stage_seconds: float = 0.0  # time inside its stages' run()
 
 
 @dataclass
@@ -78,8 +81,15 @@ def _bar(total: int | None, desc: str, quiet: bool, position: int = 0, leave: bo
     )
 
 
+# Profile sections that say how a run is executed, not what it computes: left out of its
+# params and config.yaml (and of every stage's config slice, so of every key).
+EXECUTION_SECTIONS = {"resources"}
+
+
 def run_params(run: Run) -> dict[str, str]:
-    config = run.profile.model_dump(mode="json", exclude={"source", "description"})
+    config = run.profile.model_dump(
+        mode="json", exclude={"source", "description", *EXECUTION_SECTIONS}
+    )
     return T.flatten(config) | {
         "run.variant": run.variant.name,
         "run.subject": run.subject,
@@ -102,14 +112,20 @@ def run_tags(plan: Plan, run: Run) -> dict[str, str]:
     }
 
 
+def metric_name(node: StageNode, key: str) -> str:
+    """A stage's metric as the child run logs it: evaluate's and a stage's HEADLINE_METRICS
+    unprefixed, others <stage>.<name>."""
+    headline = set(getattr(stage_module(node.name), "HEADLINE_METRICS", ()))
+    return key if node.name == HEADLINE_STAGE or key in headline else f"{node.name}.{key}"
+
+
 def stage_metrics(node: StageNode, manifest: dict) -> list[tuple[str, float, int]]:
     """A stage's metrics as the child run logs them: the final values (step 0) and any
     series logged with steps (per epoch...). Evaluate's, and a stage's HEADLINE_METRICS, are
     unprefixed; others <stage>.<name>."""
-    headline = set(getattr(stage_module(node.name), "HEADLINE_METRICS", ()))
 
     def name(k: str) -> str:
-        return k if node.name == HEADLINE_STAGE or k in headline else f"{node.name}.{k}"
+        return metric_name(node, k)
 
     out = [(name(k), float(v), 0) for k, v in manifest.get("metrics", {}).items()]
     out += [
@@ -134,10 +150,19 @@ class LocalExecutor:
         quiet: bool = False,
         device: str | None = None,
         processes: int = 1,
+        on_metric: Callable[[str, float, int | None], None] | None = None,
+        lease_timeout: float = DEFAULT_TIMEOUT_S,
     ):
         if processes < 1:
             raise ConfigError(f"--processes {processes}: need at least 1")
+        if not lease_timeout > 0:
+            raise ConfigError(f"--lease-timeout {lease_timeout}: give a number of seconds > 0")
         self.plan = plan
+        self.store = Path(store)
+        # A run's lease goes stale (its worker is taken as gone) after this long without a
+        # heartbeat; see harness.lease.
+        self.lease_timeout = lease_timeout
+        self._store_id: str | None = None
         self.processes = processes
         self.cache = StageCache(store)
         self.tracker = tracker
@@ -147,6 +172,9 @@ class LocalExecutor:
         self._device: str | None = None
         self.failed_nodes: dict[str, str] = {}  # key -> error, within this execution
         self.stage_seconds = 0.0
+        # Called with each metric a stage logs while it runs (its run's name for it, value,
+        # step): a search reports them to its pruner, whose TrialPruned stops the stage.
+        self.on_metric = on_metric
 
     @property
     def device(self) -> str:
@@ -158,30 +186,7 @@ class LocalExecutor:
         started = time.perf_counter()
         plan, tracker = self.plan, self.tracker
         exp = tracker.experiment(plan.suite)
-        reaped = [r for r in tracker.reap_stale(exp) if r.data.tags.get(T.KIND) == "run"]
-        swept = self.cache.sweep()
-        if swept and not self.quiet:
-            print(f"removed {swept} temporary stage folder(s) of dead processes", file=sys.stderr)
-        if reaped and not self.quiet:
-            print(
-                f"{len(reaped)} run(s) left RUNNING by a dead process marked KILLED; "
-                "they run again",
-                file=sys.stderr,
-            )
-        done: set[str] = set()
-        busy: set[str] = set()
-        for r in tracker.children(exp):
-            key = r.data.tags.get(T.RUN_KEY)
-            if r.info.status == "FINISHED":
-                done.add(key)
-            elif r.info.status == "RUNNING":
-                busy.add(key)
-        outcomes = [
-            Outcome(run, "DONE_BEFORE" if run.key in done else "BUSY")
-            for run in plan.runs
-            if run.key in done or run.key in busy
-        ]
-        todo = [run for run in plan.runs if run.key not in done and run.key not in busy]
+        outcomes, todo = self.pending(exp)
         if not todo:
             return Execution(outcomes, None, time.perf_counter() - started, 0.0)
 
@@ -194,20 +199,13 @@ class LocalExecutor:
                 "mvbench.runs": str(len(todo)),
             },
         )
-        total = sum(len(run.stages) for run in todo)
-        overall = _bar(total, plan.suite, self.quiet)
         status = "FINISHED"
         try:
-            for i, run in enumerate(todo):
-                if self.fail_fast and any(o.status == "FAILED" for o in outcomes):
-                    outcomes.extend(Outcome(r, "NOT_RUN") for r in todo[i:])
-                    break
-                outcomes.append(self._run(exp, parent, run, overall))
+            self.dispatch(exp, parent, todo, outcomes)
         except KeyboardInterrupt:
             status = "KILLED"
             raise
         finally:
-            overall.close()
             if status != "KILLED" and any(o.status == "FAILED" for o in outcomes):
                 status = "FAILED"
             tracker.log_metrics(
@@ -224,10 +222,136 @@ class LocalExecutor:
         outcomes.sort(key=lambda o: order[o.run.key])
         return Execution(outcomes, parent, time.perf_counter() - started, self.stage_seconds)
 
-    def _run(self, exp: str, parent: str, run: Run, overall) -> Outcome:
+    @property
+    def store_id(self) -> str:
+        if self._store_id is None:
+            self._store_id = store_id(self.store)
+        return self._store_id
+
+    def lease_folder(self, exp: str) -> Path:
+        return self.store / "leases" / exp
+
+    def pending(self, exp: str) -> tuple[list[Outcome], list[Run]]:
+        """After ending the runs of dead local workers and sweeping their temporary folders:
+        the outcomes of the plan's runs already done or running in a live worker, and the
+        runs to run."""
+        plan, tracker = self.plan, self.tracker
+        reaped = [r for r in tracker.reap_stale(exp) if r.data.tags.get(T.KIND) == "run"]
+        swept = self.cache.sweep()
+        if swept and not self.quiet:
+            print(f"removed {swept} temporary stage folder(s) of dead processes", file=sys.stderr)
+        if reaped and not self.quiet:
+            print(
+                f"{len(reaped)} run(s) left RUNNING by a dead process marked KILLED; "
+                "they run again",
+                file=sys.stderr,
+            )
+        done: set[str] = set()
+        busy: set[str] = set()
+        finished: dict[str, object] = {}
+        for r in tracker.children(exp):
+            key = r.data.tags.get(T.RUN_KEY)
+            if r.info.status == "FINISHED":
+                done.add(key)
+                finished[key] = r
+            elif r.info.status == "RUNNING" and self._worker_may_live(exp, r):
+                busy.add(key)
+        self._complete_artifacts(finished)
+        outcomes = [
+            Outcome(run, "DONE_BEFORE" if run.key in done else "BUSY")
+            for run in plan.runs
+            if run.key in done or run.key in busy
+        ]
+        todo = [run for run in plan.runs if run.key not in done and run.key not in busy]
+        return outcomes, todo
+
+    def _complete_artifacts(self, finished: dict[str, object]) -> None:
+        """Runs finished by an older version lack the per-sample scores the report's paired
+        tests read: upload them from the stage cache (where the evaluation is still cached)."""
+        for run in self.plan.runs:
+            child = finished.get(run.key)
+            evaluate = [
+                self.plan.node(k) for k in run.stages if self.plan.node(k).name == HEADLINE_STAGE
+            ]
+            if child is None or not evaluate:
+                continue
+            scores = self.cache.path(evaluate[0]) / "per_sample.npz"
+            if not scores.exists():
+                continue
+            have = {a.path for a in self.tracker.client.list_artifacts(child.info.run_id)}
+            if "per_sample.npz" not in have:
+                self.tracker.log_artifact(child.info.run_id, scores)
+
+    def _worker_may_live(self, exp: str, child) -> bool:
+        """Whether the worker of a RUNNING child may still run it: for a run leased in this
+        store, whether its lease has a live holder; otherwise (leased in another store, or
+        started by a version without leases) yes, as reap_stale has ended those of dead
+        processes on this machine."""
+        if child.data.tags.get(T.LEASE_STORE) != self.store_id:
+            return True
+        key = child.data.tags.get(T.RUN_KEY, "")
+        holder = RunLease(self.lease_folder(exp), key, self.lease_timeout).holder()
+        return holder is not None and not holder.stale
+
+    def dispatch(self, exp: str, parent: str, todo: list[Run], outcomes: list[Outcome]) -> None:
+        """Run `todo`, appending their outcomes: here, one after another. The pool and slurm
+        executors (harness.executors) hand them to other processes instead."""
+        overall = _bar(sum(len(run.stages) for run in todo), self.plan.suite, self.quiet)
+        try:
+            for i, run in enumerate(todo):
+                if self.fail_fast and any(o.status == "FAILED" for o in outcomes):
+                    outcomes.extend(Outcome(r, "NOT_RUN") for r in todo[i:])
+                    break
+                outcomes.append(self.run_one(exp, parent, run, overall))
+        finally:
+            overall.close()
+
+    def run_one(self, exp: str, parent: str, run: Run, overall) -> Outcome:
+        """Claim the run's lease, then run it, unless it has finished meanwhile (DONE_BEFORE)
+        or a live worker holds it (BUSY). Children of its key left RUNNING by workers that no
+        longer hold the lease are marked KILLED first."""
+        lease = RunLease(self.lease_folder(exp), run.key, self.lease_timeout, run.label)
+        claim = lease.acquire()
+        if not claim.acquired:
+            overall.update(len(run.stages))
+            return Outcome(run, "BUSY", error=claim.holder.description if claim.holder else "")
+        try:
+            earlier = self.tracker.runs_of_key(exp, run.key)
+            if any(r.info.status == "FINISHED" for r in earlier):  # finished since we looked
+                overall.update(len(run.stages))
+                return Outcome(run, "DONE_BEFORE")
+            for r in (r for r in earlier if r.info.status == "RUNNING"):
+                worker = r.data.tags.get(T.WORKER)
+                if r.data.tags.get(T.LEASE_STORE) == self.store_id:
+                    # We hold the lease now: whoever started this run does not any more.
+                    reason = claim.holder.stale if claim.holder else "its worker lost the lease"
+                elif T.worker_alive(worker) is False:
+                    reason = "worker died"
+                else:  # started by a version without leases, and maybe alive
+                    overall.update(len(run.stages))
+                    return Outcome(run, "BUSY", error=f"worker {worker}")
+                self.tracker.mark_stale(r.info.run_id, reason)
+                if not self.quiet:
+                    print(
+                        f"{run.label}: left RUNNING ({reason}); marked KILLED, running it again",
+                        file=sys.stderr,
+                    )
+            before = self.stage_seconds
+            outcome = self._run(exp, parent, run, overall, lease)
+            outcome.stage_seconds = self.stage_seconds - before
+            return outcome
+        finally:
+            lease.release()
+
+    def _run(
+        self, exp: str, parent: str, run: Run, overall, lease: RunLease | None = None
+    ) -> Outcome:
         started = time.perf_counter()
         tracker = self.tracker
-        child = tracker.start_child(exp, parent, run.label, run_tags(self.plan, run))
+        tags = run_tags(self.plan, run)
+        if lease is not None:
+            tags[T.LEASE_STORE] = self.store_id
+        child = tracker.start_child(exp, parent, run.label, tags)
         # The params go with the first metrics write: one MLflow write fewer per run.
         params: dict[str, str] | None = run_params(run)
         outcome = Outcome(run, "RUNNING", child)
@@ -278,8 +402,16 @@ class LocalExecutor:
             if not self.quiet:
                 print(f"\nFAILED {run.label}: {outcome.error}", file=sys.stderr)
         else:
-            outcome.status = "FINISHED"
-            tracker.end(child, "FINISHED")
+            if lease is not None and not lease.held():
+                # Its lease went stale (a hung worker, a lost heartbeat) and another worker
+                # has taken the run over: that one's result counts, not this one's.
+                outcome.status = "KILLED"
+                outcome.error = f"lease lost ({lease.lost}); the run was taken over"
+                tracker.set_tags(child, {T.ERROR: outcome.error, T.STALE: lease.lost})
+                tracker.end(child, "KILLED")
+            else:
+                outcome.status = "FINISHED"
+                tracker.end(child, "FINISHED")
         outcome.seconds = time.perf_counter() - started
         return outcome
 
@@ -302,12 +434,17 @@ class LocalExecutor:
                 bar.set_postfix_str(what, refresh=False)
                 bar.update(n)
 
+            def log_metric(name: str, value: float, step: int | None = None) -> None:
+                series.append((name, value, step))
+                if self.on_metric is not None:
+                    self.on_metric(metric_name(node, name), float(value), step)
+
             ctx = StageContext(
                 seed=node.seed if node.seed is not None else 0,
                 device=self.device,
                 processes=self.processes,
                 progress=tick,
-                log_metric=lambda name, value, step=None: series.append((name, value, step)),
+                log_metric=log_metric,
             )
             inputs = {role: self.cache.path(self.plan.node(k)) for role, k in node.inputs.items()}
             try:
@@ -333,7 +470,7 @@ class LocalExecutor:
             folder = Path(tmp)
             (folder / "config.yaml").write_text(
                 yaml.dump(
-                    run.profile.model_dump(mode="json"),
+                    run.profile.model_dump(mode="json", exclude=EXECUTION_SECTIONS),
                     Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),  # libyaml: 10x faster
                     sort_keys=False,
                 )

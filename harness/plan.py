@@ -413,6 +413,7 @@ def select_runs(
         and (seeds is None or not seeds or r.seed in seeds)
     ]
     keys = {k for r in runs for k in r.stages}
+    keys |= {k for key in keys for k in plan.node(key).inputs.values()}  # a real dataset's node
     return Plan(spec=plan.spec, runs=runs, nodes={k: n for k, n in plan.nodes.items() if k in keys})
 
 
@@ -480,6 +481,15 @@ def _check_report_metrics(plan: Plan) -> None:
                 logged |= {name, f"{name}_se", f"{name}_ci_low", f"{name}_ci_high"}
     for stage in stages - {EXTERNAL}:
         logged |= set(getattr(stage_module(stage), "HEADLINE_METRICS", ()))
+    for m in plan.spec.spec.report.metrics:  # a headline metric is logged without its prefix
+        stage, _, name = m.partition(".")
+        if stage in stages - {EXTERNAL} and name in getattr(
+            stage_module(stage), "HEADLINE_METRICS", ()
+        ):
+            raise ConfigError(
+                f"{plan.spec.path}: report.metrics: {m!r}: stage {stage} logs it without the "
+                f"prefix, as {name!r}; write that"
+            )
     unknown = [m for m in plan.spec.spec.report.metrics if "." not in m and m not in logged]
     if unknown:
         shown = sorted(m for m in logged if not m.endswith(("_se", "_ci_low", "_ci_high")))

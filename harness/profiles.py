@@ -100,6 +100,25 @@ class EncoderSection(EncoderConfig):
     voxels: Literal["roi", "selected"] = "roi"
 
 
+class ResourcesSection(BaseModel):
+    """What one run asks of a cluster (`mvbench run --executor slurm`: one job per run). Part
+    of no stage's config, so changing it changes no cache key and no run key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    partition: str | None = Field(None, description="Slurm partition (None: the default)")
+    gpus_per_job: int = Field(0, ge=0)
+    cpus_per_job: int = Field(2, ge=1, description="also the torch threads of the job")
+    mem_gb: float = Field(8.0, gt=0)
+    timeout_min: int = Field(120, ge=1, description="the job's time limit")
+    slurm_array_parallelism: int = Field(
+        32, ge=1, description="jobs of the suite's array running at once"
+    )
+    slurm_additional_parameters: dict[str, Any] = Field(
+        {}, description="more sbatch options, e.g. {account: my-lab, qos: high}"
+    )
+
+
 class Profile(BaseModel):
     """A resolved base config. Sections are added as stages land."""
 
@@ -126,6 +145,7 @@ class Profile(BaseModel):
         "suites, scored by retrieval); None: decode and evaluate",
     )
     eval: EvalSection = EvalSection()
+    resources: ResourcesSection = ResourcesSection()
     source: str = ""  # the YAML file it was read from
     # dotted key -> (its YAML text, the variables it names that are not set): values that
     # refer to unset environment variables, None until a stage needs them (then an error)

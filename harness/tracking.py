@@ -34,6 +34,8 @@ GRID = "mvbench.grid"  # JSON of the grid point
 PROFILE = "mvbench.profile"
 ERROR = "mvbench.error"
 FAILED_STAGE = "mvbench.failed_stage"
+LEASE_STORE = "mvbench.lease_store"  # the store whose leases/ holds the run's lease
+STALE = "mvbench.stale"  # why a run left RUNNING was marked KILLED
 PARENT = "mlflow.parentRunId"
 
 MAX_PARAM_CHARS = 6000
@@ -206,14 +208,23 @@ class Tracker:
         return self.runs(experiment_id, f)
 
     def reap_stale(self, experiment_id: str) -> list:
-        """Mark runs left RUNNING by a dead process on this host as KILLED; returns them."""
+        """Mark runs left RUNNING by a dead process on this host as KILLED; returns them.
+        (The fast path: runs of other hosts go stale through their lease, harness.lease.)"""
         reaped = []
         for run in self.runs(experiment_id, "attributes.status = 'RUNNING'"):
             if worker_alive(run.data.tags.get(WORKER)) is False:
-                self.client.set_tag(run.info.run_id, "mvbench.stale", "worker died")
-                self.client.set_terminated(run.info.run_id, "KILLED")
+                self.mark_stale(run.info.run_id, "worker died")
                 reaped.append(run)
         return reaped
+
+    def mark_stale(self, run_id: str, reason: str) -> None:
+        """End a run left RUNNING by a worker that is gone: KILLED, with the reason."""
+        self.client.set_tag(run_id, STALE, reason[:MAX_TAG_CHARS])
+        self.client.set_terminated(run_id, "KILLED")
+
+    def runs_of_key(self, experiment_id: str, run_key: str) -> list:
+        """The child runs of one run key (every status)."""
+        return self.runs(experiment_id, f"tags.`{KIND}` = 'run' and tags.`{RUN_KEY}` = '{run_key}'")
 
     def start_parent(self, experiment_id: str, tags: dict[str, str]) -> str:
         run = self.client.create_run(

@@ -207,6 +207,8 @@ def test_frame_rate_and_guidance_reuse_the_trained_models(generator_store, capsy
     # only decode and evaluate run again: 3 each (full, no-cotrain, captions); the autoencoder
     # baseline does not depend on the frame rate
     assert "decode 3 (0 cached)" in text and "cotrain 1 (1 cached)" in text
+    # what it will cost: recorded times of the cached stages, an estimate for the others
+    assert "cached stages took" in text and "the 6 to compute: about" in text
     assert "diffusion 1 (1 cached)" in text and "align 1 (1 cached)" in text
     assert main(["plan", str(spec), "--store", str(store), "--set", "guidance.scale=3"]) == 0
     assert "cotrain 1 (1 cached)" in capsys.readouterr().out

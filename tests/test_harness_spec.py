@@ -357,15 +357,17 @@ def test_committed_suites_plan_and_paper_ablations_share_stages():
             by_stage.setdefault(plan.node(key).name, set()).add(key)
     variants = {r.variant.name for r in plan.runs}
     n = len({(r.subject, r.seed) for r in plan.runs})
-    assert len(variants) == 9
+    assert len(variants) == 10
     assert len(by_stage["mbm"]) == 3  # one per seed, for every variant and subject using it
     assert len(by_stage["diffusion"]) == 1
-    # encoders: full (also no-cotrain, zero-negative, per-frame), no-mbm, no-contrastive,
-    # image-only, text-only, no-temporal-attention
+    # encoders: full (also no-cotrain, zero-negative, per-frame, no-align), no-mbm,
+    # no-contrastive, image-only, text-only, no-temporal-attention
     assert len(by_stage["contrastive"]) == 6 * n
     # co-training: all but no-cotrain; zero-negative re-uses the full model's
-    assert len(by_stage["cotrain"]) == 7 * n
-    assert len(by_stage["decode"]) == 9 * n
+    assert len(by_stage["cotrain"]) == 8 * n
+    assert len(by_stage["decode"]) == 10 * n
+    # the condition adapter: every variant with its own encoder, none for no-align
+    assert len(by_stage["align"]) == 6 * n
     zero = [r for r in plan.runs if r.variant.name == "zero-negative"][0]
     full = [
         r
@@ -374,3 +376,14 @@ def test_committed_suites_plan_and_paper_ablations_share_stages():
     ][0]
     shared = [plan.node(k).name for k in set(zero.stages) & set(full.stages)]
     assert "cotrain" in shared and "decode" not in shared
+
+
+def test_a_headline_metric_with_its_stage_prefix_is_refused(tmp_path):
+    text = """
+profile: smoke
+overrides: {stop_after: contrastive}
+variants: {full: {}}
+report: {metrics: [contrastive.retrieval50_image_top1]}
+"""
+    msg = spec_error(tmp_path, text)
+    assert "without the prefix, as 'retrieval50_image_top1'" in msg

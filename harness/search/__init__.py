@@ -1,0 +1,1 @@
+"""Hyper-parameter searches with Optuna: search specs, the study's storage, and its trials."""

@@ -1,0 +1,610 @@
+"""A search's trials: each is the spec's runs with the trial's parameters as overrides, planned
+and executed like a suite's (sharing cached stages), under the study's run in MLflow.
+
+Counting: a study has reached its trial count when that many trials are COMPLETE or PRUNED.
+FAIL trials do not count: a trial that failed with an error leaves its place to a new one (up
+to `search.max_failures` failures in the study), and a trial whose worker died (or was
+interrupted) is retried with the same parameters. Workers count and ask under one lock, so
+several of them never start more trials than the count needs and never share a trial.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import signal
+import statistics
+import sys
+import time
+import traceback
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from harness import tracking as T
+from harness.plan import Plan, build_plan
+from harness.search import storage as S
+from harness.search.spec import LoadedSearch, first_point, load_search_spec, trial_spec
+from harness.tracking import Tracker
+from mindvideo.errors import ConfigError, MindVideoError
+
+POLL_S = 2.0  # a worker with nothing to start checks the study this often
+STUDY = "study"  # mvbench.kind of the study's MLflow run
+TRIAL = "trial"  # ... and of each trial's
+TRIAL_NUMBER = "mvbench.trial"
+TRIAL_STATE = "mvbench.trial_state"
+PRUNED = "mvbench.pruned"
+STUDY_RUN_ATTR = "mlflow_run_id"  # study and trial user attribute: its MLflow run
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What `mvbench search` was asked for (picklable: worker processes get a copy)."""
+
+    spec: str
+    store: str
+    profile: str | None = None
+    storage: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    trials: int | None = None  # --trials: replaces search.n_trials
+    workers: int = 1
+    quiet: bool = False
+    device: str | None = None
+    study_run: str = ""  # the study's MLflow run, once created
+    deadline: float | None = None  # time.time() after which no trial starts (search.timeout)
+
+
+@dataclass
+class SearchResult:
+    study: str
+    storage: str
+    target: int | None
+    counts: dict[str, int]
+    stopped: str  # reached, timeout, failures, workers died
+    seconds: float
+    study_run: str
+    best: list[dict] = field(default_factory=list)  # number, values, params
+
+    @property
+    def reached(self) -> bool:
+        return self.stopped in ("reached", "timeout")
+
+
+class TrialFailed(MindVideoError):
+    """A trial could not give its objective values; the message is the reason."""
+
+
+def sampler_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial `number`: the same history gives the same proposal, whatever
+    the number of workers and however often the search was resumed."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def load(options: SearchOptions) -> LoadedSearch:
+    return load_search_spec(options.spec, options.profile)
+
+
+def target_trials(loaded: LoadedSearch, options: SearchOptions) -> int | None:
+    return options.trials or loaded.search.trials
+
+
+def check_plan(loaded: LoadedSearch, overrides: dict[str, Any]) -> Plan:
+    """Plan one point of the space before any work: the runs resolve, and the objective and
+    pruning metrics are ones the runs log (errors name the spec file and key)."""
+    clash = sorted(set(overrides) & set(loaded.search.space))
+    if clash:
+        raise ConfigError(
+            f"--set {', '.join(clash)}: searched by {loaded.path} (search.space); remove the "
+            "--set, or take the key out of the space"
+        )
+    try:
+        plan = build_plan(trial_spec(loaded, first_point(loaded)), overrides)
+    except ConfigError as e:  # the planner checks the metrics as a suite's report.metrics
+        text = str(e).replace("report.metrics:", "search.objective / prune_on:")
+        raise ConfigError(text) from None
+    stages = {plan.node(k).name for run in plan.runs for k in run.stages}
+    prune = loaded.search.prune_on
+    named = [(f"search.objective.{m}", m) for m in loaded.search.objective]
+    named += [("search.prune_on", prune.metric)] if prune else []
+    for key, metric in named:
+        if "." not in metric:
+            continue  # checked by the planner against the evaluation's metrics
+        stage = metric.split(".")[1] if metric.startswith("seconds.") else metric.split(".")[0]
+        if stage not in stages:
+            raise ConfigError(
+                f"{loaded.path}: {key}: {metric!r} names stage {stage!r}, which the runs do not "
+                f"have (they run {', '.join(sorted(stages))}); name a metric of one of them"
+            )
+    return plan
+
+
+def _suggest(trial, loaded: LoadedSearch) -> dict[str, Any]:
+    params = {}
+    for key, p in loaded.search.space.items():
+        if p.type == "float":
+            params[key] = trial.suggest_float(key, p.low, p.high, log=p.log, step=p.step)
+        elif p.type == "int":
+            params[key] = trial.suggest_int(key, p.low, p.high, log=p.log, step=p.step)
+        else:
+            params[key] = trial.suggest_categorical(key, p.choices)
+    return params
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
+# The study ----------------------------------------------------------------------------------
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search prints its own lines
+
+
+def open_study(loaded: LoadedSearch, options: SearchOptions):
+    """(study, storage): the study in its storage, created on first use (load_if_exists)."""
+    import optuna
+
+    _quiet_optuna()
+    search = loaded.search
+    storage = S.open_storage(options.storage, Path(options.store), loaded.study, search.retries)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=loaded.study,
+        directions=search.directions,
+        sampler=search.sampler.build(search.space, sampler_seed(search.sampler.seed, 0)),
+        pruner=search.pruner.build(search.prune_sign),
+        load_if_exists=True,
+    )
+    have = [d.name.lower() for d in study.directions]
+    if have != search.directions:
+        raise ConfigError(
+            f"{loaded.path}: search.objective: study {loaded.study!r} in {where(options, loaded)} "
+            f"optimises {have}, the spec {search.directions}; give the spec another `study:` "
+            "name to start a new study"
+        )
+    return study, storage
+
+
+def where(options: SearchOptions, loaded: LoadedSearch) -> str:
+    if options.storage:
+        return S.shown(options.storage)
+    return str(S.journal_path(Path(options.store), loaded.study))
+
+
+def prepare_study(study, loaded: LoadedSearch, options: SearchOptions) -> bool:
+    """On first use, record what the study searches and queue `search.enqueue`; later, refuse
+    a spec or --set that would mix other trials into it. True if the study is new."""
+    import json
+
+    search = loaded.search
+    record = {
+        "space": json.loads(json.dumps({k: p.model_dump() for k, p in search.space.items()})),
+        "objective": dict(search.objective),
+        "profile": loaded.profile,
+        "overrides": json.loads(json.dumps(loaded.spec.overrides | options.overrides)),
+        "seeds": list(loaded.spec.seeds),
+        "subjects": list(loaded.spec.subjects) if loaded.spec.subjects else None,
+    }
+    attrs = study.user_attrs
+    if "space" not in attrs:
+        for key, value in record.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("spec", str(loaded.path))
+        for point in search.enqueue:
+            study.enqueue_trial(dict(point), skip_if_exists=True)
+        return True
+    changed = [key for key, value in record.items() if attrs.get(key) != value]
+    if changed:
+        detail = "; ".join(f"{k}: was {attrs.get(k)}, now {record[k]}" for k in changed)
+        raise ConfigError(
+            f"{loaded.path}: study {loaded.study!r} in {where(options, loaded)} was run with "
+            f"other settings ({detail}); continue it with the same spec and --set, or give the "
+            "spec another `study:` name to start a new study"
+        )
+    return False
+
+
+def study_run(tracker: Tracker, study, loaded: LoadedSearch, options: SearchOptions) -> str:
+    """The study's MLflow run (every trial's run is its child): created once, then reopened."""
+    exp = tracker.experiment(loaded.study)
+    run_id = study.user_attrs.get(STUDY_RUN_ATTR)
+    if run_id:
+        try:
+            if tracker.client.get_run(run_id).info.experiment_id == exp:
+                tracker.client.update_run(run_id, status="RUNNING")
+                tracker.set_tags(run_id, {T.WORKER: T.this_worker()})
+                return run_id
+        except Exception:
+            pass  # another tracking store than the one the study started with: a new run
+    run = tracker.client.create_run(
+        exp,
+        run_name=f"study {loaded.study}",
+        tags={
+            T.KIND: STUDY,
+            T.WORKER: T.this_worker(),
+            T.GIT_COMMIT: T.git_commit(),
+            T.SPEC_HASH: loaded.hash,
+            T.PROFILE: loaded.profile,
+            "mvbench.spec": str(loaded.path),
+            "mvbench.storage": where(options, loaded),
+        },
+    )
+    params = T.flatten({"search": loaded.search.model_dump(mode="json", exclude={"enqueue"})})
+    tracker.log_metrics(run.info.run_id, [], params)
+    study.set_user_attr(STUDY_RUN_ATTR, run.info.run_id)
+    return run.info.run_id
+
+
+# One worker ---------------------------------------------------------------------------------
+
+
+class TrialTracker(Tracker):
+    """A worker's tracker: the execution run the executor opens for a trial is the trial's run,
+    a child of the study's run with the trial's number and parameters (one per trial, reopened
+    if the executor runs again)."""
+
+    def __init__(self, store: Path, study_run: str):
+        super().__init__(store)
+        self.study_run = study_run
+        self.trial_tags: dict[str, str] = {}
+        self.trial_params: dict[str, str] = {}
+        self.trial_run: str | None = None
+
+    def begin(self, number: int, params: dict[str, Any]) -> None:
+        self.trial_tags = {TRIAL_NUMBER: str(number), T.PARENT: self.study_run}
+        self.trial_params = {k: str(v) for k, v in params.items()}
+        self.trial_run = None
+
+    def start_parent(self, experiment_id: str, tags: dict[str, str]) -> str:
+        if self.trial_run is not None:
+            self.client.update_run(self.trial_run, status="RUNNING")
+            return self.trial_run
+        number = self.trial_tags.get(TRIAL_NUMBER, "?")
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"trial {number}",
+            tags={
+                **tags,
+                T.KIND: TRIAL,
+                T.WORKER: T.this_worker(),
+                T.GIT_COMMIT: T.git_commit(),
+                **self.trial_tags,
+            },
+        )
+        self.trial_run = run.info.run_id
+        self.log_metrics(self.trial_run, [], self.trial_params)
+        return self.trial_run
+
+
+class PruneReporter:
+    """The executor's metric callback: the pruning metric's values, reported to the trial per
+    step (the first value of each step: the trial's first run that trains), and TrialPruned
+    raised inside the stage when the pruner says so."""
+
+    def __init__(self, trial, loaded: LoadedSearch):
+        self.trial = trial
+        self.prune = loaded.search.prune_on
+        self.sign = loaded.search.prune_sign  # reported in the study's direction
+        self.steps: dict[int, float] = {}  # step -> value as logged
+        self.seen: set[str] = set()
+        self.pruned: str | None = None
+
+    def __call__(self, name: str, value: float, step: int | None) -> None:
+        import optuna
+
+        self.seen.add(name)
+        if self.prune is None or name != self.prune.metric or step is None:
+            return
+        if step in self.steps:
+            return
+        self.steps[step] = value
+        self.trial.report(self.sign * value, step)
+        if self.trial.should_prune():
+            self.pruned = f"{name} = {value:.4g} at step {step}"
+            raise optuna.TrialPruned(f"pruned: {self.pruned}")
+
+
+def executor_for(plan: Plan, options: SearchOptions, tracker: Tracker, on_metric):
+    """The executor that runs a trial's plan: the local one, in this worker process (the one
+    place a search picks its executor)."""
+    from harness.execute import LocalExecutor
+
+    return LocalExecutor(
+        plan,
+        Path(options.store),
+        tracker,
+        fail_fast=True,  # a trial needs all its runs: stop at the first failure
+        quiet=options.quiet or options.workers > 1,
+        device=options.device,
+        on_metric=on_metric,
+    )
+
+
+def objective_values(
+    tracker: Tracker, plan: Plan, loaded: LoadedSearch
+) -> tuple[list[float], list[str]]:
+    """The objective metrics of the trial's runs, read back from MLflow (a run done before, by
+    an earlier trial with the same parameters, counts), aggregated over subjects and seeds."""
+    exp = tracker.experiment(plan.suite)
+    metrics, run_ids = [], []
+    for run in plan.runs:
+        found = tracker.runs(
+            exp, f"tags.`{T.RUN_KEY}` = '{run.key}' and attributes.status = 'FINISHED'"
+        )
+        if not found:
+            raise TrialFailed(f"{run.label}: no FINISHED run in MLflow")
+        latest = max(found, key=lambda r: r.info.end_time or 0)
+        metrics.append(latest.data.metrics)
+        run_ids.append(latest.info.run_id)
+    combine = statistics.fmean if loaded.search.aggregate == "mean" else statistics.median
+    values = []
+    for metric in loaded.search.objective:
+        missing = [r.label for r, m in zip(plan.runs, metrics, strict=True) if metric not in m]
+        if missing:
+            logged = sorted(k for k in metrics[0] if not k.endswith(("_se", "_low", "_high")))
+            raise TrialFailed(
+                f"{missing[0]} logged no {metric!r} (search.objective); it logged: "
+                f"{', '.join(logged[:30])}"
+            )
+        value = combine(m[metric] for m in metrics)
+        if not math.isfinite(value):
+            raise TrialFailed(f"objective {metric} is {value}")
+        values.append(float(value))
+    return values, run_ids
+
+
+def run_trial(trial, params, loaded, options, tracker: TrialTracker, storage) -> tuple[str, str]:
+    """Execute one trial and tell the study its outcome; (state, what to print)."""
+    import optuna
+
+    started = time.perf_counter()
+    tracker.begin(trial.number, params)
+    reporter = PruneReporter(trial, loaded)
+    status, state, tags, text = "FINISHED", "COMPLETE", {}, ""
+    values: list[float] = []
+    try:
+        with S.heartbeat(storage, trial):
+            plan = build_plan(trial_spec(loaded, params), options.overrides)
+            while True:
+                executor = executor_for(plan, options, tracker, reporter)
+                result = executor.execute()
+                if reporter.pruned is not None:
+                    for o in result.failed:  # the interrupted run: KILLED, tagged pruned
+                        tracker.set_tags(o.run_id, {PRUNED: reporter.pruned})
+                        tracker.end(o.run_id, "KILLED")
+                    raise optuna.TrialPruned(reporter.pruned)
+                if result.failed:
+                    o = result.failed[0]
+                    raise TrialFailed(f"{o.run.label}: {o.error}")
+                if not any(o.status == "BUSY" for o in result.outcomes):
+                    break
+                time.sleep(POLL_S)  # the same runs in another live worker: wait for them
+            values, run_ids = objective_values(tracker, plan, loaded)
+            trial.set_user_attr("runs", run_ids)
+    except optuna.TrialPruned as e:
+        status, state, tags = "KILLED", "PRUNED", {PRUNED: str(e)}
+        trial.set_user_attr("pruned_at", str(e))
+        text = f"pruned: {e}"
+    except KeyboardInterrupt:
+        reason = "interrupted (Ctrl-C or SIGTERM)"
+        _finish_run(tracker, loaded, "KILLED", "FAIL", {T.ERROR: reason}, [], reporter, started)
+        S.fail_and_retry(trial.study, trial, reason, loaded.search.retries)
+        raise
+    except Exception as e:
+        reason = str(e) if isinstance(e, MindVideoError) else f"{type(e).__name__}: {e}"
+        if not isinstance(e, MindVideoError) and not options.quiet:
+            traceback.print_exc()
+        status, state, tags = "FAILED", "FAIL", {T.ERROR: reason}
+        trial.set_user_attr(S.ERROR_ATTR, reason)
+        text = f"failed: {reason.splitlines()[0][:300]}"
+    if missing := _unreported(reporter, loaded):
+        print(f"note: trial {trial.number}: {missing}", file=sys.stderr)
+    trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+    _finish_run(tracker, loaded, status, state, tags, values, reporter, started)
+    trial.set_user_attr(STUDY_RUN_ATTR, tracker.trial_run)
+    if state == "COMPLETE":
+        trial.study.tell(trial, values)
+        pairs = zip(loaded.search.objective, values, strict=True)
+        text = ", ".join(f"{m}={v:.4g}" for m, v in pairs)
+    elif state == "PRUNED":
+        trial.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        trial.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    seconds = time.perf_counter() - started
+    return state, f"trial {trial.number} {state} {text} [{_params_text(params)}] {seconds:.1f} s"
+
+
+def _unreported(reporter: PruneReporter, loaded: LoadedSearch) -> str:
+    """Why the pruner had nothing to judge, when the watched stage ran but logged no series."""
+    prune = loaded.search.prune_on
+    if prune is None or reporter.steps:
+        return ""
+    stage = prune.metric.split(".")[0]
+    logged = sorted(n for n in reporter.seen if n.startswith(f"{stage}."))
+    if not logged:
+        return ""  # the stage came from the cache: it logged nothing while this trial ran
+    return (
+        f"stage {stage} logged no {prune.metric!r} per step, so the pruner had nothing to "
+        f"judge (search.prune_on); it logs {', '.join(logged)}"
+    )
+
+
+def _finish_run(tracker, loaded, status, state, tags, values, reporter, started) -> None:
+    """The trial's MLflow run: its objective values, the pruning metric per step, its state."""
+    if tracker.trial_run is None:  # every run was done before: nothing opened it
+        exp = tracker.experiment(loaded.study)
+        tracker.start_parent(exp, {T.SPEC_HASH: loaded.hash, T.PROFILE: loaded.profile})
+    run = tracker.trial_run
+    metrics = [(m, v, 0) for m, v in zip(loaded.search.objective, values, strict=False)]
+    if loaded.search.prune_on is not None:
+        name = f"intermediate.{loaded.search.prune_on.metric}"
+        metrics += [(name, v, step) for step, v in reporter.steps.items()]
+    metrics.append(("trial_seconds", time.perf_counter() - started, 0))
+    tracker.log_metrics(run, metrics)
+    tracker.set_tags(run, {TRIAL_STATE: state, **tags})
+    tracker.end(run, status)
+
+
+def run_worker(options: SearchOptions, index: int = 0) -> str:
+    """Run trials until the study has its count (or the timeout, or too many failures);
+    returns why it stopped. Several workers may run this against one storage."""
+    from optuna.trial import TrialState
+
+    loaded = load(options)
+    search = loaded.search
+    study, storage = open_study(loaded, options)
+    tracker = TrialTracker(Path(options.store), options.study_run)
+    target = target_trials(loaded, options)
+    prefix = f"[worker {index}] " if options.workers > 1 else ""
+    while True:
+        trial = None
+        with S.study_lock(storage, Path(options.store), loaded.study):
+            for number in S.reap_dead_workers(study, storage, search.retries):
+                print(f"{prefix}trial {number}: its worker died; retried", file=sys.stderr)
+            trials = study.get_trials(deepcopy=False)
+            counts = Counter(t.state for t in trials)
+            done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+            if target is not None and done >= target:
+                return "reached"
+            if counts[TrialState.FAIL] >= search.failures:
+                return "failures"
+            if options.deadline is not None and time.time() >= options.deadline:
+                return "timeout"
+            if target is None or done + counts[TrialState.RUNNING] < target:
+                seed = sampler_seed(search.sampler.seed, len(trials))
+                study.sampler = search.sampler.build(search.space, seed)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # fixed params of a retry
+                    trial = study.ask()
+                    params = _suggest(trial, loaded)
+                S.claim(trial)
+        if trial is None:  # the last trials run in other workers: wait, they may die
+            time.sleep(POLL_S)
+            continue
+        state, line = run_trial(trial, params, loaded, options, tracker, storage)
+        if not options.quiet:
+            print(prefix + line, file=sys.stderr)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _worker_process(options: SearchOptions, index: int, threads: int) -> None:
+    """A worker process: its share of the cores, SIGTERM stops it like Ctrl-C."""
+    import torch
+
+    torch.set_num_threads(threads)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        run_worker(options, index)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except MindVideoError as e:
+        print(f"[worker {index}] mvbench: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def summarize(study, target: int | None) -> tuple[dict[str, int], list[dict]]:
+    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    best = []
+    for t in study.best_trials if counts.get("COMPLETE") else []:
+        best.append({"number": t.number, "values": t.values, "params": t.params})
+    return dict(counts), best
+
+
+def run_search(options: SearchOptions) -> SearchResult:
+    """`mvbench search`: check the plan, open (or continue) the study and its MLflow run, run
+    the workers (in this process, or N processes), and close the study's run."""
+    started = time.time()
+    loaded = load(options)
+    if options.workers < 1:
+        raise ConfigError(f"--workers {options.workers}: give 1 or more")
+    check_plan(loaded, options.overrides)
+    tracker = Tracker(Path(options.store))  # created (or found unreachable) before any work
+    study, storage = open_study(loaded, options)
+    with S.study_lock(storage, Path(options.store), loaded.study):
+        prepare_study(study, loaded, options)
+        run_id = study_run(tracker, study, loaded, options)
+        study.set_user_attr("n_trials", target_trials(loaded, options))
+    timeout = loaded.search.timeout
+    options = replace(
+        options, study_run=run_id, deadline=started + timeout if timeout else options.deadline
+    )
+    target = target_trials(loaded, options)
+    try:
+        if options.workers == 1:
+            stopped = run_worker(options, 0)
+        else:
+            stopped = _run_processes(options, study, loaded, target)
+    except KeyboardInterrupt:
+        tracker.set_tags(run_id, {T.ERROR: "interrupted (Ctrl-C or SIGTERM)"})
+        tracker.end(run_id, "KILLED")
+        raise
+    counts, best = summarize(study, target)
+    tracker.log_metrics(
+        run_id,
+        [(f"trials_{k.lower()}", v, 0) for k, v in counts.items()]
+        + [("seconds", time.time() - started, 0)],
+    )
+    tracker.end(run_id, "FINISHED" if stopped in ("reached", "timeout") else "FAILED")
+    return SearchResult(
+        study=loaded.study,
+        storage=where(options, loaded),
+        target=target,
+        counts=counts,
+        stopped=stopped,
+        seconds=time.time() - started,
+        study_run=run_id,
+        best=best,
+    )
+
+
+def _run_processes(options: SearchOptions, study, loaded: LoadedSearch, target: int | None) -> str:
+    """N worker processes (spawned: safe with torch threads and CUDA), each with its share of
+    the cores; returns why they stopped, read from the study."""
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // options.workers)
+    procs = [
+        ctx.Process(target=_worker_process, args=(options, i, threads), name=f"mvbench-worker-{i}")
+        for i in range(options.workers)
+    ]
+    for p in procs:
+        p.start()
+    pending = {p.sentinel: p for p in procs}
+    try:
+        # Reap each worker as soon as it ends: an unreaped dead worker is a zombie, which
+        # still looks alive to the other workers' check of the trial's worker.
+        while pending:
+            for sentinel in wait(list(pending)):
+                pending.pop(sentinel).join()
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: each marks its trial and stops
+        for p in procs:
+            p.join()
+        raise
+    died = [p for p in procs if p.exitcode not in (0, None)]
+    for p in died:
+        how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit status {p.exitcode}"
+        print(f"{p.name} ended with {how}", file=sys.stderr)
+    counts, _ = summarize(study, target)
+    if target is not None and counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) >= target:
+        return "reached"
+    if counts.get("FAIL", 0) >= loaded.search.failures:
+        return "failures"
+    if options.deadline is not None and time.time() >= options.deadline:
+        return "timeout"
+    return "workers died"
