@@ -20,6 +20,22 @@ def scores(values, names=None) -> dict[str, np.ndarray]:
     return out
 
 
+def runs_of(per) -> pd.DataFrame:
+    """The runs frame of per-sample scores: one model run each, its mean SSIM."""
+    rows = [
+        {
+            "variant": v,
+            "base": v,
+            "kind": "model",
+            "subject": sub,
+            "seed": seed,
+            "ssim": float(s["ssim"].mean()),
+        }
+        for (v, sub, seed), s in per.items()
+    ]
+    return pd.DataFrame(rows)
+
+
 def names(n: int = N) -> list[str]:
     return [f"test0_{i:03d}" for i in range(n)]
 
@@ -105,19 +121,7 @@ def test_table_marks_significant_deltas_only(tmp_path):
         ("better", "s1", 0): scores(ref + 0.1),
         ("noisy", "s1", 0): scores(ref + rng.normal(0, 0.1, N)),
     }
-    runs = pd.DataFrame(
-        [
-            {
-                "variant": v,
-                "base": v,
-                "kind": "model",
-                "subject": "s1",
-                "seed": 0,
-                "ssim": float(s["ssim"].mean()),
-            }
-            for (v, _, _), s in per.items()
-        ]
-    )
+    runs = runs_of(per)
     tests = paired_tests(per, "full", ["ssim"], n_boot=500)
     write_tables(runs, ["ssim"], tmp_path, "full", formats=("md", "csv"), tests=tests)
     md = (tmp_path / "table.md").read_text()
@@ -140,19 +144,7 @@ def test_a_mark_needs_the_wilcoxon_test_and_the_paired_ci_to_agree(tmp_path):
     tests = paired_tests(per, "full", ["ssim"], n_boot=2000)
     row = tests[tests.subject == "average"].iloc[0]
     assert row.p_value < 0.05 and row.ci_low < 0 < row.ci_high
-    runs = pd.DataFrame(
-        [
-            {
-                "variant": v,
-                "base": v,
-                "kind": "model",
-                "subject": "s1",
-                "seed": 0,
-                "ssim": float(s["ssim"].mean()),
-            }
-            for (v, _, _), s in per.items()
-        ]
-    )
+    runs = runs_of(per)
     write_tables(runs, ["ssim"], tmp_path, "full", formats=("md",), tests=tests)
     line = next(
         x for x in (tmp_path / "table.md").read_text().splitlines() if x.startswith("| mixed")

@@ -47,6 +47,14 @@ def _level(runs: pd.DataFrame, variant: str | None, metric: str) -> float:
     return float(_per_seed(runs[runs["variant"] == variant], metric, [])[metric].mean())
 
 
+def _slant_labels(ax: Axes, names: list) -> None:
+    """Slant the x labels when there are many or they are long."""
+    if len(names) > 3 or max(len(str(v)) for v in names) > 8:
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+
+
 def _file_part(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name.replace(".", "_"))
 
@@ -112,10 +120,7 @@ def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) ->
     ax.set_xlabel("")
     ax.set_ylabel(_axis_label(metric))
     ax.set_title(metric_label(metric))
-    if len(order) > 3 or max(len(str(v)) for v in order) > 8:
-        ax.tick_params(axis="x", labelrotation=30)
-        for label in ax.get_xticklabels():
-            label.set_horizontalalignment("right")
+    _slant_labels(ax, order)
     fig.savefig(path, dpi=DPI)
     return True
 
@@ -148,10 +153,7 @@ def _subject_bars(runs: pd.DataFrame, metric: str, reference: str | None, path: 
     if reference in order:
         ticks = ax.get_xticklabels()
         ticks[order.index(reference)].set_fontweight("bold")
-    if len(order) > 3 or max(len(str(v)) for v in order) > 8:
-        ax.tick_params(axis="x", labelrotation=30)
-        for label in ax.get_xticklabels():
-            label.set_horizontalalignment("right")
+    _slant_labels(ax, order)
     fig.savefig(path, dpi=DPI)
     return True
 
