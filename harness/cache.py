@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,15 +27,44 @@ MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
 
 
+WAIT_NOTE_S = 60.0  # how often a worker waiting for a key's lock says who holds it
+
+
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on `path` (created if missing), released on exit or death."""
+def file_lock(
+    path: Path, on_wait: Callable[[str, float], None] | None = None, holder: str = ""
+) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created if missing), released on exit or death.
+
+    With `on_wait`, the holder writes `holder` (who it is, what it computes) into the file, and
+    a worker that finds the lock taken calls on_wait(that text, seconds waited) at once and then
+    every WAIT_NOTE_S while it waits, so a long wait is never silent."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with open(path, "a+") as handle:
+        if on_wait is None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        else:
+            started, noted = time.monotonic(), None
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - started
+                    if noted is None or waited - noted >= WAIT_NOTE_S:
+                        handle.seek(0)
+                        on_wait(handle.read().strip() or "another process", waited)
+                        noted = waited
+                    time.sleep(0.5)
+            if holder:
+                handle.truncate(0)
+                handle.write(holder + "\n")
+                handle.flush()
         try:
             yield
         finally:
+            if holder:
+                handle.truncate(0)  # no waiter reads a finished holder's name
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -81,7 +111,17 @@ class StageCache:
         if (found := self.manifest(node)) is not None:
             return found, False
         final = self.path(node)
-        with file_lock(final.parent / f".{node.key}.lock"):
+        what = f"{node.name} stage {node.key[:12]}"
+
+        def waiting(holder: str, waited: float) -> None:
+            print(
+                f"waiting {waited:.0f} s for the {what}, which {holder} is computing; its "
+                "result will be used here (stop that process if it hangs)",
+                file=sys.stderr,
+            )
+
+        holder = f"{socket.gethostname()}:{os.getpid()} since {time.strftime('%H:%M:%S')}"
+        with file_lock(final.parent / f".{node.key}.lock", on_wait=waiting, holder=holder):
             if (found := self.manifest(node)) is not None:  # another worker finished it
                 return found, False
             for stale in final.parent.glob(f"{TMP_PREFIX}{node.key}-*"):

@@ -17,7 +17,7 @@ import yaml
 from harness import tracking as T
 from harness.cache import StageCache
 from harness.lease import DEFAULT_TIMEOUT_S, RunLease, store_id
-from harness.plan import Plan, Run, StageNode, stage_module
+from harness.plan import Plan, Run, StageNode, headline_metrics, stage_module
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
 from mindvideo.stages.base import StageContext
@@ -115,8 +115,8 @@ def run_tags(plan: Plan, run: Run) -> dict[str, str]:
 def metric_name(node: StageNode, key: str) -> str:
     """A stage's metric as the child run logs it: evaluate's and a stage's HEADLINE_METRICS
     unprefixed, others <stage>.<name>."""
-    headline = set(getattr(stage_module(node.name), "HEADLINE_METRICS", ()))
-    return key if node.name == HEADLINE_STAGE or key in headline else f"{node.name}.{key}"
+    headline = node.name == HEADLINE_STAGE or key in headline_metrics(node)
+    return key if headline else f"{node.name}.{key}"
 
 
 def stage_metrics(node: StageNode, manifest: dict) -> list[tuple[str, float, int]]:

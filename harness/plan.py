@@ -39,6 +39,17 @@ def stage_module(name: str) -> ModuleType:
     return importlib.import_module(STAGE_MODULES[name])
 
 
+def headline_metrics(node: StageNode) -> set[str]:
+    """The stage's metrics a run logs without the `<stage>.` prefix: the module's
+    headline_metrics(config) where its names depend on the config, else HEADLINE_METRICS."""
+    if node.external is not None:
+        return set()
+    module = stage_module(node.name)
+    if hasattr(module, "headline_metrics") and node.config is not None:
+        return set(module.headline_metrics(node.config))
+    return set(getattr(module, "HEADLINE_METRICS", ()))
+
+
 def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
     """The run's stages in dependency order, each with its input roles bound to stages."""
     data = "simulate" if profile.data.source == "synth" else EXTERNAL
@@ -479,13 +490,14 @@ def _check_report_metrics(plan: Plan) -> None:
         for protocol in {run.profile.eval.protocol for run in plan.runs}:
             for name in get_protocol(protocol).metrics:
                 logged |= {name, f"{name}_se", f"{name}_ci_low", f"{name}_ci_high"}
-    for stage in stages - {EXTERNAL}:
-        logged |= set(getattr(stage_module(stage), "HEADLINE_METRICS", ()))
+    headline: dict[str, set[str]] = {}  # by stage
+    for node in {plan.node(k).key: plan.node(k) for run in plan.runs for k in run.stages}.values():
+        headline.setdefault(node.name, set()).update(headline_metrics(node))
+    for names in headline.values():
+        logged |= names
     for m in plan.spec.spec.report.metrics:  # a headline metric is logged without its prefix
         stage, _, name = m.partition(".")
-        if stage in stages - {EXTERNAL} and name in getattr(
-            stage_module(stage), "HEADLINE_METRICS", ()
-        ):
+        if name in headline.get(stage, ()):
             raise ConfigError(
                 f"{plan.spec.path}: report.metrics: {m!r}: stage {stage} logs it without the "
                 f"prefix, as {name!r}; write that"

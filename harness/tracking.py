@@ -67,12 +67,18 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (state first); [] if unreadable."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def _process_start(pid: int) -> str:
     """The start time of a process (Linux /proc), to tell a live pid from a reused one."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else "?"
 
 
 def this_worker() -> str:
@@ -95,7 +101,10 @@ def worker_alive(worker: str | None) -> bool | None:
         return False
     except PermissionError:
         pass
-    return _process_start(int(pid)) == start
+    fields = _proc_stat(int(pid))
+    if fields and fields[0] in ("Z", "X"):
+        return False  # exited, not yet reaped by its parent: it runs nothing any more
+    return (fields[19] if len(fields) > 19 else "?") == start
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:

@@ -292,6 +292,28 @@ def test_one_claimer_wins_a_run_and_a_stale_lease_is_broken_exactly_once(tmp_pat
     assert not list(folder.glob("*.lease"))
 
 
+def test_an_exited_unreaped_worker_is_dead_and_its_lease_is_broken(tmp_path):
+    """A worker that exited but whose parent has not reaped it (a zombie) still answers
+    kill(pid, 0); it runs nothing, so its lease must not block the run."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    worker = f"{T.socket.gethostname()}:{child.pid}:{T._process_start(child.pid)}"
+    deadline = time.time() + 10
+    while T._proc_stat(child.pid)[:1] != ["Z"] and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        assert T._proc_stat(child.pid)[:1] == ["Z"], "the child did not become a zombie"
+        assert T.worker_alive(worker) is False
+        folder = tmp_path / "leases" / "1"
+        held = RunLease(folder, "run", timeout_s=60, worker=worker)
+        assert held.acquire().acquired
+        held.stop_heartbeat()  # its heartbeat is fresh: only the dead holder makes it stale
+        claim = RunLease(folder, "run", timeout_s=60).acquire()
+        assert claim.acquired and "died" in claim.holder.stale
+    finally:
+        child.wait()
+    assert T.worker_alive(T.this_worker()) is True
+
+
 def test_resources_change_no_stage_key_and_no_run_key(tmp_path):
     spec = load_spec(write_spec(tmp_path, SMOKE_SUITE))
     base = build_plan(spec)

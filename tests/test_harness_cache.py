@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -120,6 +121,33 @@ def test_killed_writer_leaves_no_trusted_entry_and_releases_the_lock(tmp_path):
     assert list((tmp_path / "cache" / "toy").glob(".tmp-k3-*"))  # the debris is there...
     manifest, computed = cache.compute(node("k3"), write_file)  # ...the lock is not held
     assert computed and not list((tmp_path / "cache" / "toy").glob(".tmp-k3-*"))
+
+
+def test_a_worker_waiting_on_a_held_key_says_who_holds_it(tmp_path, capfd, monkeypatch):
+    import harness.cache as C
+
+    monkeypatch.setattr(C, "WAIT_NOTE_S", 0.3)
+    started = tmp_path / "started"
+    p = mp.get_context("fork").Process(target=_hang, args=(str(tmp_path), str(started)))
+    p.start()
+    deadline = time.time() + 20
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    killer = threading.Timer(1.2, os.kill, (p.pid, signal.SIGKILL))
+    killer.start()  # the holder hangs; the waiter goes on once it is stopped
+    try:
+        manifest, computed = StageCache(tmp_path).compute(node("k3"), write_file)
+    finally:
+        killer.cancel()
+        p.join(10)
+    assert computed
+    err = capfd.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("waiting")]
+    assert len(notes) >= 2, err  # at once, then every WAIT_NOTE_S
+    assert "toy stage k3" in notes[0] and f":{p.pid} since " in notes[0]
+    assert "stop that process if it hangs" in notes[0]
+    # the finished holder's name is not left behind for the next waiter
+    assert (tmp_path / "cache" / "toy" / ".k3.lock").read_text() == ""
 
 
 def test_sweep_removes_only_dead_writers_debris(tmp_path):

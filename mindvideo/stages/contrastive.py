@@ -40,7 +40,14 @@ INPUTS: tuple[str, ...] = ("dataset", "foundation", "mbm")
 OPTIONAL_INPUTS: tuple[str, ...] = ("mbm",)  # only with encoder.init: mbm
 VERSION = 2
 SEEDED = True
-HEADLINE_METRICS = ("retrieval50_image_top1", "retrieval50_text_top1")
+HEADLINE_METRICS = ("retrieval50_image_top1", "retrieval50_text_top1")  # at the default n
+
+
+def headline_metrics(cfg: ContrastiveConfig) -> tuple[str, ...]:
+    """The retrieval metrics logged without the stage prefix, named by the configured n."""
+    return tuple(f"retrieval{cfg.retrieval_n}_{m}_top1" for m in ("image", "text"))
+
+
 WEIGHTS = "encoder.safetensors"
 ENCODER_FILE = "encoder.json"  # sizes, window, voxels: what load_encoder needs
 VOXELS_FILE = "voxels.npy"  # the cortical vertices the encoder reads, in order
