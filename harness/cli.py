@@ -589,6 +589,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         overrides=_overrides(args.set),
         trials=args.trials,
         workers=args.workers,
+        executor=args.executor,
+        slurm_local=args.slurm_local,
         quiet=args.quiet,
         device=args.device,
     )
@@ -991,11 +993,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--trials", type=int, metavar="N", help="finish N trials in all (replaces search.n_trials)"
     )
     se.add_argument(
+        "--executor",
+        choices=("local", "pool", "slurm"),
+        help="local: one worker in this process (the default); pool: --workers processes on "
+        "this machine (the default when --workers > 1); slurm: --workers cluster jobs "
+        "(submitit, the profile's resources: per job), all sharing the study's storage and the "
+        "store, which must then be on a shared file system",
+    )
+    se.add_argument(
         "--workers",
         type=int,
-        default=1,
         metavar="N",
-        help="N worker processes on this machine, sharing the study (default: 1, in process)",
+        help="workers sharing the study: pool processes (default one per GPU, else per core) "
+        "or slurm jobs (default resources.slurm_array_parallelism)",
+    )
+    se.add_argument(
+        "--slurm-local",
+        action="store_true",
+        help="slurm: run the jobs with submitit's local executor, as processes on this machine",
     )
     se.add_argument(
         "--storage",

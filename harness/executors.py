@@ -150,7 +150,7 @@ def _interrupt(signum, frame) -> None:
 
 
 @contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
+def child_environ(values: dict[str, str]) -> Iterator[None]:
     """os.environ with `values` set, for a child process started inside (spawn copies it)."""
     before = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -268,7 +268,7 @@ class PoolExecutor(LocalExecutor):
                 args=(*args, inboxes[slot.index], results, os.getpid()),
                 name=f"mvbench-pool-{slot.index}",
             )
-            with _environ(slot.env):  # set before torch or CUDA start in the worker
+            with child_environ(slot.env):  # set before torch or CUDA start in the worker
                 process.start()
             workers[slot.index] = process
             current[slot.index] = None

@@ -388,6 +388,69 @@ def test_two_workers_reach_the_trial_count(tmp_path, store):
     ]
 
 
+def test_search_through_slurm_jobs_on_submitit_local(tmp_path, store):
+    """Two slurm jobs (submitit's local executor) share the study through the journal in the
+    store: the count is reached, once per trial, and every trial is in MLflow."""
+    spec = ridge_spec(tmp_path, "jobs", n_trials=3)
+    assert search(spec, store, "--executor", "slurm", "--slurm-local", "--workers", "2") == 0
+    study = journal(store, "jobs")
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert states(study)["COMPLETE"] == 3 and states(study)["RUNNING"] == 0
+    trial_runs = by_kind(mlflow_runs(store, "jobs"), "trial")
+    assert sorted(int(r.data.tags["mvbench.trial"]) for r in trial_runs) == [
+        t.number for t in trials
+    ]
+    logs = list((store / "slurm" / "jobs").glob("*_log.err"))
+    assert len(logs) == 2  # one log per job, where a user looks when a job dies
+    assert not list((store / "optuna" / "jobs.trials").glob("*.lease"))  # all released
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--executor", "local", "--workers", "2"], "the local executor is one worker"),
+        (["--slurm-local"], "--slurm-local runs the search's slurm jobs on this machine"),
+        (["--workers", "0"], "--workers 0: give 1 or more"),
+    ],
+)
+def test_search_executor_options_are_checked_before_any_work(tmp_path, capsys, args, message):
+    spec = ridge_spec(tmp_path, "options")
+    store = tmp_path / "store"
+    assert main(["search", str(spec), "--store", str(store), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not S.journal_path(store, "options").exists()
+
+
+def test_journal_trials_of_a_silent_worker_on_another_host_are_retried(tmp_path, monkeypatch):
+    """A slurm job on another node cannot be checked by pid: its trial lease decides. A trial
+    whose lease stopped beating, or that has none, is failed and queued again; one whose
+    lease beats is left alone."""
+    monkeypatch.setattr(S, "GRACE_S", 0.6)
+    storage = S.open_storage(None, tmp_path, "hosts", retries=2)
+    study = optuna.create_study(study_name="hosts", storage=storage)
+    leases = {}
+    for name in ("beating", "silent", "unleased"):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.set_user_attr(S.WORKER_ATTR, f"node-b:{trial.number + 100}:1")
+        if name != "unleased":
+            lease = S.trial_lease(storage, tmp_path, "hosts", trial)
+            lease.worker = trial.user_attrs[S.WORKER_ATTR]
+            assert lease.acquire().acquired
+            leases[name] = lease
+    leases["silent"].stop_heartbeat()
+    time.sleep(1.0)
+    assert S.reap_dead_workers(study, storage, 2, tmp_path) == [1, 2]
+    trials = study.get_trials()
+    assert trials[0].state.name == "RUNNING"
+    assert "no heartbeat" in trials[1].user_attrs[S.ERROR_ATTR]
+    assert "no lease" in trials[2].user_attrs[S.ERROR_ATTR]
+    retries = {t.system_attrs.get("failed_trial") for t in trials[3:]}
+    assert retries == {1, 2} and all(t.state.name == "WAITING" for t in trials[3:])
+    for lease in leases.values():
+        lease.release()
+
+
 def _cli_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MVBENCH_STORE")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])

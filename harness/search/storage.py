@@ -3,11 +3,13 @@
 A trial whose worker died would stay RUNNING for ever. Two mechanisms find such trials, mark
 them FAIL (with the reason in the trial's `error` user attribute) and queue a retry with the
 same parameters (Optuna's RetryHeartbeatStaleTrialCallback, up to `search.retries` times):
-  - every trial records its worker (host:pid:process start); a worker on the same host that no
-    longer exists is dead at once (journal and database storage alike);
-  - database storage (PostgreSQL) also records Optuna heartbeats, so a trial on another machine
-    whose heartbeat stopped for `GRACE_S` seconds is failed too (Optuna 5's journal storage
-    has no heartbeats: it serves the processes of one machine, where the pid check suffices).
+  - journal storage: the worker holds a lease on each trial it runs (harness.lease, under
+    <store>/optuna/<study>.trials/), renewed by a heartbeat and judged on the file system's
+    clock. A trial whose lease is gone or stale (its worker died on this host, or stopped
+    beating on any host sharing the store, as slurm jobs do) is failed;
+  - database storage (PostgreSQL): a worker on the same host that no longer exists is dead at
+    once, and Optuna's own heartbeats fail a trial on another machine whose heartbeat stopped
+    for `GRACE_S` seconds (the machines need not share a file system).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness.cache import file_lock
+from harness.lease import RunLease
 from harness.tracking import this_worker, worker_alive
 from mindvideo.errors import ConfigError
 
@@ -33,6 +36,19 @@ ERROR_ATTR = "error"  # trial user attribute: why a trial failed
 
 def journal_path(store: Path, study: str) -> Path:
     return Path(store) / JOURNAL_DIR / f"{study}.log"
+
+
+def _trial_lease(store: Path, study: str, trial_id: int, number: int | str = "?") -> RunLease:
+    folder = Path(store) / JOURNAL_DIR / f"{study}.trials"
+    return RunLease(folder, f"trial-{trial_id}", timeout_s=GRACE_S, label=f"trial {number}")
+
+
+def trial_lease(storage, store: Path, study: str, trial) -> RunLease | None:
+    """The lease a worker holds while it runs `trial` (journal storage; None for a database,
+    whose trials have Optuna heartbeats). Acquire it under study_lock, right after claim."""
+    if is_database_storage(storage):
+        return None
+    return _trial_lease(store, study, trial._trial_id, trial.number)
 
 
 def shown(url: str) -> str:
@@ -177,26 +193,32 @@ def fail_and_retry(study, frozen, reason: str, retries: int) -> bool:
     return True
 
 
-def reap_dead_workers(study, storage, retries: int) -> list[int]:
-    """Fail (and retry) the RUNNING trials whose worker process on this host is gone, and, on
-    database storage, those whose heartbeat stopped; returns the failed trial numbers. Call it
-    under study_lock."""
+def reap_dead_workers(study, storage, retries: int, store: Path) -> list[int]:
+    """Fail (and retry) the RUNNING trials whose worker is gone: on journal storage (under
+    `store`) those whose trial lease is missing or stale; on database storage those whose
+    worker process on this host is gone, or whose Optuna heartbeat stopped. Returns the failed
+    trial numbers. Call it under study_lock (a trial is asked, claimed and leased under it, so
+    a RUNNING trial without a lease has lost its worker)."""
     import optuna
     from optuna.trial import TrialState
 
+    database = is_database_storage(storage)
     reaped = []
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = frozen.user_attrs.get(WORKER_ATTR)
-        # No worker recorded: its process died between ask and claim (both under the lock),
-        # unless another machine runs it (database storage: left to the heartbeat).
-        if worker:
-            alive = worker_alive(worker)
+        if not database:
+            holder = _trial_lease(store, study.study_name, frozen._trial_id).holder()
+            if holder is not None and not holder.stale:
+                continue
+            why = holder.stale if holder is not None else "no lease"
+            reason = f"worker died ({worker or 'before claiming the trial'}: {why})"
         else:
-            alive = None if is_database_storage(storage) else False
-        if alive is False:
-            reason = f"worker died ({worker or 'before claiming the trial'})"
-            if fail_and_retry(study, frozen, reason, retries):
-                reaped.append(frozen.number)
+            # No worker recorded: another machine may run it (left to the heartbeat).
+            if not worker or worker_alive(worker) is not False:
+                continue
+            reason = f"worker died ({worker})"
+        if fail_and_retry(study, frozen, reason, retries):
+            reaped.append(frozen.number)
     if has_heartbeat(storage):
         before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
         with warnings.catch_warnings():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import signal
 import statistics
 import sys
@@ -51,7 +50,10 @@ class SearchOptions:
     storage: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     trials: int | None = None  # --trials: replaces search.n_trials
-    workers: int = 1
+    workers: int | None = None  # None: 1 (local), one per GPU or core (pool), parallelism (slurm)
+    executor: str | None = None  # local (in process), pool (processes), slurm (jobs); None:
+    # pool with --workers > 1, else local
+    slurm_local: bool = False  # slurm: submitit's local executor (processes on this machine)
     quiet: bool = False
     device: str | None = None
     study_run: str = ""  # the study's MLflow run, once created
@@ -364,8 +366,12 @@ def objective_values(
     return values, run_ids
 
 
-def run_trial(trial, params, loaded, options, tracker: TrialTracker, storage) -> tuple[str, str]:
-    """Execute one trial and tell the study its outcome; (state, what to print)."""
+def run_trial(
+    trial, params, loaded, options, tracker: TrialTracker, storage, lease=None
+) -> tuple[str, str]:
+    """Execute one trial and tell the study its outcome; (state, what to print). A trial whose
+    `lease` was taken over meanwhile (its worker hung past the lease timeout, so another
+    worker failed it and queued a retry) is not told: its retry is."""
     import optuna
 
     started = time.perf_counter()
@@ -406,8 +412,12 @@ def run_trial(trial, params, loaded, options, tracker: TrialTracker, storage) ->
         if not isinstance(e, MindVideoError) and not options.quiet:
             traceback.print_exc()
         status, state, tags = "FAILED", "FAIL", {T.ERROR: reason}
-        trial.set_user_attr(S.ERROR_ATTR, reason)
         text = f"failed: {reason.splitlines()[0][:300]}"
+    if lease is not None and not lease.held():
+        _finish_run(tracker, loaded, "KILLED", "FAIL", {T.ERROR: lease.lost}, [], reporter, started)
+        return "FAIL", f"trial {trial.number} taken over ({lease.lost}); its retry counts"
+    if state == "FAIL":
+        trial.set_user_attr(S.ERROR_ATTR, tags[T.ERROR])
     if missing := _unreported(reporter, loaded):
         print(f"note: trial {trial.number}: {missing}", file=sys.stderr)
     trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
@@ -468,9 +478,10 @@ def run_worker(options: SearchOptions, index: int = 0) -> str:
     target = target_trials(loaded, options)
     prefix = f"[worker {index}] " if options.workers > 1 else ""
     while True:
-        trial = None
+        trial = lease = None
         with S.study_lock(storage, Path(options.store), loaded.study):
-            for number in S.reap_dead_workers(study, storage, search.retries):
+            reaped = S.reap_dead_workers(study, storage, search.retries, Path(options.store))
+            for number in reaped:
                 print(f"{prefix}trial {number}: its worker died; retried", file=sys.stderr)
             trials = study.get_trials(deepcopy=False)
             counts = Counter(t.state for t in trials)
@@ -489,10 +500,17 @@ def run_worker(options: SearchOptions, index: int = 0) -> str:
                     trial = study.ask()
                     params = _suggest(trial, loaded)
                 S.claim(trial)
+                lease = S.trial_lease(storage, Path(options.store), loaded.study, trial)
+                if lease is not None:
+                    lease.acquire()
         if trial is None:  # the last trials run in other workers: wait, they may die
             time.sleep(POLL_S)
             continue
-        state, line = run_trial(trial, params, loaded, options, tracker, storage)
+        try:
+            state, line = run_trial(trial, params, loaded, options, tracker, storage, lease)
+        finally:
+            if lease is not None:
+                lease.release()
         if not options.quiet:
             print(prefix + line, file=sys.stderr)
 
@@ -501,11 +519,12 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _worker_process(options: SearchOptions, index: int, threads: int) -> None:
-    """A worker process: its share of the cores, SIGTERM stops it like Ctrl-C."""
+def _worker_process(options: SearchOptions, index: int, env: dict[str, str]) -> None:
+    """A pool worker process: its GPU or its share of the cores (`env`, set when it was
+    started), SIGTERM stops it like Ctrl-C."""
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))
     signal.signal(signal.SIGTERM, _terminate)
     try:
         run_worker(options, index)
@@ -516,6 +535,19 @@ def _worker_process(options: SearchOptions, index: int, threads: int) -> None:
         sys.exit(2)
 
 
+def search_job(options: SearchOptions, index: int, threads: int) -> str:
+    """A slurm job of the search (submitit calls it on the node): one worker against the
+    shared storage and store; scancel or the time limit (SIGTERM) fail its trial for a retry."""
+    signal.signal(signal.SIGTERM, _terminate)
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        return run_worker(options, index)
+    except KeyboardInterrupt:
+        return "interrupted"
+
+
 def summarize(study, target: int | None) -> tuple[dict[str, int], list[dict]]:
     counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     best = []
@@ -524,14 +556,45 @@ def summarize(study, target: int | None) -> tuple[dict[str, int], list[dict]]:
     return dict(counts), best
 
 
+def resolve_executor(options: SearchOptions, resources) -> SearchOptions:
+    """The executor and worker count a search runs with, checked before any work: local runs
+    one worker in this process; pool N processes (default one per GPU, else per core); slurm
+    N jobs (default resources.slurm_array_parallelism)."""
+    from harness.executors import EXECUTORS, check_options, pool_slots
+
+    workers, executor = options.workers, options.executor
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers {workers}: give 1 or more")
+    if executor is None:
+        executor = "pool" if workers is not None and workers > 1 else "local"
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
+    if options.slurm_local and executor != "slurm":
+        raise ConfigError(
+            "--slurm-local runs the search's slurm jobs on this machine; add --executor slurm"
+        )
+    if executor == "local":
+        if workers is not None and workers > 1:
+            raise ConfigError(
+                f"--workers {workers} with --executor local: the local executor is one worker "
+                "in this process; use --executor pool (processes here) or slurm (cluster jobs)"
+            )
+        workers = 1
+    elif executor == "pool":
+        workers = len(pool_slots(workers, options.device))
+    else:
+        check_options("slurm", slurm_local=options.slurm_local)
+        workers = workers or resources.slurm_array_parallelism
+    return replace(options, executor=executor, workers=workers)
+
+
 def run_search(options: SearchOptions) -> SearchResult:
     """`mvbench search`: check the plan, open (or continue) the study and its MLflow run, run
     the workers (in this process, or N processes), and close the study's run."""
     started = time.time()
     loaded = load(options)
-    if options.workers < 1:
-        raise ConfigError(f"--workers {options.workers}: give 1 or more")
-    check_plan(loaded, options.overrides)
+    plan = check_plan(loaded, options.overrides)
+    options = resolve_executor(options, plan.runs[0].profile.resources)
     tracker = Tracker(Path(options.store))  # created (or found unreachable) before any work
     study, storage = open_study(loaded, options)
     with S.study_lock(storage, Path(options.store), loaded.study):
@@ -544,10 +607,13 @@ def run_search(options: SearchOptions) -> SearchResult:
     )
     target = target_trials(loaded, options)
     try:
-        if options.workers == 1:
-            stopped = run_worker(options, 0)
-        else:
+        if options.executor == "slurm":
+            resources = plan.runs[0].profile.resources
+            stopped = _run_jobs(options, study, loaded, target, resources)
+        elif options.executor == "pool":
             stopped = _run_processes(options, study, loaded, target)
+        else:
+            stopped = run_worker(options, 0)
     except KeyboardInterrupt:
         tracker.set_tags(run_id, {T.ERROR: "interrupted (Ctrl-C or SIGTERM)"})
         tracker.end(run_id, "KILLED")
@@ -572,20 +638,24 @@ def run_search(options: SearchOptions) -> SearchResult:
 
 
 def _run_processes(options: SearchOptions, study, loaded: LoadedSearch, target: int | None) -> str:
-    """N worker processes (spawned: safe with torch threads and CUDA), each with its share of
-    the cores; returns why they stopped, read from the study."""
+    """N worker processes (spawned: safe with torch threads and CUDA), each with one GPU or its
+    share of the cores (as the pool executor's workers); returns why they stopped."""
+    from harness.executors import child_environ, pool_slots
+
     ctx = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // options.workers)
+    slots = pool_slots(options.workers, options.device)
     procs = [
-        ctx.Process(target=_worker_process, args=(options, i, threads), name=f"mvbench-worker-{i}")
-        for i in range(options.workers)
+        ctx.Process(
+            target=_worker_process, args=(options, s.index, s.env), name=f"mvbench-worker-{s.index}"
+        )
+        for s in slots
     ]
-    for p in procs:
-        p.start()
+    for slot, p in zip(slots, procs, strict=True):
+        with child_environ(slot.env):  # set before torch or CUDA start in the worker
+            p.start()
     pending = {p.sentinel: p for p in procs}
     try:
-        # Reap each worker as soon as it ends: an unreaped dead worker is a zombie, which
-        # still looks alive to the other workers' check of the trial's worker.
+        # Reap each worker as soon as it ends: an unreaped dead worker is a zombie.
         while pending:
             for sentinel in wait(list(pending)):
                 pending.pop(sentinel).join()
@@ -600,6 +670,53 @@ def _run_processes(options: SearchOptions, study, loaded: LoadedSearch, target: 
     for p in died:
         how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit status {p.exitcode}"
         print(f"{p.name} ended with {how}", file=sys.stderr)
+    return _why_stopped(study, loaded, target, options)
+
+
+def _run_jobs(options: SearchOptions, study, loaded: LoadedSearch, target, resources) -> str:
+    """N slurm jobs (the profile's `resources:` per job), each a worker against the shared
+    storage and store; returns why they stopped, read from the study."""
+    from harness.executors import import_submitit, submitit_parameters
+
+    submitit = import_submitit()
+    folder = Path(options.store).resolve() / "slurm" / loaded.study
+    cluster = "local" if options.slurm_local else "slurm"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor.update_parameters(**submitit_parameters(resources, f"mvbench-{loaded.study}"))
+    job_options = replace(options, store=str(Path(options.store).resolve()))
+    threads = resources.cpus_per_job
+    n = options.workers
+    if options.slurm_local:
+        jobs = [executor.submit(search_job, job_options, i, threads) for i in range(n)]
+    else:
+        jobs = executor.map_array(search_job, [job_options] * n, list(range(n)), [threads] * n)
+    if not options.quiet:
+        ids = ", ".join(j.job_id for j in jobs)
+        print(f"submitted {n} search worker job(s) ({ids}); logs in {folder}", file=sys.stderr)
+    try:
+        while not all(j.done() for j in jobs):
+            time.sleep(0.5 if options.slurm_local else 10.0)
+    except KeyboardInterrupt:
+        for j in jobs:
+            try:
+                j.cancel(check=False)  # SIGTERM: each marks its trial and stops
+            except Exception:
+                pass
+        raise
+    for j in jobs:
+        try:
+            j.result()
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            print(
+                f"job {j.job_id} ended without a result ({first}); its log: {j.paths.stderr}",
+                file=sys.stderr,
+            )
+    return _why_stopped(study, loaded, target, options)
+
+
+def _why_stopped(study, loaded: LoadedSearch, target: int | None, options: SearchOptions) -> str:
+    """Why the workers stopped, read from the study."""
     counts, _ = summarize(study, target)
     if target is not None and counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) >= target:
         return "reached"
