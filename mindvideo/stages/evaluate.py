@@ -15,7 +15,7 @@ from mindvideo.stages.base import NAMES, RECONSTRUCTIONS, StageContext, StageRes
 
 NAME = "evaluate"
 INPUTS: tuple[str, ...] = ("dataset", "foundation", "decode")
-VERSION = 1
+VERSION = 2  # 2: the kept samples are spread over the test set
 SEEDED = True  # the N-way trials and the bootstrap draw from the run seed
 
 SCORES = "scores.json"  # the protocol's report: metrics, skipped metrics, per-position scores
@@ -85,6 +85,15 @@ def read_reconstructions(folder: Path) -> tuple[list[str], np.ndarray]:
     return names, clips
 
 
+def sample_indices(n: int, k: int) -> list[int]:
+    """The k test clips kept for figures, evenly spread over the n in test order (the first
+    few would all show one scene); the same for every run of a subject."""
+    k = min(k, n)
+    if k == 0:
+        return []
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)}) if k > 1 else [0]
+
+
 def run(
     cfg: EvaluateConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 ) -> StageResult:
@@ -116,13 +125,13 @@ def run(
     ]
     # the names let the report pair runs sample by sample (harness/report/stats.py)
     np.savez_compressed(out / PER_SAMPLE, **report.per_sample, __names__=np.array(scored))
-    k = min(cfg.samples, len(names))
+    kept = sample_indices(len(names), cfg.samples)
     height, width = truth.shape[2:4]
     np.savez_compressed(
         out / SAMPLES,
-        names=np.array(names[:k]),
-        truth=truth[:k],
-        reconstruction=normalise(list(pred[:k]), n_frames, height, width),
+        names=np.array([names[i] for i in kept]),
+        truth=truth[kept],
+        reconstruction=normalise([pred[i] for i in kept], n_frames, height, width),
     )
     metrics = {name: float(v) for name, v in report.metrics.items()}
     metrics["n_samples"] = float(report.n_samples)
