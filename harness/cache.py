@@ -27,7 +27,8 @@ MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
 
 
-WAIT_NOTE_S = 60.0  # how often a worker waiting for a key's lock says who holds it
+WAIT_FIRST_NOTE_S = 10.0  # a worker waiting this long for a key's lock says who holds it...
+WAIT_NOTE_S = 60.0  # ... and again this often
 
 
 @contextlib.contextmanager
@@ -37,8 +38,8 @@ def file_lock(
     """An exclusive advisory lock on `path` (created if missing), released on exit or death.
 
     With `on_wait`, the holder writes `holder` (who it is, what it computes) into the file, and
-    a worker that finds the lock taken calls on_wait(that text, seconds waited) at once and then
-    every WAIT_NOTE_S while it waits, so a long wait is never silent."""
+    a worker that finds the lock taken calls on_wait(that text, seconds waited) after
+    WAIT_FIRST_NOTE_S and then every WAIT_NOTE_S while it waits: a long wait is never silent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         if on_wait is None:
@@ -51,7 +52,8 @@ def file_lock(
                     break
                 except BlockingIOError:
                     waited = time.monotonic() - started
-                    if noted is None or waited - noted >= WAIT_NOTE_S:
+                    due = WAIT_FIRST_NOTE_S if noted is None else noted + WAIT_NOTE_S
+                    if waited >= due:
                         handle.seek(0)
                         on_wait(handle.read().strip() or "another process", waited)
                         noted = waited
@@ -120,7 +122,9 @@ class StageCache:
                 file=sys.stderr,
             )
 
-        holder = f"{socket.gethostname()}:{os.getpid()} since {time.strftime('%H:%M:%S')}"
+        holder = (
+            f"process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%H:%M:%S')})"
+        )
         with file_lock(final.parent / f".{node.key}.lock", on_wait=waiting, holder=holder):
             if (found := self.manifest(node)) is not None:  # another worker finished it
                 return found, False
