@@ -443,8 +443,8 @@ def test_journal_trials_of_a_silent_worker_on_another_host_are_retried(tmp_path,
     assert S.reap_dead_workers(study, storage, 2, tmp_path) == [1, 2]
     trials = study.get_trials()
     assert trials[0].state.name == "RUNNING"
-    assert "no heartbeat" in trials[1].user_attrs[S.ERROR_ATTR]
-    assert "no lease" in trials[2].user_attrs[S.ERROR_ATTR]
+    assert "worker died or hung (node-b:101:1: no heartbeat" in trials[1].user_attrs[S.ERROR_ATTR]
+    assert "no lease left" in trials[2].user_attrs[S.ERROR_ATTR]
     retries = {t.system_attrs.get("failed_trial") for t in trials[3:]}
     assert retries == {1, 2} and all(t.state.name == "WAITING" for t in trials[3:])
     for lease in leases.values():
@@ -500,6 +500,17 @@ def test_killed_worker_trial_is_retried_and_the_count_reached(tmp_path, store):
     assert dead.state.name == "FAIL" and "worker died" in dead.user_attrs["error"]
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert retry.state.name == "COMPLETE" and retry.params == dead.params
+    assert dead.user_attrs["error"] == f"worker died ({killed.user_attrs[S.WORKER_ATTR]})"
+    assert not retry.user_attrs.get(S.ERROR_ATTR)  # the retry does not carry the failure
+    out = tmp_path / "report"
+    assert main(["report", str(spec), "--store", str(store), "--out", str(out)]) == 0
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in (out / "table.md").read_text().splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    }
+    assert f"retry of trial {killed.number} |" in rows[str(retry.number)]
+    assert "worker died (" in rows[str(dead.number)]
     assert states(study)["COMPLETE"] + states(study)["PRUNED"] == 3
     assert states(study)["RUNNING"] == 0
     runs = mlflow_runs(store, "killed")

@@ -75,9 +75,15 @@ def trials_frame(study, loaded: LoadedSearch, tracker: Tracker) -> pd.DataFrame:
         duration = t.user_attrs.get("seconds")
         if duration is None and t.datetime_start and t.datetime_complete:
             duration = (t.datetime_complete - t.datetime_start).total_seconds()
-        note = t.user_attrs.get(S.ERROR_ATTR) or t.user_attrs.get("pruned_at") or ""
+        # a retry carries its failed trial's user attributes: its error is not this trial's
+        error = t.user_attrs.get(S.ERROR_ATTR) if t.state.name == "FAIL" else ""
+        note = error or t.user_attrs.get("pruned_at") or ""
         if t.state.name == "FAIL" and not note:
             note = f"no heartbeat for {S.GRACE_S} s: worker lost"
+        if t.system_attrs.get("failed_trial") is not None:
+            note = "; ".join(
+                filter(None, [f"retry of trial {t.system_attrs['failed_trial']}", note])
+            )
         run = tracked.get(t.number)
         row = {
             "trial": t.number,

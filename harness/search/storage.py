@@ -168,8 +168,11 @@ def study_lock(storage, store: Path, study: str) -> Iterator[None]:
 
 
 def claim(trial) -> None:
-    """Record the worker running a trial (checked by reap_dead_workers)."""
+    """Record the worker running a trial (checked by reap_dead_workers). A retry arrives with
+    its failed trial's user attributes: the failure's reason is cleared."""
     trial.set_user_attr(WORKER_ATTR, this_worker())
+    if trial.user_attrs.get(ERROR_ATTR):
+        trial.set_user_attr(ERROR_ATTR, "")
 
 
 def fail_and_retry(study, frozen, reason: str, retries: int) -> bool:
@@ -210,8 +213,15 @@ def reap_dead_workers(study, storage, retries: int, store: Path) -> list[int]:
             holder = _trial_lease(store, study.study_name, frozen._trial_id).holder()
             if holder is not None and not holder.stale:
                 continue
-            why = holder.stale if holder is not None else "no lease"
-            reason = f"worker died ({worker or 'before claiming the trial'}: {why})"
+            if holder is None:
+                reason = f"worker died ({worker or 'before claiming the trial'}; no lease left)"
+            elif worker_alive(holder.worker) is False:
+                reason = f"worker died ({holder.worker})"
+            else:
+                reason = (
+                    f"worker died or hung ({holder.worker}: no heartbeat for "
+                    f"{holder.age_s:.0f} s, on the file system's clock)"
+                )
         else:
             # No worker recorded: another machine may run it (left to the heartbeat).
             if not worker or worker_alive(worker) is not False:
