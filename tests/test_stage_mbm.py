@@ -34,6 +34,7 @@ def test_pretrains_logs_curves_and_saves(smoke_dataset, tmp_path, one_torch_thre
     assert {n for n, _, _ in logged} == {"train_loss", "val_loss", "val_corr"}
     model = mbm.load_mbm(tmp_path / "a")
     assert model.cfg == SMALL.model
+    assert not (tmp_path / "a" / mbm.SCRATCH).exists()  # the on-disk corpus is not published
     again, _ = run_stage(smoke_dataset, tmp_path / "b")
     assert again.metrics["val_loss"] == m["val_loss"]  # same seed, same numbers
     other = mbm.load_mbm(tmp_path / "b")
@@ -92,3 +93,23 @@ def test_stage_in_two_processes_matches_one(smoke_dataset, tmp_path, one_torch_t
     for name in ("train_loss", "val_loss", "val_corr"):
         assert two.metrics[name] == pytest.approx(one.metrics[name], rel=1e-4), name
     assert [(n, s) for n, _, s in logged] == [(n, s) for n, _, s in logged_one]
+
+
+def test_corpus_on_disk_equals_the_runs_in_memory(smoke_dataset, tmp_path):
+    """The corpus is written run by run to raw files (a paper-scale corpus does not fit in
+    memory): the same volumes, in the same order, as the runs loaded whole."""
+    import numpy as np
+
+    from mindvideo.data.hcp import open_corpus
+
+    root = mbm.dataset_root(smoke_dataset.parent)
+    train, val, summary = mbm.load_corpus(SMALL, root, tmp_path / "scratch")
+    corpus = open_corpus(root / "hcp", None)
+    held = corpus.subjects()[-1]
+    runs = {"train": [], "val": []}
+    for path in corpus.runs:
+        part = "val" if path.parents[3].name == held else "train"
+        runs[part].append(corpus.load_run(path, SMALL.detrend_order).astype(np.float32))
+    assert np.array_equal(train.open(), np.concatenate(runs["train"]))
+    assert np.array_equal(val.open(), np.concatenate(runs["val"]))
+    assert (train.cols, summary["voxels"]) == (corpus.n_voxels, corpus.n_voxels)

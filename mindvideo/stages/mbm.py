@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,7 @@ VERSION = 1
 SEEDED = True  # initialisation, batch order and masks draw from the run seed
 WEIGHTS = "mae.safetensors"
 CONFIG_FILE = "mae_config.json"
+SCRATCH = "corpus-scratch"  # the corpus volumes on disk while the stage trains
 
 
 class MBMConfig(BaseModel):
@@ -63,8 +66,26 @@ def work_units(cfg: MBMConfig) -> int:
     return cfg.epochs + 1
 
 
-def load_corpus(cfg: MBMConfig, dataset: Path | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(train volumes, held-out volumes) as (n, voxels) float32, and a summary."""
+@dataclass(frozen=True)
+class OnDisk:
+    """(rows, cols) float32 volumes in a raw file: what the training processes receive instead
+    of the array (a paper-scale corpus does not fit in memory, nor pickles to each process)."""
+
+    path: str
+    rows: int
+    cols: int
+
+    def open(self) -> np.ndarray:
+        return np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.cols))
+
+
+def volumes(x: np.ndarray | OnDisk) -> np.ndarray:
+    return x.open() if isinstance(x, OnDisk) else x
+
+
+def load_corpus(cfg: MBMConfig, dataset: Path | None, scratch: Path) -> tuple[OnDisk, OnDisk, dict]:
+    """(train volumes, held-out volumes), each (n, voxels) float32 written run by run to a raw
+    file in `scratch` (memory holds one run at a time), and a summary."""
     if cfg.corpus_root:
         root = Path(cfg.corpus_root)
     elif dataset is not None:
@@ -79,16 +100,26 @@ def load_corpus(cfg: MBMConfig, dataset: Path | None) -> tuple[np.ndarray, np.nd
             "validation and needs at least one more to train on (mbm.holdout_subjects)"
         )
     held = set(subjects[-cfg.holdout_subjects :])
-    train, val = [], []
-    for path in corpus.runs:
-        volumes = corpus.load_run(path, cfg.detrend_order)
-        (val if path.parents[3].name in held else train).append(volumes.astype(np.float32))
+    scratch.mkdir(parents=True, exist_ok=True)
+    paths = {"train": scratch / "train.f32", "val": scratch / "val.f32"}
+    rows = {"train": 0, "val": 0}
+    with open(paths["train"], "wb") as train, open(paths["val"], "wb") as val:
+        for path in corpus.runs:
+            part = "val" if path.parents[3].name in held else "train"
+            run = np.ascontiguousarray(corpus.load_run(path, cfg.detrend_order), np.float32)
+            (val if part == "val" else train).write(run.tobytes())
+            rows[part] += len(run)
+    for part, n in rows.items():
+        if n == 0:
+            which = "held-out" if part == "val" else "training"
+            raise DataError(f"{root}: the {which} corpus subjects have no volumes")
     summary = {
         "corpus_subjects": len(subjects),
         "holdout_subjects": len(held),
         "voxels": corpus.n_voxels,
     }
-    return np.concatenate(train), np.concatenate(val), summary
+    train_x, val_x = (OnDisk(str(paths[p]), rows[p], corpus.n_voxels) for p in ("train", "val"))
+    return train_x, val_x, summary
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -126,7 +157,7 @@ def _evaluate(model, x, seed, device, batch_size) -> dict[str, float]:
     g = torch.Generator().manual_seed(seed)
     losses, corrs, counts = [], [], []
     for i in range(0, len(x), batch_size):
-        batch = torch.from_numpy(x[i : i + batch_size]).to(device)
+        batch = torch.from_numpy(np.array(x[i : i + batch_size])).to(device)
         loss, pred, mask = model(batch, generator=g)
         target = model.patchify(batch)
         hidden = mask.bool()[..., None].expand_as(pred)  # (n, p, patch)
@@ -218,13 +249,13 @@ def train_mbm(
 
 
 def train_worker(payload, device: str, report) -> tuple[dict, dict[str, float]]:
-    """train_mbm for mindvideo.distributed.launch: payload (cfg, train, val, seed, init);
-    returns the weights (on the CPU) and the final metrics."""
+    """train_mbm for mindvideo.distributed.launch: payload (cfg, train, val, seed, init), the
+    volumes as arrays or OnDisk; returns the weights (on the CPU) and the final metrics."""
     cfg, train, val, seed, init = payload
     model, metrics = train_mbm(
         cfg,
-        train,
-        val,
+        volumes(train),
+        volumes(val),
         seed,
         device,
         *callbacks(report),
@@ -248,19 +279,23 @@ def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 
     started = time.perf_counter()
     dataset = dataset_root(inputs["dataset"]) if "dataset" in inputs else None
-    train, val, summary = load_corpus(cfg, dataset)
-    ctx.progress(1, f"corpus: {len(train)} + {len(val)} volumes x {summary['voxels']} voxels")
-    untrained = FmriMAE(cfg.model)
-    baseline = evaluate(untrained, val, ctx.seed + 1, "cpu")
-    payload = (cfg, train, val, ctx.seed, None)
-    state, final = launch(
-        train_worker, payload, ctx.processes, ctx.device, ctx.progress, ctx.log_metric
-    )
+    scratch = out / SCRATCH  # inside the stage's temporary folder; removed before publishing
+    try:
+        train, val, summary = load_corpus(cfg, dataset, scratch)
+        ctx.progress(1, f"corpus: {train.rows} + {val.rows} volumes x {summary['voxels']} voxels")
+        untrained = FmriMAE(cfg.model)
+        baseline = evaluate(untrained, val.open(), ctx.seed + 1, "cpu")
+        payload = (cfg, train, val, ctx.seed, None)
+        state, final = launch(
+            train_worker, payload, ctx.processes, ctx.device, ctx.progress, ctx.log_metric
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     artifacts = save_mae(out, state, cfg.model)
     metrics = final | {
         "untrained_val_loss": baseline["val_loss"],
-        "train_volumes": float(len(train)),
-        "val_volumes": float(len(val)),
+        "train_volumes": float(train.rows),
+        "val_volumes": float(val.rows),
         "voxels": float(summary["voxels"]),
         "train_seconds": time.perf_counter() - started,
     }
