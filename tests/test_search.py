@@ -638,3 +638,20 @@ def test_search_on_postgresql_storage(tmp_path, store, postgres_url):
     )
     text = (out / "table.md").read_text()
     assert "## All trials" in text and text.count("| COMPLETE |") == 2
+
+
+def test_the_shipped_guidance_search_on_postgresql_with_two_workers(tmp_path, store, postgres_url):
+    """experiments/search/guidance.yaml itself (co-training and decoding per trial) on smoke,
+    two worker processes sharing the study through PostgreSQL and its advisory lock."""
+    spec = REPO / "experiments" / "search" / "guidance.yaml"
+    assert search(spec, store, "--storage", postgres_url, "--workers", "2", "--trials", "2") == 0
+    study = optuna.load_study(study_name="guidance", storage=postgres_url)
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(len(trials)))  # no duplicate numbers
+    assert states(study)["COMPLETE"] + states(study)["PRUNED"] == 2
+    assert trials[0].params == {"guidance.scale": 12.5, "cotrain.lr": 1.0e-4}  # enqueued first
+    runs = mlflow_runs(store, "guidance")
+    assert sorted(int(r.data.tags["mvbench.trial"]) for r in by_kind(runs, "trial")) == [
+        t.number for t in trials
+    ]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
