@@ -750,15 +750,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spec_arguments(p: argparse.ArgumentParser, optional: bool = False) -> None:
+def _spec_arguments(
+    p: argparse.ArgumentParser, optional: bool = False, what: str = "suite"
+) -> None:
+    examples = {
+        "suite": "suite spec (.yaml), e.g. experiments/suites/baselines.yaml",
+        "search": "search spec (.yaml), e.g. experiments/search/guidance.yaml",
+        "either": "suite or search spec (.yaml), e.g. experiments/suites/baselines.yaml or "
+        "experiments/search/guidance.yaml",
+    }
     p.add_argument(
         "spec",
         nargs="?" if optional else None,
-        help="suite spec (.yaml), e.g. experiments/suites/baselines.yaml"
-        + (" (default: every suite in the store)" if optional else ""),
+        help=examples[what] + (" (default: every suite in the store)" if optional else ""),
     )
     p.add_argument(
-        "--profile", help="run the suite on this profile instead of the spec's (smoke, tiny, paper)"
+        "--profile",
+        help=f"run the {'search' if what == 'search' else 'suite'} on this profile instead of "
+        "the spec's (smoke, tiny, paper)",
     )
     p.add_argument(
         "--store",
@@ -974,7 +983,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser(
         "report", help="tables, figures and samples of a suite's finished runs (read from MLflow)"
     )
-    _spec_arguments(rep)
+    _spec_arguments(rep, what="either")
     rep.add_argument("--out", help="output folder (default results/<suite>/)")
     rep.add_argument(
         "--storage",
@@ -988,7 +997,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="an Optuna search (experiments/search/*.yaml): each trial runs the spec's runs "
         "with the trial's values, sharing cached stages; continues a started study",
     )
-    _spec_arguments(se)
+    _spec_arguments(se, what="search")
     se.add_argument(
         "--trials", type=int, metavar="N", help="finish N trials in all (replaces search.n_trials)"
     )
