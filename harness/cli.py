@@ -681,13 +681,31 @@ def cmd_search_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search_status(args: argparse.Namespace) -> int:
+    """`mvbench status SEARCH_SPEC`: the study's trials, read from its storage."""
+    from harness.report.search import load_study, status_lines
+    from harness.search import storage as S
+    from harness.search.spec import load_search_spec
+
+    loaded = load_search_spec(args.spec, args.profile)
+    study = load_study(loaded, _store(args), args.storage)
+    where = S.shown(args.storage) if args.storage else S.journal_path(_store(args), loaded.study)
+    print(f"storage {where}")
+    for line in status_lines(study, loaded, _store(args), S.is_database(args.storage)):
+        print(line)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from harness import tracking as T
     from harness.executors import default_lease_timeout
     from harness.lease import RunLease, store_id
+    from harness.search.spec import is_search_spec
     from harness.tracking import Tracker, default_uri, tracking_uri
 
     store = _store(args)
+    if args.spec and is_search_spec(args.spec):
+        return cmd_search_status(args)
     plan = _load_plan(args) if args.spec else None
     uri = tracking_uri(store)
     if uri == default_uri(store) and not (store / "mlflow.db").exists():
@@ -1031,8 +1049,13 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--quiet", action="store_true", help="no progress bars or trial lines")
     se.set_defaults(func=cmd_search)
 
-    st = sub.add_parser("status", help="runs of a suite (or all suites) and their state")
-    _spec_arguments(st, optional=True)
+    st = sub.add_parser(
+        "status", help="runs of a suite (or all suites), or a search's trials, and their state"
+    )
+    _spec_arguments(st, optional=True, what="either")
+    st.add_argument(
+        "--storage", help="a search's Optuna storage, if `mvbench search` was given one"
+    )
     st.set_defaults(func=cmd_status)
     return parser
 

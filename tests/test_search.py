@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -25,6 +26,7 @@ from mlflow import MlflowClient
 
 from harness import tracking as T
 from harness.cli import main
+from harness.report.search import status_lines
 from harness.search import storage as S
 from harness.search.spec import load_search_spec
 from harness.search.trials import PruneReporter, check_plan
@@ -298,6 +300,14 @@ def test_search_report_writes_tables_and_figures(ridge_study, tmp_path):
     assert table["video_2way_top1"].is_monotonic_decreasing  # best first
 
 
+def test_status_of_a_search_gives_its_trials(ridge_study, capsys):
+    spec, store = ridge_study
+    assert main(["status", str(spec), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "study ridge: 2/2 trials done (2 complete, 0 pruned), 0 failed, 0 running" in out
+    assert "best: trial" in out and "baselines.top_k=" in out
+
+
 def test_search_rerun_continues_the_study(ridge_study, capsys):
     spec, store = ridge_study
     before = len(by_kind(mlflow_runs(store, "ridge"), "trial"))
@@ -440,6 +450,13 @@ def test_journal_trials_of_a_silent_worker_on_another_host_are_retried(tmp_path,
             leases[name] = lease
     leases["silent"].stop_heartbeat()
     time.sleep(1.0)
+    lines = status_lines(study, SimpleNamespace(study="hosts"), tmp_path, database=False)
+    assert lines[0] == (
+        "study hosts: 0 trials done (0 complete, 0 pruned), 0 failed, 3 running, 0 waiting"
+    )
+    assert "on node-b:100:1: lease renewed 0 s ago" in lines[1]
+    assert "on node-b:101:1: no heartbeat for 1 s" in lines[2]
+    assert "on node-b:102:1: no lease (the next worker retries it)" in lines[3]
     assert S.reap_dead_workers(study, storage, 2, tmp_path) == [1, 2]
     trials = study.get_trials()
     assert trials[0].state.name == "RUNNING"

@@ -44,6 +44,59 @@ def load_study(loaded: LoadedSearch, store: Path, storage_url: str | None):
         ) from None
 
 
+def status_lines(study, loaded: LoadedSearch, store: Path, database: bool) -> list[str]:
+    """`mvbench status SEARCH_SPEC`: the study's trial counts, each running or waiting trial
+    with its worker's state (the lease on journal storage, the process on this host), and the
+    best trials so far."""
+    import datetime as dt
+
+    from harness.tracking import worker_alive
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {state: 0 for state in STATE_ORDER}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    target = study.user_attrs.get("n_trials")
+    done = counts["COMPLETE"] + counts["PRUNED"]
+    lines = [
+        f"study {loaded.study}: {done}{f'/{target}' if target else ''} trials done "
+        f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned), {counts['FAIL']} failed, "
+        f"{counts['RUNNING']} running, {counts['WAITING']} waiting"
+    ]
+    now = dt.datetime.now()
+    for t in trials:
+        if t.state.name not in ("RUNNING", "WAITING"):
+            continue
+        params = ", ".join(f"{k}={_cell(v)}" for k, v in t.params.items())
+        if t.state.name == "WAITING":
+            retry = t.system_attrs.get("failed_trial")
+            why = f"queued (retry of trial {retry})" if retry is not None else "queued"
+            lines.append(f"  trial {t.number} WAITING: {why} [{params}]")
+            continue
+        worker = t.user_attrs.get(S.WORKER_ATTR, "?")
+        if database:
+            alive = worker_alive(worker)
+            state = {True: "alive", False: "gone (the next worker retries it)"}.get(
+                alive, "on another host (Optuna heartbeats)"
+            )
+        else:
+            holder = S._trial_lease(store, study.study_name, t._trial_id).holder()
+            if holder is None:
+                state = "no lease (the next worker retries it)"
+            elif holder.stale:
+                state = f"{holder.stale} (the next worker retries it)"
+            else:
+                state = f"lease renewed {holder.age_s:.0f} s ago"
+        since = f"{(now - t.datetime_start).total_seconds():.0f} s" if t.datetime_start else "?"
+        lines.append(f"  trial {t.number} RUNNING for {since} on {worker}: {state} [{params}]")
+    if counts["COMPLETE"]:
+        for t in study.best_trials[:BEST_SHOWN]:
+            values = ", ".join(_cell(v) for v in t.values)
+            params = ", ".join(f"{k}={_cell(v)}" for k, v in t.params.items())
+            lines.append(f"  best: trial {t.number} ({values}) [{params}]")
+    return lines
+
+
 def _mlflow_trials(tracker: Tracker, study) -> dict[int, object]:
     """The MLflow run of each trial (the latest, if a trial has several), by trial number."""
     exp = tracker.experiment(study.study_name, create=False)
