@@ -468,6 +468,43 @@ def test_journal_trials_of_a_silent_worker_on_another_host_are_retried(tmp_path,
         lease.release()
 
 
+def test_a_trial_taken_over_while_its_worker_hung_is_not_told(tmp_path, store, monkeypatch):
+    """The worker hangs past its lease timeout inside a trial: another worker fails the trial
+    and queues a retry. When the hung worker comes back it must not tell the trial (it is
+    finished) but leave it to the retry, which it then runs itself."""
+    import harness.search.trials as trials_module
+
+    spec = ridge_spec(tmp_path, "hung", n_trials=1)
+    monkeypatch.setattr(S, "GRACE_S", 0.6)
+    leases = []
+    real_lease, real_values = S.trial_lease, trials_module.objective_values
+
+    def recorded(*args):
+        leases.append(real_lease(*args))
+        return leases[-1]
+
+    def hangs_once(tracker, plan, loaded):
+        if len(leases) == 1:
+            leases[0].stop_heartbeat()  # hung: no heartbeat...
+            time.sleep(1.0)
+            study = journal(store, "hung")  # ...so another worker reaps the trial
+            assert S.reap_dead_workers(study, study._storage, 2, store) == [0]
+        return real_values(tracker, plan, loaded)
+
+    monkeypatch.setattr(S, "trial_lease", recorded)
+    monkeypatch.setattr(trials_module, "objective_values", hangs_once)
+    assert search(spec, store) == 0
+    first, retry = journal(store, "hung").trials
+    assert first.state.name == "FAIL" and "worker died or hung" in first.user_attrs["error"]
+    assert retry.state.name == "COMPLETE" and retry.system_attrs["failed_trial"] == 0
+    (run,) = [
+        r
+        for r in by_kind(mlflow_runs(store, "hung"), "trial")
+        if r.data.tags["mvbench.trial"] == "0"
+    ]
+    assert run.info.status == "KILLED" and "marked FAIL" in run.data.tags[T.ERROR]
+
+
 def _cli_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MVBENCH_STORE")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])

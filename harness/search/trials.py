@@ -413,9 +413,9 @@ def run_trial(
             traceback.print_exc()
         status, state, tags = "FAILED", "FAIL", {T.ERROR: reason}
         text = f"failed: {reason.splitlines()[0][:300]}"
-    if lease is not None and not lease.held():
-        _finish_run(tracker, loaded, "KILLED", "FAIL", {T.ERROR: lease.lost}, [], reporter, started)
-        return "FAIL", f"trial {trial.number} taken over ({lease.lost}); its retry counts"
+    if lost := _taken_over(trial, lease):
+        _finish_run(tracker, loaded, "KILLED", "FAIL", {T.ERROR: lost}, [], reporter, started)
+        return "FAIL", f"trial {trial.number} taken over ({lost}); its retry counts"
     if state == "FAIL":
         trial.set_user_attr(S.ERROR_ATTR, tags[T.ERROR])
     if missing := _unreported(reporter, loaded):
@@ -433,6 +433,20 @@ def run_trial(
         trial.study.tell(trial, state=optuna.trial.TrialState.FAIL)
     seconds = time.perf_counter() - started
     return state, f"trial {trial.number} {state} {text} [{_params_text(params)}] {seconds:.1f} s"
+
+
+def _taken_over(trial, lease) -> str:
+    """Why another worker took the trial over while this one ran it ("" if it did not): its
+    lease was broken, or the trial was failed (its lease or heartbeat went silent while this
+    worker hung)."""
+    from optuna.trial import TrialState
+
+    if lease is not None and not lease.held():
+        return lease.lost
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    if frozen.state != TrialState.RUNNING:
+        return f"marked {frozen.state.name}: {frozen.user_attrs.get(S.ERROR_ATTR, '?')}"
+    return ""
 
 
 def _unreported(reporter: PruneReporter, loaded: LoadedSearch) -> str:
