@@ -107,13 +107,19 @@ def _hang(store: str, started: str) -> None:
     StageCache(Path(store)).compute(node("k3"), produce)
 
 
-def test_killed_writer_leaves_no_trusted_entry_and_releases_the_lock(tmp_path):
-    started = tmp_path / "started"
-    p = mp.get_context("fork").Process(target=_hang, args=(str(tmp_path), str(started)))
+def _hanging_writer(store: Path):
+    """A process computing key k3 that hangs inside the stage, started and inside it."""
+    started = store / "started"
+    p = mp.get_context("fork").Process(target=_hang, args=(str(store), str(started)))
     p.start()
     deadline = time.time() + 20
     while not started.exists() and time.time() < deadline:
         time.sleep(0.02)
+    return p
+
+
+def test_killed_writer_leaves_no_trusted_entry_and_releases_the_lock(tmp_path):
+    p = _hanging_writer(tmp_path)
     os.kill(p.pid, signal.SIGKILL)
     p.join(10)
     cache = StageCache(tmp_path)
@@ -128,12 +134,7 @@ def test_a_worker_waiting_on_a_held_key_says_who_holds_it(tmp_path, capfd, monke
 
     monkeypatch.setattr(C, "WAIT_FIRST_NOTE_S", 0.2)
     monkeypatch.setattr(C, "WAIT_NOTE_S", 0.3)
-    started = tmp_path / "started"
-    p = mp.get_context("fork").Process(target=_hang, args=(str(tmp_path), str(started)))
-    p.start()
-    deadline = time.time() + 20
-    while not started.exists() and time.time() < deadline:
-        time.sleep(0.02)
+    p = _hanging_writer(tmp_path)
     killer = threading.Timer(1.2, os.kill, (p.pid, signal.SIGKILL))
     killer.start()  # the holder hangs; the waiter goes on once it is stopped
     try:
