@@ -358,6 +358,7 @@ class LocalExecutor:
         overall.set_postfix_str(run.label, refresh=False)
         stage = None
         metrics: list[tuple[str, float, int]] = []  # logged in one batch: one write per run
+        devices: set[str] = set()  # where its stages were computed, cached ones included
         try:
             for key in run.stages:
                 stage = self.plan.node(key)
@@ -373,6 +374,8 @@ class LocalExecutor:
                     raise
                 outcome.computed += computed
                 outcome.reused += not computed
+                if manifest.get("device"):  # (older manifests do not say)
+                    devices.add(manifest["device"])
                 metrics += stage_metrics(stage, manifest)
                 if computed and manifest.get("seconds", 0.0) > LOG_EACH_STAGE_AFTER_S:
                     tracker.log_metrics(child, metrics, params)  # long stages: visible now
@@ -380,6 +383,8 @@ class LocalExecutor:
                 overall.update(1)
             tracker.log_metrics(child, metrics, params)
             metrics, params = [], None
+            if devices:
+                tracker.set_tags(child, {T.DEVICES: ",".join(sorted(devices))})
             self._log_artifacts(child, run)
         except KeyboardInterrupt:
             tracker.log_metrics(child, metrics, params)
@@ -452,8 +457,13 @@ class LocalExecutor:
             finally:
                 self.stage_seconds += time.perf_counter() - t0
                 bar.close()
+            import torch
+
             return {
                 "version": module.VERSION,
+                # provenance: numbers computed on a GPU differ from a CPU's in the last digits
+                "device": self.device,
+                "torch": torch.__version__,
                 "metrics": {k: float(v) for k, v in result.metrics.items()},
                 "series": [[k, float(v), s] for k, v, s in series if s is not None],
                 "artifacts": [str(p) for p in result.artifacts],

@@ -36,6 +36,7 @@ ERROR = "mvbench.error"
 FAILED_STAGE = "mvbench.failed_stage"
 LEASE_STORE = "mvbench.lease_store"  # the store whose leases/ holds the run's lease
 STALE = "mvbench.stale"  # why a run left RUNNING was marked KILLED
+DEVICES = "mvbench.devices"  # the torch devices its stages were computed on ("cpu", "cuda")
 PARENT = "mlflow.parentRunId"
 
 MAX_PARAM_CHARS = 6000

@@ -76,9 +76,9 @@ def harness_run(tmp_path_factory) -> tuple[Path, Path]:
     return spec, store
 
 
-def run_suite(spec: Path, store: Path) -> None:
-    """`mvbench run SPEC --store STORE` in process, with one torch thread (small models on a
-    shared 2-core machine), asserting it succeeds."""
+def run_suite(spec: Path, store: Path, *options: str) -> None:
+    """`mvbench run SPEC --store STORE [OPTIONS]` in process, with one torch thread (small
+    models on a shared 2-core machine), asserting it succeeds."""
     import torch
 
     from harness.cli import main
@@ -86,9 +86,35 @@ def run_suite(spec: Path, store: Path) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
+        assert main(["run", str(spec), "--store", str(store), "--quiet", *options]) == 0
     finally:
         torch.set_num_threads(threads)
+
+
+TIMINGS = ("seconds", "per_second", "_share")  # wall-clock measurements, not results
+
+
+def run_results(store: Path, experiment: str) -> dict[str, dict]:
+    """{variant: (the run's tags, its metrics less the timings)} of a suite's runs in a store."""
+    from mlflow import MlflowClient
+
+    from harness.tracking import default_uri
+
+    client = MlflowClient(tracking_uri=default_uri(store))
+    exp = client.get_experiment_by_name(experiment)
+    return {
+        r.data.tags["mvbench.variant"]: (
+            r.data.tags,
+            {k: v for k, v in r.data.metrics.items() if not any(t in k for t in TIMINGS)},
+        )
+        for r in client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
+    }
+
+
+def assert_same_numbers(a: dict[str, float], b: dict[str, float], where: str) -> None:
+    assert a.keys() == b.keys(), where
+    differ = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    assert not differ, f"{where}: the same spec gave different numbers: {differ}"
 
 
 @pytest.fixture(scope="session")
@@ -158,6 +184,25 @@ def toy_image_unet(cond_dim: int = 12, seed: int = 0):
         norm_num_groups=4,
     )
     return build_unet(cfg, 4, cond_dim, 8).eval()
+
+
+def toy_video_pipeline(cond_dim: int = 12, frame_attention: str = "prev2"):
+    """MindVideoPipeline over a toy VAE (16 px) and the toy UNet inflated, with temporal layers
+    that do something (their zero-initialised output projections perturbed)."""
+    import torch
+
+    from mindvideo.models import diffusion as D
+    from mindvideo.models.diffusion_config import DiffusionConfig, VAEConfig
+    from mindvideo.models.inflated_unet import InflatedUNet
+    from mindvideo.models.pipeline import MindVideoPipeline
+
+    torch.manual_seed(0)
+    vae = D.build_vae(VAEConfig(block_out_channels=(8, 8), norm_num_groups=4), 16).eval()
+    inflated = InflatedUNet(toy_image_unet(cond_dim), frame_attention, temporal_heads=2)
+    with torch.no_grad():
+        for p in inflated.temporal_parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return MindVideoPipeline.with_ddim(vae, inflated, D.build_scheduler(DiffusionConfig()).config)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,12 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import toy_image_unet
+from conftest import toy_video_pipeline
 
 from mindvideo.errors import ConfigError
 from mindvideo.models import diffusion as D
 from mindvideo.models.diffusion_config import DiffusionConfig, VAEConfig
-from mindvideo.models.inflated_unet import InflatedUNet
 from mindvideo.models.pipeline import MindVideoPipeline, make_scheduler
 from mindvideo.stages.cotrain import trainable_unet_parameters
 
@@ -20,14 +19,7 @@ COND_DIM = 12
 
 
 def toy_pipeline(frame_attention: str = "prev2") -> MindVideoPipeline:
-    torch.manual_seed(0)
-    vae = D.build_vae(VAEConfig(block_out_channels=(8, 8), norm_num_groups=4), 16).eval()
-    unet = toy_image_unet(COND_DIM)
-    inflated = InflatedUNet(unet, frame_attention, temporal_heads=2)
-    with torch.no_grad():  # temporal layers that do something
-        for p in inflated.temporal_parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return MindVideoPipeline.with_ddim(vae, inflated, D.build_scheduler(DiffusionConfig()).config)
+    return toy_video_pipeline(COND_DIM, frame_attention)
 
 
 def conditions(batch: int = 2):
@@ -88,6 +80,14 @@ def test_seeded_any_frame_count_and_uint8_clips():
     assert generate(pipe, frames=1).shape[1] == 1
     with pytest.raises(ConfigError, match="at least 1 frame"):
         generate(pipe, frames=0)
+
+
+def test_an_autoencoder_in_half_precision_decodes():
+    """Latents stay float32 through the denoising loop; the VAE gets them in its own dtype."""
+    pipe = toy_pipeline()
+    pipe.vae.to(torch.bfloat16)
+    clips = generate(pipe, frames=2)
+    assert clips.dtype == np.uint8 and clips.shape == (2, 2, 16, 16, 3)
 
 
 def test_scheduler_by_name():
@@ -196,6 +196,41 @@ def test_whole_pipeline_runs_is_tracked_and_reports(generator_store, capsys):
     out = spec.parent / "report"
     assert main(["report", str(spec), "--store", str(store), "--out", str(out)]) == 0
     assert "no-cotrain" in (out / "table.md").read_text()
+
+
+def test_the_same_spec_gives_the_same_numbers(generator_store, harness_run, tmp_path):
+    """The full variant again from an empty store (past the per-dataset stages, copied): MBM,
+    contrastive, the diffusion models, the adapter, co-training, decoding and scoring give
+    every metric that is not a timing to the last digit."""
+    from conftest import assert_same_numbers, run_results, run_suite, seed_cache
+
+    spec, store = generator_store
+    again = tmp_path / "again"
+    seed_cache(harness_run[1], again)
+    run_suite(spec, again, "--variant", "full")
+    first, second = (run_results(s, "gen")["full"][1] for s in (store, again))
+    assert "mbm.untrained_val_loss" in first and "cotrain.val_loss" in first
+    assert_same_numbers(first, second, "two stores on this machine")
+
+
+def test_the_gpus_bf16_paths_run_on_a_cpu(harness_run, tmp_path, monkeypatch):
+    """MBM, co-training and decoding under bf16 autocast as on a GPU (through torch's CPU
+    autocast): a dtype mistake that would stop every GPU run fails here."""
+    from conftest import run_results, run_suite, seed_cache, write_spec
+
+    from mindvideo import precision
+
+    monkeypatch.setattr(precision, "AUTOCAST_ON_CPU", True)
+    spec = write_spec(
+        tmp_path,
+        "suite: bf16\nprofile: smoke\nseeds: [0]\nsubjects: [subject1]\nvariants: {full: {}}\n",
+    )
+    store = tmp_path / "store"
+    seed_cache(harness_run[1], store)
+    run_suite(spec, store)
+    metrics = run_results(store, "bf16")["full"][1]
+    for key in ("mbm.val_loss", "cotrain.val_loss", "video_2way_top1", "ssim"):
+        assert np.isfinite(metrics[key]), key
 
 
 def test_frame_rate_and_guidance_reuse_the_trained_models(generator_store, capsys):

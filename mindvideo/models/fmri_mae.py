@@ -186,7 +186,7 @@ class FmriMAE(nn.Module):
         dec = self.decoder_embed(visible)  # (n, keep, dd)
         dd = dec.shape[-1]
         full = self.mask_token.expand(n, p, dd).clone()
-        full.scatter_(1, kept[..., None].expand(-1, -1, dd), dec)
+        full.scatter_(1, kept[..., None].expand(-1, -1, dd), dec.to(full.dtype))  # bf16 autocast
         full = full + sincos_positions(p, dd).to(full)
         for block in self.decoder_blocks:
             full = block(full)

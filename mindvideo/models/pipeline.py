@@ -19,6 +19,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 
 from mindvideo.errors import ConfigError
 from mindvideo.models.diffusion import to_frames
+from mindvideo.precision import autocast
 
 
 def make_scheduler(name: str, config: dict):
@@ -97,7 +98,7 @@ class MindVideoPipeline(DiffusionPipeline):
         on_gpu = torch.device(device).type == "cuda"
         extra = {"eta": eta, "generator": generator} if "eta" in _step_args(self.scheduler) else {}
         started = time.perf_counter()
-        with torch.autocast("cuda", dtype=autocast_dtype or torch.float32, enabled=on_gpu):
+        with autocast(device, autocast_dtype):
             for t in self.progress_bar(self.scheduler.timesteps):
                 x = self.scheduler.scale_model_input(latents, t)
                 eps = self._eps(x, t, condition, negative, guidance_scale, batched_guidance)
@@ -110,7 +111,9 @@ class MindVideoPipeline(DiffusionPipeline):
         started = time.perf_counter()
         b, c, f, h, w = latents.shape
         z = latents.transpose(1, 2).reshape(b * f, c, h, w) / vae.config.scaling_factor
+        z = z.to(vae.dtype)  # a VAE kept in half precision
         pixels = torch.cat([vae.decode(z[i : i + 32]).sample for i in range(0, len(z), 32)])
+        pixels = pixels.float()
         out = to_frames(pixels).reshape(b, f, *pixels.shape[-2:], 3)  # (b, f, H, W, 3)
         self.timings["vae"] = time.perf_counter() - started
         return out

@@ -240,6 +240,7 @@ def train_cotrain(
     import torch.nn.functional as F
 
     from mindvideo.distributed import check_divisible, wrap_ddp
+    from mindvideo.precision import autocast
 
     tick = progress or (lambda n, what: None)
     log = log_metric or (lambda name, value, step=None: None)
@@ -267,7 +268,6 @@ def train_cotrain(
     total = cfg.epochs * steps_per_epoch
     x_all, lat_all = torch.from_numpy(x), latents
     mine = slice(rank * local, (rank + 1) * local)
-    on_gpu = device.startswith("cuda")
     step, loss_epoch = 0, math.nan
     for epoch in range(cfg.epochs):
         order = rng.permutation(n)
@@ -283,7 +283,7 @@ def train_cotrain(
             factor *= 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
             for group, peak in zip(opt.param_groups, peaks, strict=True):
                 group["lr"] = peak * factor
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+            with autocast(device):
                 eps = net(x_all[idx].to(device), keep.to(device), noisy.to(device), t.to(device))
             loss = F.mse_loss(eps.float(), noise.to(device))
             opt.zero_grad(set_to_none=True)

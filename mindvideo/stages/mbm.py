@@ -171,6 +171,17 @@ def _evaluate(model, x, seed, device, batch_size) -> dict[str, float]:
     return {"val_loss": sum(losses) / sum(counts), "val_corr": float(np.mean(corrs))}
 
 
+def seeded_mae(cfg: MAEConfig, seed: int) -> FmriMAE:
+    """A fresh MAE whose initial weights come from `seed` alone (the global RNG untouched)."""
+    import torch
+
+    from mindvideo.models.fmri_mae import FmriMAE
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FmriMAE(cfg)
+
+
 def train_mbm(
     cfg: MBMConfig,
     train: np.ndarray,
@@ -193,14 +204,13 @@ def train_mbm(
     import torch.distributed as dist
 
     from mindvideo.distributed import check_divisible, wrap_ddp
-    from mindvideo.models.fmri_mae import FmriMAE, n_patches
+    from mindvideo.models.fmri_mae import n_patches
+    from mindvideo.precision import autocast
 
     tick = progress or (lambda n, what: None)
     log = log_metric or (lambda name, value, step=None: None)
     rank, world, local = check_divisible(cfg.batch_size, "mbm.batch_size")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = FmriMAE(cfg.model)
+    model = seeded_mae(cfg.model, seed)
     if init is not None:
         model.load_state_dict(init)
     model.to(device)
@@ -215,7 +225,6 @@ def train_mbm(
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    autocast = device.startswith("cuda")
     step = 0
     metrics: dict[str, float] = {}
     for epoch in range(cfg.epochs):
@@ -227,7 +236,7 @@ def train_mbm(
             batch = torch.from_numpy(train[idx[mine]]).to(device)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step, total, warmup)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            with autocast(device):
                 loss, _, _ = net(batch, noise=noise[mine])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -275,7 +284,6 @@ def save_mae(out: Path, state: Mapping, model_cfg: MAEConfig) -> list[Path]:
 
 def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext) -> StageResult:
     from mindvideo.distributed import launch
-    from mindvideo.models.fmri_mae import FmriMAE
 
     started = time.perf_counter()
     dataset = dataset_root(inputs["dataset"]) if "dataset" in inputs else None
@@ -283,7 +291,7 @@ def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
     try:
         train, val, summary = load_corpus(cfg, dataset, scratch)
         ctx.progress(1, f"corpus: {train.rows} + {val.rows} volumes x {summary['voxels']} voxels")
-        untrained = FmriMAE(cfg.model)
+        untrained = seeded_mae(cfg.model, ctx.seed)  # the model training starts from
         baseline = evaluate(untrained, val.open(), ctx.seed + 1, "cpu")
         payload = (cfg, train, val, ctx.seed, None)
         state, final = launch(
