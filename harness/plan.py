@@ -235,6 +235,21 @@ def _check_condition_width(profile: Profile) -> None:
         )
 
 
+def key_config(cfg: BaseModel, neutral: dict[tuple[str, ...], Any]) -> dict:
+    """A stage config as its cache key reads it: the fields a stage added later (`neutral`:
+    path -> the value that behaves as before the field existed) are left out while they hold
+    that value, so entries cached before them keep their keys."""
+    config = cfg.model_dump(mode="json")
+    for path, value in neutral.items():
+        *parents, leaf = path
+        section = config
+        for part in parents:
+            section = section.get(part) or {}
+        if leaf in section and section[leaf] == value:
+            del section[leaf]
+    return config
+
+
 def digest(payload: Any, n: int = 20) -> str:
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:n]
@@ -535,7 +550,7 @@ def _add_stages(
             {
                 "stage": name,
                 "version": module.VERSION,
-                "config": cfg.model_dump(mode="json"),
+                "config": key_config(cfg, getattr(module, "KEY_NEUTRAL", {})),
                 "inputs": inputs,
                 "seed": node_seed,
             }

@@ -82,6 +82,28 @@ def test_seeded_any_frame_count_and_uint8_clips():
         generate(pipe, frames=0)
 
 
+def test_a_share_of_the_initial_noise_common_to_all_frames():
+    pipe = toy_pipeline()
+    first = []
+    forward = pipe.unet.forward
+    pipe.unet.forward = lambda *a, **k: first.append(a[0][:2].clone()) or forward(*a, **k)
+
+    def initial(**kw):  # the first step's latents (DDIM does not scale them)
+        first.clear()
+        generate(pipe, output_type="latent", num_inference_steps=1, frames=6, **kw)
+        return first[0].transpose(1, 2).flatten(2)  # (batch, frames, values)
+
+    independent = initial()
+    assert torch.equal(initial(noise_share=0.0), independent)  # the default draws, unchanged
+    same = initial(noise_share=1.0)
+    assert torch.equal(same, same[:, :1].expand_as(same))  # one noise for every frame
+    half = initial(noise_share=0.5)
+    corr = torch.corrcoef(half[0])[~torch.eye(6, dtype=torch.bool)]
+    assert 0.3 < corr.mean() < 0.7 and abs(half.std() - independent.std()) < 0.1  # variance kept
+    with pytest.raises(ConfigError, match="noise_share"):
+        initial(noise_share=1.5)
+
+
 def test_an_autoencoder_in_half_precision_decodes():
     """Latents stay float32 through the denoising loop; the VAE gets them in its own dtype."""
     pipe = toy_pipeline()

@@ -261,6 +261,35 @@ def test_keys_follow_config_seed_and_profile(tmp_path):
     assert tiny.spec.profile == "tiny" and tiny.runs[0].key != a.runs[0].key
 
 
+def test_options_added_later_keep_the_keys_cached_before_them(tmp_path):
+    """decode.noise_share and cotrain.noise_share came after results were cached: at 0 (what
+    the stages did before they existed) they are not in the keys; any other value is."""
+    from harness.plan import key_config
+    from mindvideo.stages import decode
+
+    spec = load_spec(write_spec(tmp_path, BASE + "variants: {full: {}}\n"))
+    a = build_plan(spec)
+    full = next(r for r in a.runs if r.variant.name == "full")
+    node = next(a.node(k) for k in full.stages if a.node(k).name == "decode")
+    assert node.config.decode.noise_share == 0.0
+    assert "noise_share" not in key_config(node.config, decode.KEY_NEUTRAL)["decode"]
+    assert "noise_share" in node.config.model_dump()["decode"]  # the manifest still says it
+    names = {k: a.node(k).name for r in a.runs for k in r.stages}
+
+    def changed(overrides: dict) -> set[str]:
+        b = build_plan(spec, overrides)
+        return {
+            names[k]
+            for r, s in zip(a.runs, b.runs, strict=True)
+            for k, k2 in zip(r.stages, s.stages, strict=True)
+            if k != k2
+        }
+
+    assert changed({"decode.noise_share": 0.0}) == changed({"cotrain.noise_share": 0.0}) == set()
+    assert changed({"decode.noise_share": 0.5}) == {"decode", "evaluate"}
+    assert changed({"cotrain.noise_share": 0.5}) == {"cotrain", "decode", "evaluate"}
+
+
 def test_profile_swap_drops_subjects_the_profile_lacks(tmp_path, capsys):
     text = BASE.replace("[subject1, subject2]", "[subject1, subject3]").replace("smoke", "tiny")
     plan = build_plan(load_spec(write_spec(tmp_path, text), profile="smoke"))

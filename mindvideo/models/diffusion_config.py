@@ -140,3 +140,10 @@ class DecodeOptions(BaseModel):
         description="caption: decode from the test captions' CLIP token states instead of the "
         "fMRI (the generator's ceiling: what it draws when the condition is exact)",
     )
+    noise_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="the share of each clip's initial noise common to all its frames (variance "
+        "kept): 0 = independent noise per frame (MinD-Video), 1 = the same noise for every frame",
+    )

@@ -75,6 +75,7 @@ class MindVideoPipeline(DiffusionPipeline):
         batched_guidance: bool = True,
         autocast_dtype: torch.dtype | None = torch.bfloat16,
         output_type: str = "np",
+        noise_share: float = 0.0,
     ) -> np.ndarray | torch.Tensor:
         """Clips as uint8 (batch, frames, H, W, 3) (output_type "np") or the final latents
         (batch, channels, frames, h, w) ("latent"). `negative` (batch or 1, tokens, dim):
@@ -92,7 +93,7 @@ class MindVideoPipeline(DiffusionPipeline):
         height = height or vae.config.sample_size
         width = width or vae.config.sample_size
         shape = (batch, unet.config.in_channels, frames, height // factor, width // factor)
-        latents = torch.randn(shape, generator=generator, dtype=torch.float32)
+        latents = video_noise(shape, generator, noise_share, "decode.noise_share")
         latents = latents.to(device) * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         on_gpu = torch.device(device).type == "cuda"
@@ -117,6 +118,20 @@ class MindVideoPipeline(DiffusionPipeline):
         out = to_frames(pixels).reshape(b, f, *pixels.shape[-2:], 3)  # (b, f, H, W, 3)
         self.timings["vae"] = time.perf_counter() - started
         return out
+
+
+def video_noise(
+    shape: tuple[int, ...], generator: torch.Generator | None, share: float = 0.0, key: str = ""
+) -> torch.Tensor:
+    """Gaussian noise (batch, channels, frames, h, w) whose `share` of the variance is common to
+    all frames of a clip (0: independent frames). At 0 the draws are exactly torch.randn's."""
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if share:
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"{key or 'noise_share'}: {share}; give a share in [0, 1]")
+        common = torch.randn((*shape[:2], 1, *shape[3:]), generator=generator)
+        noise = share**0.5 * common + (1 - share) ** 0.5 * noise
+    return noise
 
 
 def _step_args(scheduler) -> set[str]:

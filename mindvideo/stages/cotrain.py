@@ -58,6 +58,13 @@ class CotrainTraining(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0)
     warmup_steps: int = Field(50, ge=0)
     val_clips: int = Field(64, ge=1, description="test clips of the held-out loss")
+    noise_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="the share of each training clip's noise common to all its frames "
+        "(decode.noise_share's counterpart in training); 0: independent frames (MinD-Video)",
+    )
 
 
 class CotrainConfig(CotrainTraining, PairingConfig):
@@ -67,6 +74,7 @@ class CotrainConfig(CotrainTraining, PairingConfig):
 
 
 CONFIG = CotrainConfig
+KEY_NEUTRAL = {("noise_share",): 0.0}  # added later: at 0, the keys cached before it hold
 
 
 def work_units(cfg: CotrainConfig) -> int:
@@ -200,7 +208,9 @@ def train_worker(payload, device: str, report):
         device,
         *callbacks(report),
     )
-    metrics |= held_out_loss(encoder, inflated, scheduler, x_val, val_latents, seed + 1, device)
+    metrics |= held_out_loss(
+        encoder, inflated, scheduler, x_val, val_latents, seed + 1, device, cfg.noise_share
+    )
     return cpu_weights(encoder), cpu_weights(inflated), metrics
 
 
@@ -240,6 +250,7 @@ def train_cotrain(
     import torch.nn.functional as F
 
     from mindvideo.distributed import check_divisible, wrap_ddp
+    from mindvideo.models.pipeline import video_noise
     from mindvideo.precision import autocast
 
     tick = progress or (lambda n, what: None)
@@ -276,7 +287,7 @@ def train_cotrain(
             idx = torch.from_numpy(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
             keep = torch.from_numpy(rng.random(len(idx)) >= cfg.cond_dropout).float()
             t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
-            noise = torch.randn((len(idx), *lat_all.shape[1:]), generator=g)
+            noise = video_noise((len(idx), *lat_all.shape[1:]), g, cfg.noise_share)
             idx, keep, t, noise = idx[mine], keep[mine], t[mine], noise[mine]
             noisy = scheduler.add_noise(lat_all[idx], noise, t)
             factor = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
@@ -303,11 +314,15 @@ def train_cotrain(
     return {"train_loss": loss_epoch, "trainable_parameters": float(sum(p.numel() for p in params))}
 
 
-def held_out_loss(encoder, inflated, scheduler, x, latents, seed: int, device: str) -> dict:
+def held_out_loss(
+    encoder, inflated, scheduler, x, latents, seed: int, device: str, noise_share: float = 0.0
+) -> dict:
     """Noise-prediction loss on held-out clips with fixed timesteps and noise: with the
     encoder's condition, and with the zero condition."""
     import torch
     import torch.nn.functional as F
+
+    from mindvideo.models.pipeline import video_noise
 
     out = {}
     with torch.no_grad():
@@ -317,7 +332,7 @@ def held_out_loss(encoder, inflated, scheduler, x, latents, seed: int, device: s
             for i in range(0, len(x), 16):
                 xb, lb = torch.from_numpy(x[i : i + 16]).to(device), latents[i : i + 16]
                 t = torch.randint(0, scheduler.config.num_train_timesteps, (len(xb),), generator=g)
-                noise = torch.randn(lb.shape, generator=g)
+                noise = video_noise(tuple(lb.shape), g, noise_share)
                 noisy = scheduler.add_noise(lb, noise, t).to(device)
                 cond = encoder(xb)
                 if zero:

@@ -40,6 +40,9 @@ class DecodeConfig(PairingConfig):
 
 
 CONFIG = DecodeConfig
+# Options added after results were cached: left out of the cache key while at these values, so
+# the entries computed before them stay valid.
+KEY_NEUTRAL = {("decode", "noise_share"): 0.0}
 
 
 def work_units(cfg: DecodeConfig) -> int:
@@ -119,6 +122,7 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
                 guidance_scale=cfg.guidance.scale,
                 eta=cfg.decode.eta,
                 generator=g,
+                noise_share=cfg.decode.noise_share,
             )
         )
         unet_s += pipe.timings["unet"]
