@@ -304,6 +304,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     protocol = get_protocol(
         args.protocol,
+        args.extra_metrics,
         n_frames=args.frames,
         size=args.size,
         trials=args.trials,
@@ -884,6 +885,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the predictions, or a SynthCC dataset (predictions named <segment>_<clip>)",
     )
     sc.add_argument("--protocol", default="mindvideo", help="mindvideo or mind-animator")
+    sc.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        dest="extra_metrics",
+        help="also score this metric (repeatable), e.g. motion_direction, motion_speed",
+    )
     sc.add_argument("--frames", type=int, help="frames per clip to score (protocol default 6)")
     sc.add_argument(
         "--size", type=int, help="resize frames to SIZE x SIZE (default: the ground truth's size)"

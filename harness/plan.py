@@ -208,9 +208,10 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             synthetic=data.source == "synth",
         )
     if name == "evaluate":
-        get_protocol(ev.protocol)  # unknown names fail here, before any work
+        get_protocol(ev.protocol, ev.extra_metrics)  # unknown names fail here, before any work
         return stage_module(name).CONFIG(
             protocol=ev.protocol,
+            extra_metrics=ev.extra_metrics,
             frames=ev.frames,
             trials=ev.trials,
             exclude_scene_cuts=ev.exclude_scene_cuts,
@@ -502,8 +503,9 @@ def _check_report_metrics(plan: Plan) -> None:
     logged = {"n_samples"}
     stages = {plan.node(k).name for run in plan.runs for k in run.stages}
     if "evaluate" in stages:
-        for protocol in {run.profile.eval.protocol for run in plan.runs}:
-            for name in get_protocol(protocol).metrics:
+        scored = {(run.profile.eval.protocol, *run.profile.eval.extra_metrics) for run in plan.runs}
+        for protocol, *extra in scored:
+            for name in get_protocol(protocol, extra).metrics:
                 logged |= {name, f"{name}_se", f"{name}_ci_low", f"{name}_ci_high"}
     headline: dict[str, set[str]] = {}  # by stage
     for node in {plan.node(k).key: plan.node(k) for run in plan.runs for k in run.stages}.values():

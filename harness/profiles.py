@@ -39,6 +39,9 @@ class EvalSection(BaseModel):
     trials: int | None = Field(None, ge=1, description="N-way trials per sample")
     exclude_scene_cuts: bool | None = None
     samples: int = Field(4, ge=0, description="test clips kept as GIFs and in contact sheets")
+    extra_metrics: list[str] = Field(
+        [], description="metrics scored besides the protocol's, e.g. motion_direction"
+    )
     judges: dict[str, Any] = {}
     clip: dict[str, Any] = {}
     frame_judge: str | None = None

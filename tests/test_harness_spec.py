@@ -262,8 +262,9 @@ def test_keys_follow_config_seed_and_profile(tmp_path):
 
 
 def test_options_added_later_keep_the_keys_cached_before_them(tmp_path):
-    """decode.noise_share and cotrain.noise_share came after results were cached: at 0 (what
-    the stages did before they existed) they are not in the keys; any other value is."""
+    """decode.noise_share, cotrain.noise_share and eval.extra_metrics came after results were
+    cached: at 0 or [] (what the stages did before they existed) they are not in the keys; any
+    other value is."""
     from harness.plan import key_config
     from mindvideo.stages import decode
 
@@ -288,6 +289,8 @@ def test_options_added_later_keep_the_keys_cached_before_them(tmp_path):
     assert changed({"decode.noise_share": 0.0}) == changed({"cotrain.noise_share": 0.0}) == set()
     assert changed({"decode.noise_share": 0.5}) == {"decode", "evaluate"}
     assert changed({"cotrain.noise_share": 0.5}) == {"cotrain", "decode", "evaluate"}
+    assert changed({"eval.extra_metrics": []}) == set()
+    assert changed({"eval.extra_metrics": ["motion_direction"]}) == {"evaluate"}
 
 
 def test_profile_swap_drops_subjects_the_profile_lacks(tmp_path, capsys):

@@ -402,3 +402,25 @@ def test_epe():
     assert M.epe(moving, static)[0] > 0.5
     with pytest.raises(ValueError, match="at least 2"):
         M.epe(moving[:, :1], static[:, :1])
+
+
+def test_motion_direction_and_speed():
+    right = square_clip(step=2)
+    left = right[:, ::-1]  # the same frames backwards: the square moves left
+    down = right.transpose(0, 1, 3, 2, 4)  # rows and columns swapped: it moves down
+    static = square_clip(step=0)
+    clips = np.concatenate([right, left, down, static])
+    truth = np.concatenate([right] * 4)
+    m = M.motion(clips, truth)
+    assert m["motion_direction"][0] == pytest.approx(1.0)
+    assert m["motion_direction"][1] < -0.9
+    assert abs(m["motion_direction"][2]) < 0.2
+    assert m["motion_direction"][3] == 0.0  # a still clip has no direction
+    np.testing.assert_allclose(m["motion_speed_truth"], m["motion_speed"][0])
+    assert m["motion_speed"][3] == 0.0 < m["motion_speed"][0]
+    # the square covers 14% of the frame and moves 2 px a frame
+    assert 0.1 < m["motion_speed"][0] < 2.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        M.motion(clips, truth[:2])
+    with pytest.raises(ValueError, match="at least 2"):
+        M.motion(right[:, :1], right[:, :1])

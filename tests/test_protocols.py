@@ -98,3 +98,15 @@ def test_bad_pairs_and_protocol_names():
         score(list(truth[:2]), list(truth), PROTOCOLS["mindvideo"], SCORERS)
     with pytest.raises(ConfigError, match="unknown protocol 'mindvid'; available: mindvideo"):
         get_protocol("mindvid")
+
+
+def test_extra_metrics_are_scored_after_the_protocols_own():
+    proto = get_protocol("mindvideo", ["motion_direction", "ssim", "motion_speed"], trials=20)
+    assert proto.metrics[-2:] == ("motion_direction", "motion_speed")
+    assert proto.metrics.count("ssim") == 1 and proto.trials == 20
+    truth = colour_clips(n=8)
+    r = score(list(truth), list(truth), proto, SCORERS)
+    assert {"motion_direction", "motion_speed", "motion_speed_se"} <= set(r.metrics)
+    assert "motion_speed_truth" not in r.metrics and len(r.per_sample["motion_speed"]) == 8
+    with pytest.raises(ConfigError, match=r"extra_metrics: unknown metric\(s\) 'motion'; av"):
+        get_protocol("mindvideo", ["motion"])

@@ -20,7 +20,13 @@ from harness.report.samples import (
     label_width,
     write_gifs,
 )
-from harness.report.tables import higher_is_better, metric_label, summarise_runs, write_tables
+from harness.report.tables import (
+    higher_is_better,
+    is_ranked,
+    metric_label,
+    summarise_runs,
+    write_tables,
+)
 from mindvideo.errors import ConfigError
 
 METRICS = ["video_2way_top1", "epe", "psnr"]
@@ -81,6 +87,19 @@ def test_metric_direction_and_labels():
     assert metric_label("video_50way_top5_strict") == "Video 50-way top-5 (strict)"
     assert metric_label("retrieval50_image_top1") == "Retrieval 50-way (image)"
     assert (metric_label("ssim"), metric_label("psnr")) == ("SSIM", "PSNR")
+    assert is_ranked("motion_direction") and not is_ranked("evaluate.motion_speed")
+
+
+def test_a_speed_is_not_ranked(tmp_path):
+    """The speed of motion is compared with the stimulus's: no arrow, no best."""
+    runs = make_runs().assign(motion_speed=lambda r: 1.0 + (r["variant"] == "full"))
+    table = summarise_runs(runs, ["motion_speed", "psnr"], reference="ridge")["average"]
+    assert not table.loc[table["metric"] == "motion_speed", "best"].any()
+    assert table.loc[table["metric"] == "psnr", "best"].any()
+    (path,) = write_tables(runs, ["motion_speed", "psnr"], tmp_path, "ridge", formats=("md",))
+    rows = [line for line in path.read_text().splitlines() if line.startswith("| full")]
+    assert "| Speed (px/frame) | PSNR ↑ |" in path.read_text()
+    assert rows[0].split("|")[2].strip().startswith("2.0")  # speed: not bold though highest
 
 
 def test_summary_per_subject_known_values():
@@ -337,3 +356,11 @@ def test_write_gifs(tmp_path):
     paths = write_gifs(clips, ["a", "b"], tmp_path / "gifs", fps=3.0)
     assert paths == [tmp_path / "gifs" / "a.gif", tmp_path / "gifs" / "b.gif"]
     assert all(p.read_bytes()[:3] == b"GIF" for p in paths)
+
+
+def test_negative_means_use_the_tables_minus_sign(tmp_path):
+    runs = make_runs().assign(motion_direction=lambda r: np.where(r["variant"] == "full", -0.2, 0))
+    (md,) = write_tables(runs, ["motion_direction"], tmp_path, None, ("md",), ("average",))
+    (tex,) = write_tables(runs, ["motion_direction"], tmp_path, None, ("tex",), ("average",))
+    assert "| full | −0.200 ± 0.000 |" in md.read_text()
+    assert "$-$0.200" in tex.read_text() and "-0.000" not in md.read_text()

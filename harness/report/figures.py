@@ -14,7 +14,12 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.report.tables import PARAM_PREFIX, check_runs, higher_is_better, metric_label
+from harness.report.tables import (
+    PARAM_PREFIX,
+    check_runs,
+    direction_arrow,
+    metric_label,
+)
 
 # The variant drawn as a dashed level line instead of a bar, when a suite has it.
 CHANCE = "chance"
@@ -31,7 +36,7 @@ def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, list[Ax
 
 
 def _axis_label(metric: str) -> str:
-    return f"{metric_label(metric)} {'↑' if higher_is_better(metric) else '↓'}"
+    return metric_label(metric) + direction_arrow(metric)
 
 
 def _per_seed(rows: pd.DataFrame, metric: str, keys: list[str]) -> pd.DataFrame:

@@ -51,12 +51,30 @@ _LABELS = {
     "clip_pcc_adjacent": "CLIP-pcc (adj.)",
     "clip_pcc_allpairs": "CLIP-pcc (all)",
     "hue_sim": "Hue sim.",
+    "motion_direction": "Motion dir.",
+    "motion_speed": "Speed (px/frame)",
+    "motion_speed_truth": "Stimulus speed",
 }
+
+
+# Metrics with no better direction: a speed is compared with the stimulus's, not ranked.
+UNRANKED = ("motion_speed", "motion_speed_truth")
 
 
 def higher_is_better(metric: str) -> bool:
     """Direction of a metric: lower is better for EPE (`epe`, `*_epe`) and losses (`*loss`)."""
     return not (metric == "epe" or metric.endswith(("loss", "_epe")))
+
+
+def is_ranked(metric: str) -> bool:
+    """False for metrics with no better direction (UNRANKED): no arrow, nothing in bold."""
+    return metric.rsplit(".", 1)[-1] not in UNRANKED
+
+
+def direction_arrow(metric: str, up: str = " ↑", down: str = " ↓") -> str:
+    if not is_ranked(metric):
+        return ""
+    return up if higher_is_better(metric) else down
 
 
 def metric_label(metric: str) -> str:
@@ -132,6 +150,7 @@ def _annotate(frame: pd.DataFrame, keys: list[str], reference: str | None) -> pd
     signed = frame["mean"].where(higher, -frame["mean"])
     top = signed.groupby([frame[k] for k in keys]).transform("max")
     frame["best"] = signed.notna() & np.isclose(signed, top, rtol=1e-9, atol=1e-12)
+    frame.loc[~frame["metric"].map(is_ranked).astype(bool), "best"] = False
     return frame
 
 
@@ -149,8 +168,8 @@ def summarise_runs(
     over seeds; NaN when the runs logged none. `delta` = mean - the reference's mean at the same
     subject (or in the average); NaN for the reference itself, without a reference, or where the
     reference has no value. `best` marks the best mean per metric (per subject), in the direction
-    of `higher_is_better`; ties are all best. A metric NaN for some runs is left out of their
-    means; a metric no run has raises ConfigError.
+    of `higher_is_better`; ties are all best; never for an UNRANKED metric. A metric NaN for
+    some runs is left out of their means; a metric no run has raises ConfigError.
     """
     metrics = list(dict.fromkeys(metrics))
     check_runs(runs, metrics, reference)
@@ -296,17 +315,22 @@ def _decimals(metric: str, means: pd.Series) -> int:
     return 2 if metric == "psnr" or (len(finite) and finite.max() > 10) else 3
 
 
+def _num(x: float, decimals: int, d: _Dialect) -> str:
+    """x rounded, negative numbers with the dialect's minus sign, no sign on a rounded 0."""
+    return (d.minus if round(x, decimals) < 0 else "") + f"{abs(x):.{decimals}f}"
+
+
 def _cell(row: pd.Series, decimals: int, d: _Dialect) -> str:
     if pd.isna(row["mean"]):
         return d.missing
-    text = f"{row['mean']:.{decimals}f}"
+    text = _num(row["mean"], decimals, d)
     if pd.notna(row["std"]):
         text += f"{d.pm}{row['std']:.{decimals}f}"
     if row["best"]:
         text = d.bold(text)
     if pd.notna(row["delta"]):
-        sign = d.minus if round(row["delta"], decimals) < 0 else "+"
-        text += f" ({sign}{abs(row['delta']):.{decimals}f})"
+        sign = "" if round(row["delta"], decimals) < 0 else "+"
+        text += f" ({sign}{_num(row['delta'], decimals, d)})"
         if row.get("significant", False):
             text += d.star
     return text
@@ -318,7 +342,7 @@ def _paired_cell(row: pd.Series, decimals: int, d: _Dialect) -> str:
         return d.missing
 
     def num(x: float) -> str:
-        return (d.minus if round(x, decimals) < 0 else "") + f"{abs(x):.{decimals}f}"
+        return _num(x, decimals, d)
 
     sign = "+" if round(row["delta"], decimals) >= 0 else ""
     p = row["p_value"]
@@ -331,7 +355,7 @@ def _paired_cell(row: pd.Series, decimals: int, d: _Dialect) -> str:
 def _ci_cell(row: pd.Series, decimals: int, d: _Dialect) -> str:
     if pd.isna(row["ci_low"]) or pd.isna(row["ci_high"]):
         return d.missing
-    return f"[{row['ci_low']:.{decimals}f}, {row['ci_high']:.{decimals}f}]"
+    return f"[{_num(row['ci_low'], decimals, d)}, {_num(row['ci_high'], decimals, d)}]"
 
 
 @dataclass
@@ -363,7 +387,7 @@ def _grid(
     """Variants x metrics from one grouping's long rows (one subject, or the average)."""
     header = ["Variant"]
     for m in metrics:
-        arrow = (d.up if higher_is_better(m) else d.down) if arrows else ""
+        arrow = direction_arrow(m, d.up, d.down) if arrows else ""
         header.append(d.escape(metric_label(m)) + arrow)
     decimals = {m: _decimals(m, frame.loc[frame["metric"] == m, "mean"]) for m in metrics}
     by_key = frame.set_index(["variant", "metric"])

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from harness.profiles import format_validation_error, load_profile, read_yaml
-from harness.report.tables import higher_is_better
+from harness.report.tables import higher_is_better, is_ranked
 from harness.spec import NAME_PATTERN, LoadedSpec, ReportSpec, Spec
 from mindvideo.errors import ConfigError
 
@@ -316,6 +316,17 @@ Pruner = Annotated[
 ]
 
 
+def _direction_of(metric: str, key: str) -> Direction:
+    """The direction a metric's name implies; an error for metrics with none (a speed)."""
+    name = metric.rsplit(".", 1)[-1]
+    if not is_ranked(name):
+        raise ConfigError(
+            f"{key}: {metric!r} has no better direction (it is compared with the stimulus's); "
+            "give direction: maximize or minimize"
+        )
+    return "maximize" if higher_is_better(name) else "minimize"
+
+
 class PruneOn(_Strict):
     """The metric the pruner watches, as the runs log it per step (e.g. per epoch)."""
 
@@ -326,7 +337,7 @@ class PruneOn(_Strict):
     def resolved_direction(self) -> Direction:
         if self.direction is not None:
             return self.direction
-        return "maximize" if higher_is_better(self.metric.rsplit(".", 1)[-1]) else "minimize"
+        return _direction_of(self.metric, "prune_on")
 
 
 class SearchSection(_Strict):

@@ -463,15 +463,13 @@ def epe(pred_clips, gt_clips) -> np.ndarray:
     FLOW_* parameters) of the prediction and of the ground truth; EPE is the Euclidean norm
     of their difference, averaged over pixels and the F - 1 pairs. Needs F >= 2.
     """
-    p = _as_uint8_clips(pred_clips, "epe")
-    g = _as_uint8_clips(gt_clips, "epe")
-    if p.shape != g.shape:
-        raise ValueError(f"epe: pred {p.shape} and gt {g.shape} shapes differ.")
-    n, n_frames, h, w, _ = p.shape
+    p_grey = _grey_clips(pred_clips, "epe")
+    g_grey = _grey_clips(gt_clips, "epe")
+    if p_grey.shape != g_grey.shape:
+        raise ValueError(f"epe: pred {p_grey.shape} and gt {g_grey.shape} shapes differ.")
+    n, n_frames = p_grey.shape[:2]
     if n_frames < 2:
         raise ValueError(f"epe: clips have {n_frames} frame; optical flow needs at least 2.")
-    p_grey = cv2.cvtColor(p.reshape(-1, w, 3), cv2.COLOR_RGB2GRAY).reshape(n, n_frames, h, w)
-    g_grey = cv2.cvtColor(g.reshape(-1, w, 3), cv2.COLOR_RGB2GRAY).reshape(n, n_frames, h, w)
     out = np.empty(n, dtype=np.float64)
     for i in range(n):
         errors = []
@@ -481,6 +479,51 @@ def epe(pred_clips, gt_clips) -> np.ndarray:
             errors.append(np.linalg.norm(flow_p - flow_g, axis=-1).mean(dtype=np.float64))
         out[i] = np.mean(errors)
     return out
+
+
+def _grey_clips(clips, what: str) -> np.ndarray:
+    c = _as_uint8_clips(clips, what)
+    n, n_frames, h, w, _ = c.shape
+    return cv2.cvtColor(c.reshape(-1, w, 3), cv2.COLOR_RGB2GRAY).reshape(n, n_frames, h, w)
+
+
+def clip_motion(clips) -> tuple[np.ndarray, np.ndarray]:
+    """Each clip's motion from Farneback flow between consecutive frames (the FLOW_*
+    parameters): (n, F, H, W, 3) -> the mean flow vector (n, 2) in pixels per frame, and the mean
+    flow magnitude (n,). Needs F >= 2."""
+    grey = _grey_clips(clips, "motion")
+    n, n_frames = grey.shape[:2]
+    if n_frames < 2:
+        raise ValueError(f"motion: clips have {n_frames} frame; optical flow needs at least 2.")
+    vectors = np.empty((n, 2), dtype=np.float64)
+    speeds = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        flow = np.stack([_farneback(grey[i, f], grey[i, f + 1]) for f in range(n_frames - 1)])
+        vectors[i] = flow.reshape(-1, 2).mean(axis=0, dtype=np.float64)
+        speeds[i] = np.linalg.norm(flow, axis=-1).mean(dtype=np.float64)
+    return vectors, speeds
+
+
+def motion(pred_clips, gt_clips, still: float = 1e-3) -> dict[str, np.ndarray]:
+    """Does the reconstruction move the way the stimulus moves? Per clip:
+
+    - `motion_direction`: cosine between the mean flow vector of the prediction and that of the
+      ground truth (1: same direction, 0: unrelated, -1: opposite; 0 where either mean flow is
+      shorter than `still` pixels per frame, i.e. has no direction);
+    - `motion_speed`: the prediction's mean flow magnitude, pixels per frame;
+    - `motion_speed_truth`: the ground truth's, the reference for `motion_speed`.
+    """
+    if np.shape(pred_clips) != np.shape(gt_clips):
+        raise ValueError(
+            f"motion: pred {np.shape(pred_clips)} and gt {np.shape(gt_clips)} shapes differ."
+        )
+    pv, ps = clip_motion(pred_clips)
+    gv, gs = clip_motion(gt_clips)
+    pn, gn = np.linalg.norm(pv, axis=1), np.linalg.norm(gv, axis=1)
+    moving = (pn > still) & (gn > still)
+    cos = np.zeros(len(pv))
+    cos[moving] = (pv * gv).sum(axis=1)[moving] / (pn * gn)[moving]
+    return {"motion_direction": cos, "motion_speed": ps, "motion_speed_truth": gs}
 
 
 def retrieval_top1(similarity, n_way: int, groups=None) -> np.ndarray:

@@ -3,7 +3,8 @@
 `mindvideo` is the protocol of MinD-Video (and NeuroClips): N-way top-1 with the frame judge
 (per frame, averaged) and the video judge (per clip), SSIM and PSNR per frame, and CLIP-pcc
 between adjacent frames. `mind-animator` adds hue similarity, the end-point error of optical
-flow and CLIP-pcc over all frame pairs. Before scoring, predictions and ground truth are brought
+flow and CLIP-pcc over all frame pairs. A profile can add metrics to either (`eval.extra_metrics`),
+e.g. the direction and speed of motion. Before scoring, predictions and ground truth are brought
 to the same frame count (evenly resampled) and resolution (bilinear, antialiased); clips that
 span a scene cut can be excluded.
 """
@@ -61,15 +62,29 @@ PROTOCOLS: dict[str, Protocol] = {
         "Farneback end-point error and CLIP-pcc over all frame pairs",
     ),
 }
+# Metrics no published protocol has, that a profile can add to any (eval.extra_metrics):
+# Farneback flow direction agreement and speed (mindvideo/eval/metrics.py `motion`).
+MOTION = ("motion_direction", "motion_speed", "motion_speed_truth")
+KNOWN_METRICS = tuple(dict.fromkeys(m for p in PROTOCOLS.values() for m in p.metrics)) + MOTION
 # Identical frames have infinite PSNR; scores are capped here so that means stay finite.
 PSNR_CAP_DB = 100.0
 PROPORTIONS = set(SEMANTIC)
 
 
-def get_protocol(name: str, **overrides) -> Protocol:
+def get_protocol(name: str, extra_metrics=(), **overrides) -> Protocol:
+    """The named protocol with `overrides` (None: the protocol's own) and `extra_metrics`
+    scored after its own."""
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {name!r}; available: {', '.join(PROTOCOLS)}")
-    return replace(PROTOCOLS[name], **{k: v for k, v in overrides.items() if v is not None})
+    unknown = [m for m in extra_metrics if m not in KNOWN_METRICS]
+    if unknown:
+        raise ConfigError(
+            f"eval.extra_metrics: unknown metric(s) {', '.join(map(repr, unknown))}; "
+            f"available: {', '.join(KNOWN_METRICS)}"
+        )
+    protocol = replace(PROTOCOLS[name], **{k: v for k, v in overrides.items() if v is not None})
+    added = tuple(m for m in dict.fromkeys(extra_metrics) if m not in protocol.metrics)
+    return replace(protocol, metrics=protocol.metrics + added) if added else protocol
 
 
 def resample_frames(clip: np.ndarray, n_frames: int) -> np.ndarray:
@@ -233,6 +248,12 @@ def score(
             skipped["epe"] = "needs >= 2 frames"
         else:
             per["epe"] = M.epe(p, t)
+    motion_metrics = [m for m in wanted if m in MOTION]
+    if motion_metrics:
+        if n_frames < 2:
+            skipped.update({m: "needs >= 2 frames" for m in motion_metrics})
+        else:
+            per.update({m: v for m, v in M.motion(p, t).items() if m in motion_metrics})
 
     summary: dict[str, float] = {}
     for m in wanted:

@@ -33,9 +33,13 @@ class EvaluateConfig(BaseModel):
     trials: int | None = Field(None, ge=1, description="N-way trials per sample (protocol's)")
     exclude_scene_cuts: bool | None = None
     samples: int = Field(4, ge=0, description="test clips kept for GIFs and the contact sheet")
+    extra_metrics: tuple[str, ...] = Field((), description="scored besides the protocol's")
 
 
 CONFIG = EvaluateConfig
+# Options added after results were cached: left out of the cache key while at these values, so
+# the entries computed before them stay valid.
+KEY_NEUTRAL = {("extra_metrics",): []}
 
 
 def work_units(cfg: EvaluateConfig) -> int:
@@ -103,6 +107,7 @@ def run(
     out = Path(out)
     protocol = get_protocol(
         cfg.protocol,
+        cfg.extra_metrics,
         n_frames=cfg.frames,
         trials=cfg.trials,
         exclude_scene_cuts=cfg.exclude_scene_cuts,
