@@ -637,13 +637,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.tracking import Tracker
 
     if is_search_spec(args.spec):
+        if args.variant or args.subject or args.seed:
+            raise ConfigError(
+                f"{args.spec}: --variant, --subject and --seed select runs of a suite; a search "
+                "report shows every trial of the study"
+            )
         return cmd_search_report(args)
     plan = _load_plan(args)
     tracker = Tracker(_store(args))
     out = Path(args.out) if args.out else Path("results") / plan.suite
     written, found = write_report(plan, tracker, out)
     n = len(found.runs)
-    print(f"report of {plan.suite} ({plan.spec.profile}, {n} runs) written to {out}/:")
+    selection = {k: v for k in ("variant", "subject", "seed") if (v := getattr(args, k, None))}
+    picked = ", ".join(f"{k} {' '.join(map(str, v))}" for k, v in selection.items())
+    flags = "".join(f" --{k} {value}" for k, v in selection.items() for value in v)
+    runs = f"{n} runs" + (f" of {picked}" if picked else "")
+    print(f"report of {plan.suite} ({plan.spec.profile}, {runs}) written to {out}/:")
     for path in written:
         if path.parent == out or path.name.startswith(("table", "samples_grid")):
             print(f"  {path}")
@@ -654,7 +663,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(
             f"warning: {len(found.missing)} of {len(plan.runs)} planned runs have not finished "
             f"and are missing from the tables (e.g. {found.missing[0].label}); "
-            f"run: mvbench run {plan.spec.path}",
+            f"run: mvbench run {plan.spec.path}{flags}",
             file=sys.stderr,
         )
     if (out / "table.md").exists():
@@ -1010,6 +1019,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="tables, figures and samples of a suite's finished runs (read from MLflow)"
     )
     _spec_arguments(rep, what="either")
+    _selection_arguments(rep)
     rep.add_argument("--out", help="output folder (default results/<suite>/)")
     rep.add_argument(
         "--storage",

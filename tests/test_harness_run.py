@@ -105,6 +105,25 @@ def test_report_reads_runs_back_from_mlflow(harness_run, tmp_path, capsys):
     assert delta["ssim"] == pytest.approx(expected["ssim"])
 
 
+def test_report_of_some_seeds_of_a_suite(harness_run, tmp_path, capsys):
+    """--seed (and --variant, --subject) report part of a suite, e.g. the seeds that are done
+    while the others still run, so that no table mixes seed counts."""
+    spec, store = harness_run
+    out = tmp_path / "seed1"
+    assert main(["report", str(spec), "--store", str(store), "--out", str(out), "--seed", "1"]) == 0
+    assert "(smoke, 2 runs of seed 1)" in capsys.readouterr().out
+    table = pd.read_csv(out / "table.csv")
+    assert set(table.loc[table.table == "average", "n_seeds"]) == {1}
+    _, children, _ = client_and_children(store)
+    ssim = {
+        c.data.tags["mvbench.variant"]: c.data.metrics["ssim"]
+        for c in children
+        if c.data.tags["mvbench.seed"] == "1"
+    }
+    row = table[(table.table == "average") & (table.variant == "chance") & (table.metric == "ssim")]
+    assert row["mean"].iloc[0] == pytest.approx(ssim["chance"])
+
+
 def test_report_on_a_profile_without_runs_says_what_to_do(harness_run, tmp_path, capsys):
     spec, store = harness_run
     code = main(["report", str(spec), "--store", str(store), "--profile", "tiny"])
