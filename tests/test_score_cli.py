@@ -38,12 +38,14 @@ def test_export_writes_named_clips(truth_dir):
 
 
 def test_truth_scored_against_itself_is_perfect(dataset, truth_dir, capsys):
+    motion = ["--metric", "motion_direction", "--metric", "motion_speed"]
     code, out, _ = run(
-        capsys, "score", "--pred", truth_dir, "--truth", dataset, "--json", "--quiet"
+        capsys, "score", "--pred", truth_dir, "--truth", dataset, "--json", "--quiet", *motion
     )
     assert code == 0
     m = json.loads(out)["metrics"]
     assert m["video_2way_top1"] == 1.0 and m["frame_2way_top1"] == 1.0
+    assert m["motion_direction"] > 0.9 and m["motion_speed"] > 0  # still clips count 0
     assert m["video_2way_top1_strict"] == 1.0
     assert m["ssim"] == pytest.approx(1.0) and m["psnr"] == 100.0
     assert (dataset / "judges" / "metrics.json").exists()
@@ -137,3 +139,9 @@ def test_baselines_run_and_score(dataset, tmp_path, capsys):
     clips = np.load(out / "subject1" / "ridge" / "clips.npy")
     assert clips.shape == (2 * 37, 6, 32, 32, 3)
     assert (out / "metrics.json").exists()
+
+
+def test_an_unknown_extra_metric_is_named(dataset, truth_dir, capsys):
+    argv = ["score", "--pred", truth_dir, "--truth", dataset, "--metric", "motion"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "unknown metric(s) 'motion'" in err and "motion_direction" in err
