@@ -164,6 +164,12 @@ BAD_SPECS = [
         r"single-objective",
     ),
     (_with("search.sampler", {"type": "grid", "seed": 0}), r"float parameters .* need a step"),
+    (
+        _with(
+            "search", GOOD["search"] | {"pruner": {"type": "median"}, "prune_on": "motion_speed"}
+        ),
+        r"prune_on: .*'motion_speed' has no better direction",
+    ),
     (_with("search.enqueue", [{"guidance.scale": 40.0}]), r"enqueue\[0\]: guidance.scale: 40"),
     (_with("overrides", {"guidance.scale": 3.0}), r"both in overrides and search.space"),
     (_with("search.n_trials", None), r"give n_trials and/or timeout"),

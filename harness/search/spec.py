@@ -316,28 +316,26 @@ Pruner = Annotated[
 ]
 
 
-def _direction_of(metric: str, key: str) -> Direction:
-    """The direction a metric's name implies; an error for metrics with none (a speed)."""
-    name = metric.rsplit(".", 1)[-1]
-    if not is_ranked(name):
-        raise ConfigError(
-            f"{key}: {metric!r} has no better direction (it is compared with the stimulus's); "
-            "give direction: maximize or minimize"
-        )
-    return "maximize" if higher_is_better(name) else "minimize"
-
-
 class PruneOn(_Strict):
     """The metric the pruner watches, as the runs log it per step (e.g. per epoch)."""
 
     metric: str
     direction: Direction | None = Field(None, description="None: from the name (losses: minimize)")
 
+    @model_validator(mode="after")
+    def _has_a_direction(self) -> PruneOn:
+        if self.direction is None and not is_ranked(self.metric):
+            raise ValueError(
+                f"{self.metric!r} has no better direction (it is compared with the stimulus's); "
+                "give prune_on: {metric: ..., direction: maximize or minimize}"
+            )
+        return self
+
     @property
     def resolved_direction(self) -> Direction:
         if self.direction is not None:
             return self.direction
-        return _direction_of(self.metric, "prune_on")
+        return "maximize" if higher_is_better(self.metric.rsplit(".", 1)[-1]) else "minimize"
 
 
 class SearchSection(_Strict):
