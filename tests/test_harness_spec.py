@@ -291,6 +291,10 @@ def test_options_added_later_keep_the_keys_cached_before_them(tmp_path):
     assert changed({"cotrain.noise_share": 0.5}) == {"cotrain", "decode", "evaluate"}
     assert changed({"eval.extra_metrics": []}) == set()
     assert changed({"eval.extra_metrics": ["motion_direction"]}) == {"evaluate"}
+    # a list of names is a set: two suites that order it differently share their scores
+    c = build_plan(spec, {"eval.extra_metrics": ["motion_speed", "motion_direction"]})
+    d = build_plan(spec, {"eval.extra_metrics": ["motion_direction", "motion_speed"] * 2})
+    assert [r.stages for r in c.runs] == [r.stages for r in d.runs]
 
 
 def test_profile_swap_drops_subjects_the_profile_lacks(tmp_path, capsys):
@@ -408,6 +412,17 @@ def test_committed_suites_plan_and_paper_ablations_share_stages():
     ][0]
     shared = [plan.node(k).name for k in set(zero.stages) & set(full.stages)]
     assert "cotrain" in shared and "decode" not in shared
+
+    # the `full` runs of baselines and window_size are paper_ablations' own, down to the score:
+    # the suites must agree on every override that reaches the evaluate stage
+    def full_runs(name):
+        other = build_plan(load_spec(root / f"{name}.yaml", "smoke"))
+        return {(r.subject, r.seed): r.stages for r in other.runs if r.variant.name == "full"}
+
+    ablations = full_runs("paper_ablations")
+    for name in ("baselines", "window_size"):
+        for cell, stages in full_runs(name).items():
+            assert stages == ablations[cell], (name, cell)
 
 
 def test_a_headline_metric_with_its_stage_prefix_is_refused(tmp_path):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mindvideo.data.cc2017 import open_stimuli
 from mindvideo.errors import DataError
@@ -34,6 +34,12 @@ class EvaluateConfig(BaseModel):
     exclude_scene_cuts: bool | None = None
     samples: int = Field(4, ge=0, description="test clips kept for GIFs and the contact sheet")
     extra_metrics: tuple[str, ...] = Field((), description="scored besides the protocol's")
+
+    @field_validator("extra_metrics")
+    @classmethod
+    def _as_a_set(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        """Order and repeats do not change the scores, so they do not change the cache key."""
+        return tuple(sorted(set(names)))
 
 
 CONFIG = EvaluateConfig
