@@ -364,3 +364,37 @@ def test_negative_means_use_the_tables_minus_sign(tmp_path):
     (tex,) = write_tables(runs, ["motion_direction"], tmp_path, None, ("tex",), ("average",))
     assert "| full | −0.200 ± 0.000 |" in md.read_text()
     assert "$-$0.200" in tex.read_text() and "-0.000" not in md.read_text()
+
+
+def test_the_stimulus_speed_is_a_line_in_the_speed_figure_not_a_figure(tmp_path):
+    from harness.report.figures import _figure, _stimulus_line
+
+    runs = grid_runs().assign(
+        motion_speed=lambda r: 4.0 + r["seed"],
+        motion_speed_truth=lambda r: 0.5 + 0.25 * r["seed"] + 0.1 * (r["subject"] == "subject2"),
+    )
+    metrics = ["motion_speed", "motion_speed_truth"]
+    names = [p.name for p in write_figures(runs, metrics, tmp_path)]
+    assert names == ["bars_motion_speed.png", "subjects_motion_speed.png", "line_data_window.png"]
+    _, (ax,) = _figure(4, 3)
+    assert _stimulus_line(ax, runs, "motion_speed")
+    (line,) = [x for x in ax.get_lines() if x.get_label() == "stimulus"]
+    # the mean over seeds (0.5, 0.75) of the mean over subjects (+0.05)
+    assert line.get_ydata()[0] == pytest.approx(0.675)
+    assert not _stimulus_line(ax, runs.drop(columns="motion_speed_truth"), "motion_speed")
+    assert not _stimulus_line(ax, runs, "ssim")
+
+
+def test_a_rewritten_report_removes_only_its_own_files_it_no_longer_writes(tmp_path):
+    from harness.report import remove_stale
+
+    for name in ("table.md", "table.tex", "notes.md", "figures/bars_ssim.png", "figures/a.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x")
+    removed = remove_stale(tmp_path, [tmp_path / "table.md"])
+    assert [p.relative_to(tmp_path).as_posix() for p in removed] == [
+        "figures/bars_ssim.png",
+        "table.tex",
+    ]
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["figures/a.txt", "notes.md", "table.md"]

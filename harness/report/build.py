@@ -14,6 +14,7 @@ import pandas as pd
 
 from harness import tracking as T
 from harness.plan import Plan, Run
+from harness.report import remove_stale
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
 
@@ -207,7 +208,12 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
         )
         + "\n"
     )
-    return [*written, out / "runs.json"], found
+    written.append(out / "runs.json")
+    removed = remove_stale(out, written)
+    if removed:
+        names = ", ".join(str(p.relative_to(out)) for p in removed)
+        print(f"removed {len(removed)} file(s) of an earlier report: {names}", file=sys.stderr)
+    return written, found
 
 
 def _published(plan: Plan, metrics: list[str]) -> tuple[pd.DataFrame, str] | None:

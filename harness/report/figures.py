@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from harness.report.tables import (
     PARAM_PREFIX,
+    STIMULUS_LEVELS,
     check_runs,
     direction_arrow,
     metric_label,
@@ -50,6 +51,17 @@ def _level(runs: pd.DataFrame, variant: str | None, metric: str) -> float:
     if variant is None:
         return math.nan
     return float(_per_seed(runs[runs["variant"] == variant], metric, [])[metric].mean())
+
+
+def _stimulus_line(ax: Axes, runs: pd.DataFrame, metric: str) -> bool:
+    """Draw the level of the metric's STIMULUS_LEVELS counterpart (the mean over seeds of the
+    mean over runs); False if it has none or no run has it."""
+    truth = STIMULUS_LEVELS.get(metric)
+    if truth is None or truth not in runs or runs[truth].isna().all():
+        return False
+    level = float(_per_seed(runs, truth, [])[truth].mean())
+    ax.axhline(level, linestyle="-.", color="tab:green", linewidth=1, label="stimulus")
+    return True
 
 
 def _slant_labels(ax: Axes, names: list) -> None:
@@ -121,6 +133,7 @@ def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) ->
         )
     if chance_line:
         ax.axhline(chance, linestyle="--", color="0.3", linewidth=1, label=CHANCE)
+    _stimulus_line(ax, runs, metric)
     ax.legend(fontsize="small", title=None, loc="best")
     ax.set_xlabel("")
     ax.set_ylabel(_axis_label(metric))
@@ -249,8 +262,9 @@ def _lines(
             level = _level(runs[numbers.isna()], variant, metric)
             if not math.isnan(level):
                 ax.axhline(level, linestyle=style, color="0.3", linewidth=1, label=label)
+        stimulus = _stimulus_line(ax, grid, metric)
         ax.set_ylabel(_axis_label(metric))
-        if i == 0:
+        if i == 0 or stimulus:  # the lines on the first panel; the stimulus where it is drawn
             ax.legend(fontsize="small", title=None)
         elif ax.get_legend() is not None:
             ax.get_legend().remove()
@@ -268,9 +282,11 @@ def write_figures(
     """Write out/bars_<metric>.png per metric (and subjects_<metric>.png with several subjects),
     out/line_<param>.png per numeric grid parameter (and tradeoff_<param>.png when semantic and
     pixel metrics are both shown); dots in a path become underscores; metrics no run has are
-    skipped."""
+    skipped, and so are the stimuli's levels (STIMULUS_LEVELS), drawn in their metric's figure."""
     metrics = list(dict.fromkeys(metrics))
     check_runs(runs, metrics, reference)
+    levels = set(STIMULUS_LEVELS.values())
+    metrics = [m for m in metrics if m not in levels]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = runs.copy()

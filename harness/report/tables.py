@@ -59,6 +59,9 @@ _LABELS = {
 
 # Metrics with no better direction: a speed is compared with the stimulus's, not ranked.
 UNRANKED = ("motion_speed", "motion_speed_truth")
+# A metric -> the same quantity measured on the test stimuli. Tables show both; figures draw the
+# stimulus's as a level line in the metric's figure and give it no figure of its own.
+STIMULUS_LEVELS = {"motion_speed": "motion_speed_truth"}
 
 
 def higher_is_better(metric: str) -> bool:
