@@ -499,8 +499,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = _load_plan(args)
-    cached = _cache_state(plan, _store(args))
+    specs = [args.spec, *(args.more or [])]
+    nodes: dict = {}
+    runs = 0
+    for spec in specs:
+        if len(specs) > 1:
+            print()
+        plan = _load_plan(argparse.Namespace(**{**vars(args), "spec": spec}))
+        _print_plan(plan, _store(args))
+        nodes.update(plan.nodes)
+        runs += len(plan.runs)
+    if len(specs) > 1:
+        from types import SimpleNamespace
+
+        union = SimpleNamespace(nodes=nodes)
+        cached = _cache_state(union, _store(args))
+        print(
+            f"\nall {len(specs)} suites: {runs} runs share {len(nodes)} distinct stages; "
+            f"{len(nodes) - sum(cached.values())} to compute"
+        )
+        print(_compute_estimate(union, _store(args), cached))
+    return 0
+
+
+def _print_plan(plan, store: Path) -> None:
+    cached = _cache_state(plan, store)
     names: list[str] = []
     for run in plan.runs:
         for key in run.stages:
@@ -528,8 +551,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"{len(plan.runs)} runs share {len(plan.nodes)} distinct stages: {detail}; "
         f"{len(plan.nodes) - n_cached} to compute"
     )
-    print(_compute_estimate(plan, _store(args), cached))
-    return 0
+    print(_compute_estimate(plan, store, cached))
 
 
 def _duration(seconds: float) -> str:
@@ -1012,6 +1034,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="dry run: the suite's runs and stages, cached or to run")
     _spec_arguments(pl)
+    pl.add_argument(
+        "more",
+        nargs="*",
+        metavar="SPEC",
+        help="more suite specs: each is planned, then what they share is counted once "
+        "(e.g. the cold time of all experiments/suites/*.yaml)",
+    )
     _selection_arguments(pl)
     pl.set_defaults(func=cmd_plan)
 

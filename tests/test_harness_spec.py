@@ -315,6 +315,18 @@ def test_plan_command_lists_runs_and_cache_state(tmp_path, capsys):
     assert out.count("to run") == 12 * 4
 
 
+def test_plan_of_several_suites_counts_what_they_share_once(tmp_path, capsys):
+    a = write_spec(tmp_path, BASE)
+    b = write_spec(
+        tmp_path, BASE.replace("suite: t", "suite: u").replace("[0, 1]", "[0, 2]"), "u.yaml"
+    )
+    assert main(["plan", str(a), str(b), "--store", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("12 runs share 24 distinct stages") == 2
+    # seed 2 adds its own shuffled and chance decodes (2 subjects x 2) and 6 evaluates
+    assert "all 2 suites: 24 runs share 34 distinct stages; 34 to compute" in out
+
+
 @pytest.mark.parametrize("command", ["run", "plan", "report", "status", "data", "score"])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as e:
