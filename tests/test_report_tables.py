@@ -100,6 +100,12 @@ def test_a_speed_is_not_ranked(tmp_path):
     rows = [line for line in path.read_text().splitlines() if line.startswith("| full")]
     assert "| Speed (px/frame) | PSNR ↑ |" in path.read_text()
     assert rows[0].split("|")[2].strip().startswith("2.0")  # speed: not bold though highest
+    # the stimulus's speed is context: no delta (the speeds compared, not the stimuli)
+    runs = runs.assign(motion_speed_truth=lambda r: 0.8 + 0.1 * r["seed"])
+    table = summarise_runs(runs, ["motion_speed", "motion_speed_truth"], reference="ridge")
+    average = table["average"].set_index(["variant", "metric"])
+    assert average.loc[("full", "motion_speed"), "delta"] == pytest.approx(1.0)
+    assert math.isnan(average.loc[("full", "motion_speed_truth"), "delta"])
 
 
 def test_summary_per_subject_known_values():

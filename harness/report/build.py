@@ -15,6 +15,7 @@ import pandas as pd
 from harness import tracking as T
 from harness.plan import Plan, Run
 from harness.report import remove_stale
+from harness.report.tables import is_stimulus_level
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
 
@@ -159,7 +160,7 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
         tests = paired_tests(
             per_sample_scores(found, tracker, models),
             reference,
-            list(report.metrics),
+            [m for m in report.metrics if not is_stimulus_level(m)],
             n_boot=sig.n_boot,
             seed=sig.seed,
             alpha=sig.level,

@@ -74,6 +74,12 @@ def is_ranked(metric: str) -> bool:
     return metric.rsplit(".", 1)[-1] not in UNRANKED
 
 
+def is_stimulus_level(metric: str) -> bool:
+    """True for a measure of the test stimuli (STIMULUS_LEVELS' values): context for its
+    metric, compared with nothing (no delta, no paired test)."""
+    return metric.rsplit(".", 1)[-1] in STIMULUS_LEVELS.values()
+
+
 def direction_arrow(metric: str, up: str = " ↑", down: str = " ↓") -> str:
     if not is_ranked(metric):
         return ""
@@ -146,6 +152,7 @@ def _annotate(frame: pd.DataFrame, keys: list[str], reference: str | None) -> pd
         frame = frame.merge(ref, on=keys, how="left")
         frame["delta"] = frame["mean"] - frame["_ref"]
         frame.loc[frame["variant"] == reference, "delta"] = math.nan
+        frame.loc[frame["metric"].map(is_stimulus_level).astype(bool), "delta"] = math.nan
         frame = frame.drop(columns="_ref")
     else:
         frame["delta"] = math.nan
