@@ -500,12 +500,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     specs = [args.spec, *(args.more or [])]
+    # every spec is loaded before anything is printed: a bad one stops the command first
+    plans = [_load_plan(argparse.Namespace(**{**vars(args), "spec": s})) for s in specs]
     nodes: dict = {}
     runs = 0
-    for spec in specs:
+    for plan in plans:
         if len(specs) > 1:
             print()
-        plan = _load_plan(argparse.Namespace(**{**vars(args), "spec": spec}))
         _print_plan(plan, _store(args))
         nodes.update(plan.nodes)
         runs += len(plan.runs)
