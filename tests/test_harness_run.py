@@ -105,6 +105,28 @@ def test_report_reads_runs_back_from_mlflow(harness_run, tmp_path, capsys):
     assert delta["ssim"] == pytest.approx(expected["ssim"])
 
 
+def test_a_report_written_again_with_fewer_metrics_leaves_no_stale_figure(
+    harness_run, tmp_path, capsys
+):
+    spec, store = harness_run
+    out = tmp_path / "results"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "mine.png").write_bytes(b"not the report's")
+    assert main(["report", str(spec), "--store", str(store), "--out", str(out)]) == 0
+    listed = json.loads((out / "runs.json").read_text())["files"]
+    assert "figures/bars_psnr.png" in listed and "table.md" in listed
+    assert "figures/mine.png" not in listed
+    fewer = spec.parent / "fewer.yaml"
+    fewer.write_text(spec.read_text().replace(", psnr]", "]"))
+    capsys.readouterr()
+    assert main(["report", str(fewer), "--store", str(store), "--out", str(out)]) == 0
+    assert (
+        capsys.readouterr().err == "removed 1 file(s) of an earlier report: figures/bars_psnr.png\n"
+    )
+    assert not (out / "figures" / "bars_psnr.png").exists()
+    assert (out / "figures" / "bars_ssim.png").exists() and (out / "figures" / "mine.png").exists()
+
+
 def test_report_of_some_seeds_of_a_suite(harness_run, tmp_path, capsys):
     """--seed (and --variant, --subject) report part of a suite, e.g. the seeds that are done
     while the others still run, so that no table mixes seed counts."""

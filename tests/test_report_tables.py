@@ -392,15 +392,32 @@ def test_the_stimulus_speed_is_a_line_in_the_speed_figure_not_a_figure(tmp_path)
 
 
 def test_a_rewritten_report_removes_only_its_own_files_it_no_longer_writes(tmp_path):
-    from harness.report import remove_stale
+    import json
 
-    for name in ("table.md", "table.tex", "notes.md", "figures/bars_ssim.png", "figures/a.txt"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        (tmp_path / name).write_text("x")
-    removed = remove_stale(tmp_path, [tmp_path / "table.md"])
-    assert [p.relative_to(tmp_path).as_posix() for p in removed] == [
+    from harness.report import listed_files, remove_stale
+
+    out = tmp_path / "report"
+    names = ["table.md", "table.tex", "notes.md", "figures/bars_ssim.png", "figures/mine.png"]
+    for name in [*names, "../outside.txt"]:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("x")
+    # the earlier report wrote the tables and one figure (and names a file outside its folder)
+    earlier = ["table.md", "table.tex", "figures/bars_ssim.png", "../outside.txt", "gone.png"]
+    (out / "runs.json").write_text(json.dumps({"runs": {}, "files": earlier}))
+    assert listed_files(out / "runs.json") == earlier
+    removed = remove_stale(out, [out / "table.md"], listed_files(out / "runs.json"))
+    assert [p.relative_to(out.resolve()).as_posix() for p in removed] == [
         "figures/bars_ssim.png",
         "table.tex",
     ]
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    assert left == ["figures/a.txt", "notes.md", "table.md"]
+    assert left == [
+        "outside.txt",
+        "report/figures/mine.png",
+        "report/notes.md",
+        "report/runs.json",
+        "report/table.md",
+    ]
+    # a runs.json from before the list (or none) removes nothing
+    (out / "runs.json").write_text(json.dumps({"runs": {}}))
+    assert listed_files(out / "runs.json") == [] == listed_files(out / "missing.json")

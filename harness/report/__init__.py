@@ -1,20 +1,31 @@
 """`mvbench report`: tables, figures and sample sheets from finished runs."""
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
-# What a report writes under its folder: re-writing a report replaces these, and removes those it
-# no longer writes (a metric taken off the spec must not leave its figure behind).
-OWNED = ("table.md", "table.tex", "table.csv", "attention.md", "figures/*.png")
+
+def listed_files(manifest: Path) -> list[str]:
+    """The files (relative to its folder) that the report which wrote `manifest` (runs.json)
+    listed under "files"; none if it is missing, unreadable or from before the list existed."""
+    try:
+        files = json.loads(Path(manifest).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str)]
 
 
-def remove_stale(out: Path, written: Iterable[Path], owned: Iterable[str] = OWNED) -> list[Path]:
-    """Delete the files under `out` that match `owned` and are not in `written`; returns them.
-    Only the report's own names are touched: anything else in the folder stays."""
+def remove_stale(out: Path, written: Iterable[Path], previous: Iterable[str]) -> list[Path]:
+    """Delete the files an earlier report wrote (`previous`, relative to `out`) that this one did
+    not (`written`), so that a metric taken off the spec leaves no figure behind; returns them.
+    Nothing else in the folder is touched, nor anything outside it."""
+    root = Path(out).resolve()
     keep = {Path(p).resolve() for p in written}
-    stale = sorted(
-        {p for pattern in owned for p in Path(out).glob(pattern) if p.resolve() not in keep}
-    )
-    for path in stale:
+    stale = []
+    for name in previous:
+        path = (root / name).resolve()
+        if path.is_relative_to(root) and path.is_file() and path not in keep:
+            stale.append(path)
+    for path in sorted(set(stale)):
         path.unlink()
-    return stale
+    return sorted(set(stale))

@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness import tracking as T
 from harness.plan import Plan, Run
-from harness.report import remove_stale
+from harness.report import listed_files, remove_stale
 from harness.report.tables import is_stimulus_level
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
@@ -150,6 +150,7 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
         )
         reference = None
     out.mkdir(parents=True, exist_ok=True)
+    previous = listed_files(out / "runs.json")
     title = f"{plan.suite} ({plan.spec.profile} profile)"
     tests = None
     if reference is not None:
@@ -204,17 +205,18 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
                 "tracking_uri": tracker.uri,
                 "runs": {k: v for k, v in found.run_ids.items()},
                 "missing": [r.label for r in found.missing],
+                # what this report wrote: the next one removes those it no longer writes
+                "files": sorted(str(p.relative_to(out)) for p in written),
             },
             indent=1,
         )
         + "\n"
     )
-    written.append(out / "runs.json")
-    removed = remove_stale(out, written)
+    removed = remove_stale(out, written, previous)
     if removed:
-        names = ", ".join(str(p.relative_to(out)) for p in removed)
+        names = ", ".join(str(p.relative_to(out.resolve())) for p in removed)
         print(f"removed {len(removed)} file(s) of an earlier report: {names}", file=sys.stderr)
-    return written, found
+    return [*written, out / "runs.json"], found
 
 
 def _published(plan: Plan, metrics: list[str]) -> tuple[pd.DataFrame, str] | None:

@@ -13,7 +13,6 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from harness import tracking as T
-from harness.report import remove_stale
 from harness.report.figures import DPI, _figure
 from harness.search import storage as S
 from harness.search.spec import LoadedSearch
@@ -331,7 +330,6 @@ def write_search_report(
         written.append(figures / "intermediate.png")
     if _pareto(frame, loaded, pareto, figures / "pareto.png"):
         written.append(figures / "pareto.png")
-    remove_stale(out, written, ("table.md", "table.csv", "figures/*.png"))
     return written
 
 
