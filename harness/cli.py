@@ -600,6 +600,22 @@ def _compute_estimate(plan, store: Path, cached: dict[str, bool]) -> str:
     return text
 
 
+def _complete_seeds_hint(plan, found, selection: dict) -> str:
+    """With some seeds finished and others not, how to report the finished ones alone (a table
+    whose variants average different numbers of seeds is hard to read); `selection` holds the
+    report's other --variant / --subject flags."""
+    missing = {run.seed for run in found.missing}
+    complete = sorted({run.seed for run in plan.runs} - missing)
+    if not complete or not missing:
+        return ""
+    other = "".join(f" --{k} {value}" for k, v in selection.items() for value in v)
+    seeds = "".join(f" --seed {s}" for s in complete)
+    return (
+        "; or report the seeds that are complete alone: "
+        f"mvbench report {plan.spec.path}{other}{seeds}"
+    )
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from harness.search.trials import SearchOptions, run_search
 
@@ -686,7 +702,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(
             f"warning: {len(found.missing)} of {len(plan.runs)} planned runs have not finished "
             f"and are missing from the tables (e.g. {found.missing[0].label}); "
-            f"run: mvbench run {plan.spec.path}{flags}",
+            f"run: mvbench run {plan.spec.path}{flags}"
+            + _complete_seeds_hint(
+                plan, found, {k: v for k, v in selection.items() if k != "seed"}
+            ),
             file=sys.stderr,
         )
     if (out / "table.md").exists():

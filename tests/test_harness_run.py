@@ -127,6 +127,20 @@ def test_a_report_written_again_with_fewer_metrics_leaves_no_stale_figure(
     assert (out / "figures" / "bars_ssim.png").exists() and (out / "figures" / "mine.png").exists()
 
 
+def test_a_report_with_unfinished_seeds_says_how_to_report_the_finished_ones(
+    harness_run, tmp_path, capsys
+):
+    spec, store = harness_run
+    more = spec.parent / "three_seeds.yaml"
+    more.write_text(spec.read_text().replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
+    assert main(["report", str(more), "--store", str(store), "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "2 of 6 planned runs have not finished" in err
+    assert err.rstrip().endswith(
+        f"; or report the seeds that are complete alone: mvbench report {more} --seed 0 --seed 1"
+    )
+
+
 def test_report_of_some_seeds_of_a_suite(harness_run, tmp_path, capsys):
     """--seed (and --variant, --subject) report part of a suite, e.g. the seeds that are done
     while the others still run, so that no table mixes seed counts."""
