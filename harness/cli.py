@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -499,7 +500,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    specs = [args.spec, *(args.more or [])]
+    specs: list[str] = []
+    for spec in [args.spec, *(args.more or [])]:  # each suite once
+        if all(Path(spec).resolve() != Path(s).resolve() for s in specs):
+            specs.append(spec)
     # every spec is loaded before anything is printed: a bad one stops the command first
     plans = [_load_plan(argparse.Namespace(**{**vars(args), "spec": s})) for s in specs]
     nodes: dict = {}
@@ -600,10 +604,23 @@ def _compute_estimate(plan, store: Path, cached: dict[str, bool]) -> str:
     return text
 
 
-def _complete_seeds_hint(plan, found, selection: dict) -> str:
+def _context_flags(args: argparse.Namespace) -> str:
+    """The --profile, --store and --set options of this command, for a command it suggests."""
+    flags = ""
+    if getattr(args, "profile", None):
+        flags += f" --profile {shlex.quote(args.profile)}"
+    if getattr(args, "store", None):
+        flags += f" --store {shlex.quote(args.store)}"
+    for value in getattr(args, "set", None) or []:
+        flags += f" --set {shlex.quote(value)}"
+    return flags
+
+
+def _complete_seeds_hint(plan, found, selection: dict, context: str = "") -> str:
     """With some seeds finished and others not, how to report the finished ones alone (a table
     whose variants average different numbers of seeds is hard to read); `selection` holds the
-    report's other --variant / --subject flags."""
+    report's other --variant / --subject flags, `context` its --profile, --store, --set and
+    --out."""
     missing = {run.seed for run in found.missing}
     complete = sorted({run.seed for run in plan.runs} - missing)
     if not complete or not missing:
@@ -612,7 +629,7 @@ def _complete_seeds_hint(plan, found, selection: dict) -> str:
     seeds = "".join(f" --seed {s}" for s in complete)
     return (
         "; or report the seeds that are complete alone: "
-        f"mvbench report {plan.spec.path}{other}{seeds}"
+        f"mvbench report {plan.spec.path}{context}{other}{seeds}"
     )
 
 
@@ -690,6 +707,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     selection = {k: v for k in ("variant", "subject", "seed") if (v := getattr(args, k, None))}
     picked = ", ".join(f"{k} {' '.join(map(str, v))}" for k, v in selection.items())
     flags = "".join(f" --{k} {value}" for k, v in selection.items() for value in v)
+    context = _context_flags(args)  # what makes the hinted commands find the same runs
     runs = f"{n} runs" + (f" of {picked}" if picked else "")
     print(f"report of {plan.suite} ({plan.spec.profile}, {runs}) written to {out}/:")
     for path in written:
@@ -702,9 +720,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(
             f"warning: {len(found.missing)} of {len(plan.runs)} planned runs have not finished "
             f"and are missing from the tables (e.g. {found.missing[0].label}); "
-            f"run: mvbench run {plan.spec.path}{flags}"
+            f"run: mvbench run {plan.spec.path}{context}{flags}"
             + _complete_seeds_hint(
-                plan, found, {k: v for k, v in selection.items() if k != "seed"}
+                plan,
+                found,
+                {k: v for k, v in selection.items() if k != "seed"},
+                context + (f" --out {shlex.quote(args.out)}" if args.out else ""),
             ),
             file=sys.stderr,
         )
@@ -1128,7 +1149,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if (
+        extra
+        and getattr(args, "func", None) is cmd_plan
+        and not any(a.startswith("-") for a in extra)
+    ):
+        args.more = [*(args.more or []), *extra]  # specs given after an option
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except MindVideoError as e:

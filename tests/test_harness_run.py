@@ -133,12 +133,16 @@ def test_a_report_with_unfinished_seeds_says_how_to_report_the_finished_ones(
     spec, store = harness_run
     more = spec.parent / "three_seeds.yaml"
     more.write_text(spec.read_text().replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
-    assert main(["report", str(more), "--store", str(store), "--out", str(tmp_path / "r")]) == 0
+    out = tmp_path / "r"
+    assert main(["report", str(more), "--store", str(store), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "2 of 6 planned runs have not finished" in err
-    assert err.rstrip().endswith(
-        f"; or report the seeds that are complete alone: mvbench report {more} --seed 0 --seed 1"
-    )
+    assert f"run: mvbench run {more} --store {store};" in err  # the same store
+    hint = f"mvbench report {more} --store {store} --out {out} --seed 0 --seed 1"
+    assert err.rstrip().endswith(f"; or report the seeds that are complete alone: {hint}")
+    capsys.readouterr()
+    assert main(hint.split()[1:]) == 0  # the hint works as given
+    assert "(smoke, 4 runs of seed 0 1)" in capsys.readouterr().out
 
 
 def test_report_of_some_seeds_of_a_suite(harness_run, tmp_path, capsys):

@@ -325,6 +325,15 @@ def test_plan_of_several_suites_counts_what_they_share_once(tmp_path, capsys):
     assert out.count("12 runs share 24 distinct stages") == 2
     # seed 2 adds its own shuffled and chance decodes (2 subjects x 2) and 6 evaluates
     assert "all 2 suites: 24 runs share 34 distinct stages; 34 to compute" in out
+    # specs after an option, or one given twice, are the same command
+    for argv in (
+        ["plan", str(a), "--store", str(tmp_path / "s"), str(b)],
+        ["plan", str(a), str(b), str(tmp_path / "." / a.name), "--store", str(tmp_path / "s")],
+    ):
+        assert main(argv) == 0
+        assert "all 2 suites: 24 runs share 34 distinct stages" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["plan", str(a), "--store", str(tmp_path / "s"), "--bogus"])
     # a bad spec anywhere stops the command before it prints any plan
     assert main(["plan", str(a), str(tmp_path / "nope.yaml"), "--store", str(tmp_path / "s")]) == 2
     captured = capsys.readouterr()

@@ -418,6 +418,12 @@ def test_a_rewritten_report_removes_only_its_own_files_it_no_longer_writes(tmp_p
         "report/runs.json",
         "report/table.md",
     ]
-    # a runs.json from before the list (or none) removes nothing
-    (out / "runs.json").write_text(json.dumps({"runs": {}}))
-    assert listed_files(out / "runs.json") == [] == listed_files(out / "missing.json")
+    # a runs.json from before the list (or none, or a broken one) removes nothing
+    for text in ('{"runs": {}}', '{"files": "notes.md"}', '{"files": null}', "[1]", "{"):
+        (out / "runs.json").write_text(text)
+        assert listed_files(out / "runs.json") == [], text
+    assert listed_files(out / "missing.json") == []
+    # a listed link is removed, not the file it points to
+    (out / "link.png").symlink_to(out / "notes.md")
+    assert remove_stale(out, [], ["link.png"]) == [out.resolve() / "link.png"]
+    assert (out / "notes.md").exists() and not (out / "link.png").is_symlink()

@@ -12,6 +12,8 @@ def listed_files(manifest: Path) -> list[str]:
         files = json.loads(Path(manifest).read_text()).get("files", [])
     except (OSError, ValueError, AttributeError):
         return []
+    if not isinstance(files, list):
+        return []
     return [f for f in files if isinstance(f, str)]
 
 
@@ -21,11 +23,12 @@ def remove_stale(out: Path, written: Iterable[Path], previous: Iterable[str]) ->
     Nothing else in the folder is touched, nor anything outside it."""
     root = Path(out).resolve()
     keep = {Path(p).resolve() for p in written}
-    stale = []
+    stale = set()
     for name in previous:
-        path = (root / name).resolve()
-        if path.is_relative_to(root) and path.is_file() and path not in keep:
-            stale.append(path)
-    for path in sorted(set(stale)):
+        path = root / name
+        target = path.resolve()
+        if target.is_relative_to(root) and target.is_file() and target not in keep:
+            stale.add(path)  # a link is removed, not what it points to
+    for path in sorted(stale):
         path.unlink()
-    return sorted(set(stale))
+    return sorted(stale)

@@ -19,6 +19,7 @@ from harness.report.tables import (
     STIMULUS_LEVELS,
     check_runs,
     direction_arrow,
+    is_stimulus_level,
     metric_label,
 )
 
@@ -60,7 +61,10 @@ def _stimulus_line(ax: Axes, runs: pd.DataFrame, metric: str) -> bool:
     if truth is None or truth not in runs or runs[truth].isna().all():
         return False
     level = float(_per_seed(runs, truth, [])[truth].mean())
-    ax.axhline(level, linestyle="-.", color="tab:green", linewidth=1, label="stimulus")
+    # variants may score different test clips (e.g. another fMRI window): then it is a mean
+    varies = runs.groupby("variant")[truth].mean().nunique() > 1
+    label = "stimulus (mean over runs)" if varies else "stimulus"
+    ax.axhline(level, linestyle="-.", color="tab:green", linewidth=1, label=label)
     return True
 
 
@@ -285,8 +289,7 @@ def write_figures(
     skipped, and so are the stimuli's levels (STIMULUS_LEVELS), drawn in their metric's figure."""
     metrics = list(dict.fromkeys(metrics))
     check_runs(runs, metrics, reference)
-    levels = set(STIMULUS_LEVELS.values())
-    metrics = [m for m in metrics if m not in levels]
+    metrics = [m for m in metrics if not is_stimulus_level(m)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = runs.copy()
