@@ -486,12 +486,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "  (details: the run's error.txt artifact in MLflow; the other runs are kept, and "
             "running the same command again retries only the failed runs)"
         )
-    spec_arg = str(plan.spec.path)
-    if args.profile:
-        spec_arg += f" --profile {args.profile}"
-    if args.store:
-        spec_arg += f" --store {args.store}"
-    print(f"Next: mvbench report {spec_arg}")
+    print(f"Next: mvbench report {plan.spec.path}{_context_flags(args)}")
     if tracker.local:
         print(f"      mlflow ui --backend-store-uri {tracker.uri}")
     else:

@@ -74,6 +74,7 @@ def test_rerun_is_a_no_op(harness_run, capsys):
     assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "0 finished, 4 already done, 0 failed" in out
+    assert f"Next: mvbench report {spec} --store {store}\n" in out
     _, after, parents_after = client_and_children(store)
     assert len(after) == len(before) and len(parents_after) == len(parents_before)
 
@@ -143,6 +144,16 @@ def test_a_report_with_unfinished_seeds_says_how_to_report_the_finished_ones(
     capsys.readouterr()
     assert main(hint.split()[1:]) == 0  # the hint works as given
     assert "(smoke, 4 runs of seed 0 1)" in capsys.readouterr().out
+
+
+def test_suggested_commands_keep_the_options_that_find_the_same_runs():
+    import argparse
+
+    from harness.cli import _context_flags
+
+    args = argparse.Namespace(profile="tiny", store="my store", set=["a.b=1", "c=[x, y]"])
+    assert _context_flags(args) == " --profile tiny --store 'my store' --set a.b=1 --set 'c=[x, y]'"
+    assert _context_flags(argparse.Namespace(profile=None, store=None, set=None)) == ""
 
 
 def test_report_of_some_seeds_of_a_suite(harness_run, tmp_path, capsys):
