@@ -832,7 +832,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     finished = sum(r[3] == "FINISHED" for r in rows)
-    print(f"{finished}/{len(rows)} runs finished")
+    seeds: dict[str, list[int]] = {}
+    for r in rows:
+        counts = seeds.setdefault(r[2], [0, 0])
+        counts[0] += r[3] == "FINISHED"
+        counts[1] += 1
+    by_seed = ""
+    if len(seeds) > 1 and finished < len(rows):  # which seeds a report could show alone
+        by_seed = " (by seed: " + ", ".join(f"{s} {d}/{n}" for s, (d, n) in seeds.items()) + ")"
+    print(f"{finished}/{len(rows)} runs finished{by_seed}")
     return 0
 
 

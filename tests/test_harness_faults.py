@@ -336,7 +336,7 @@ def test_run_left_running_by_a_dead_worker_runs_again(harness_run, tmp_path, cap
     out = capsys.readouterr().out
     [row] = [ln for ln in out.splitlines() if ln.split()[:3] == ["chance", "subject1", "1"]]
     assert "RUNNING" in row and "worker died" in row
-    assert "3/4 runs finished" in out
+    assert "3/4 runs finished (by seed: 0 2/2, 1 1/2)\n" in out
 
     assert main(["run", str(spec), "--store", str(store)]) == 0  # not --quiet: the note
     captured = capsys.readouterr()

@@ -188,6 +188,6 @@ def test_status_lists_every_run(harness_run, capsys):
     spec, store = harness_run
     assert main(["status", str(spec), "--store", str(store)]) == 0
     out = capsys.readouterr().out
-    assert out.count("FINISHED") == 4 and "4/4 runs finished" in out and "4/4" in out
+    assert out.count("FINISHED") == 4 and "4/4 runs finished\n" in out and "4/4" in out
     assert main(["status", "--store", str(store)]) == 0
     assert "smoke-baselines: 4 finished" in capsys.readouterr().out
