@@ -611,20 +611,23 @@ def _context_flags(args: argparse.Namespace) -> str:
     return flags
 
 
-def _complete_seeds_hint(plan, found, selection: dict, context: str = "") -> str:
+def _selection_flags(selection: dict) -> str:
+    """--variant / --subject / --seed options from {name: values}."""
+    return "".join(f" --{k} {value}" for k, v in selection.items() for value in v)
+
+
+def _complete_seeds_hint(plan, found, options: str = "") -> str:
     """With some seeds finished and others not, how to report the finished ones alone (a table
-    whose variants average different numbers of seeds is hard to read); `selection` holds the
-    report's other --variant / --subject flags, `context` its --profile, --store, --set and
-    --out."""
+    whose variants average different numbers of seeds is hard to read); `options` are the
+    report's own, but for --seed."""
     missing = {run.seed for run in found.missing}
     complete = sorted({run.seed for run in plan.runs} - missing)
     if not complete or not missing:
         return ""
-    other = "".join(f" --{k} {value}" for k, v in selection.items() for value in v)
-    seeds = "".join(f" --seed {s}" for s in complete)
+    seeds = _selection_flags({"seed": complete})
     return (
         "; or report the seeds that are complete alone: "
-        f"mvbench report {plan.spec.path}{context}{other}{seeds}"
+        f"mvbench report {plan.spec.path}{options}{seeds}"
     )
 
 
@@ -701,7 +704,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     n = len(found.runs)
     selection = {k: v for k in ("variant", "subject", "seed") if (v := getattr(args, k, None))}
     picked = ", ".join(f"{k} {' '.join(map(str, v))}" for k, v in selection.items())
-    flags = "".join(f" --{k} {value}" for k, v in selection.items() for value in v)
+    flags = _selection_flags(selection)
     context = _context_flags(args)  # what makes the hinted commands find the same runs
     runs = f"{n} runs" + (f" of {picked}" if picked else "")
     print(f"report of {plan.suite} ({plan.spec.profile}, {runs}) written to {out}/:")
@@ -719,8 +722,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             + _complete_seeds_hint(
                 plan,
                 found,
-                {k: v for k, v in selection.items() if k != "seed"},
-                context + (f" --out {shlex.quote(args.out)}" if args.out else ""),
+                context
+                + (f" --out {shlex.quote(args.out)}" if args.out else "")
+                + _selection_flags({k: v for k, v in selection.items() if k != "seed"}),
             ),
             file=sys.stderr,
         )
