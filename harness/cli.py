@@ -734,6 +734,72 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.tracking import Tracker
+    from harness.transfer import export_runs
+
+    plan = _load_plan(args)
+    tracker = Tracker(_store(args))
+    out = Path(args.out)
+    exported, missing = export_runs(plan, tracker, out, list(args.set or []), args.artifacts)
+    size = _folder_size(out) / 2**20
+    print(
+        f"exported {len(exported)} finished runs of {plan.suite} ({plan.spec.profile}) from "
+        f"{tracker.uri} to {out}/ ({size:.1f} MiB in the folder)"
+    )
+    if missing:
+        print(
+            f"warning: {len(missing)} of {len(plan.runs)} planned runs have not finished and "
+            f"were not exported (e.g. {missing[0]})",
+            file=sys.stderr,
+        )
+    print(f"Next (on another machine or store): mvbench import {shlex.quote(str(out))}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from harness.tracking import Tracker
+    from harness.transfer import import_runs
+
+    tracker = Tracker(_store(args))
+    done = import_runs(tracker, Path(args.folder))
+    print(
+        f"imported {len(done.added)} runs of {done.suite} ({done.profile}) into {tracker.uri}; "
+        f"{len(done.present)} were there already"
+    )
+    options = "".join(f" --set {shlex.quote(o)}" for o in done.overrides)
+    if args.store:
+        options += f" --store {shlex.quote(args.store)}"
+    _check_imported_keys(args, done, options)
+    print(f"Next: mvbench report {done.spec}{options}")
+    return 0
+
+
+def _check_imported_keys(args: argparse.Namespace, done, options: str) -> None:
+    """Warn when imported runs are not runs of the spec as this checkout plans it (another
+    config or stage version gives other run keys, which `mvbench report` does not show)."""
+    from harness.plan import build_plan
+    from harness.spec import load_spec
+
+    if not Path(done.spec).exists():
+        print(
+            f"note: the spec {done.spec} is not here; report the runs with the same spec and "
+            f"profile ({done.profile})",
+            file=sys.stderr,
+        )
+        return
+    plan = build_plan(load_spec(done.spec, done.profile), _overrides(done.overrides))
+    planned = {run.key for run in plan.runs}
+    stray = [k for k in [*done.added, *done.present] if k not in planned]
+    if stray:
+        print(
+            f"warning: {len(stray)} of the imported runs are not runs of {done.spec} as this "
+            "checkout plans it (its config or the stages' code changed since the export): "
+            f"`mvbench report {done.spec}{options}` will not show them",
+            file=sys.stderr,
+        )
+
+
 def cmd_search_report(args: argparse.Namespace) -> int:
     """`mvbench report SEARCH_SPEC`: the study's trials, read from its storage and MLflow."""
     from harness.report.search import write_search_report
@@ -1104,6 +1170,40 @@ def build_parser() -> argparse.ArgumentParser:
         "journal file under the store)",
     )
     rep.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser(
+        "export",
+        help="write a suite's finished runs (metrics, params, tags, artifacts) to a folder that "
+        "`mvbench import` reads into another store",
+    )
+    _spec_arguments(ex)
+    _selection_arguments(ex)
+    ex.add_argument(
+        "--out",
+        required=True,
+        help="folder to write (new, or an earlier export of the same suite: runs are added)",
+    )
+    ex.add_argument(
+        "--artifacts",
+        choices=("all", "report"),
+        default="all",
+        help="all: every artifact of each run; report: only what `mvbench report` reads (scores, "
+        "per-sample scores, sample clips) and the config (default: all)",
+    )
+    ex.set_defaults(func=cmd_export)
+
+    im = sub.add_parser(
+        "import",
+        help="log runs written by `mvbench export` into this store: `mvbench run` then skips "
+        "them and `mvbench report` shows them",
+    )
+    im.add_argument("folder", help="a folder written by `mvbench export SPEC --out FOLDER`")
+    im.add_argument(
+        "--store",
+        help="store folder to import into (default ./.mvbench or $MVBENCH_STORE; "
+        "$MLFLOW_TRACKING_URI overrides the database)",
+    )
+    im.set_defaults(func=cmd_import)
 
     se = sub.add_parser(
         "search",

@@ -217,6 +217,15 @@ class Tracker:
             f += f" and attributes.status = '{status}'"
         return self.runs(experiment_id, f)
 
+    def latest_finished(self, experiment_id: str) -> dict[str, Any]:
+        """Run key -> the latest FINISHED child of that key (the one reports read)."""
+        latest: dict[str, Any] = {}
+        for r in self.children(experiment_id, "FINISHED"):
+            key = r.data.tags.get(RUN_KEY)
+            if key not in latest or r.info.end_time > latest[key].info.end_time:
+                latest[key] = r
+        return latest
+
     def reap_stale(self, experiment_id: str) -> list:
         """Mark runs left RUNNING by a dead process on this host as KILLED; returns them.
         (The fast path: runs of other hosts go stale through their lease, harness.lease.)"""

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import tracking as T
 from harness.plan import Plan, Run
 from harness.report import listed_files, remove_stale
 from harness.report.tables import is_stimulus_level
@@ -55,11 +54,7 @@ def collect(plan: Plan, tracker: Tracker) -> Collected:
             f"suite {plan.suite!r} has no runs in {tracker.uri}; run it first: "
             f"mvbench run {plan.spec.path}"
         )
-    latest: dict[str, object] = {}
-    for r in tracker.children(exp, "FINISHED"):
-        key = r.data.tags.get(T.RUN_KEY)
-        if key not in latest or r.info.end_time > latest[key].info.end_time:
-            latest[key] = r
+    latest = tracker.latest_finished(exp)
     rows, ids, keys, missing = [], {}, {}, []
     swept = one_key_sweeps(plan)
     for run in plan.runs:
