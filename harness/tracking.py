@@ -245,10 +245,12 @@ class Tracker:
         """The child runs of one run key (every status)."""
         return self.runs(experiment_id, f"tags.`{KIND}` = 'run' and tags.`{RUN_KEY}` = '{run_key}'")
 
-    def start_parent(self, experiment_id: str, tags: dict[str, str]) -> str:
+    def start_parent(
+        self, experiment_id: str, tags: dict[str, str], what: str = "execution"
+    ) -> str:
         run = self.client.create_run(
             experiment_id,
-            run_name=f"execution {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            run_name=f"{what} {time.strftime('%Y-%m-%d %H:%M:%S')}",
             tags={KIND: "execution", WORKER: this_worker(), GIT_COMMIT: git_commit(), **tags},
         )
         return run.info.run_id

@@ -203,6 +203,7 @@ def import_runs(tracker: Tracker, folder: Path) -> Imported:
             IMPORTED_FROM: str(manifest.get("exported_from", "")),
             "mvbench.import_folder": str(folder.resolve()),
         },
+        what="import",
     )
     try:
         for record in todo:

@@ -81,6 +81,10 @@ def test_exported_runs_report_the_same_in_a_new_store_and_are_not_run_again(
             (m.step, m.value) for m in source_client.get_metric_history(original.info.run_id, name)
         ]
 
+    parents = client.search_runs(
+        [_children(store)[0].info.experiment_id], f"tags.`{T.KIND}` = 'execution'"
+    )
+    assert [p.info.run_name.split()[0] for p in parents] == ["import"]
     # `mvbench run` finds them done and computes nothing
     assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
     assert "0 finished, 4 already done" in capsys.readouterr().out
