@@ -840,6 +840,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from harness.lease import RunLease, store_id
     from harness.search.spec import is_search_spec
     from harness.tracking import Tracker, default_uri, tracking_uri
+    from harness.transfer import IMPORTED_FROM
 
     store = _store(args)
     if args.spec and is_search_spec(args.spec):
@@ -893,6 +894,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             note = f"on another machine ({r.data.tags.get(T.WORKER, '?')})"
         elif r is not None and status == "FAILED":
             note = r.data.tags.get(T.ERROR, "")[:80]
+        elif r is not None and r.data.tags.get(IMPORTED_FROM):
+            note = f"imported from {r.data.tags[IMPORTED_FROM]}"
         n = sum(cached[k] for k in run.stages)
         rows.append(
             [run.variant.name, run.subject, str(run.seed), status, f"{n}/{len(run.stages)}", note]

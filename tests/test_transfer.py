@@ -85,6 +85,10 @@ def test_exported_runs_report_the_same_in_a_new_store_and_are_not_run_again(
         [_children(store)[0].info.experiment_id], f"tags.`{T.KIND}` = 'execution'"
     )
     assert [p.info.run_name.split()[0] for p in parents] == ["import"]
+    assert main(["status", str(spec), "--store", str(store)]) == 0
+    status = capsys.readouterr().out
+    rows = [line for line in status.splitlines() if " FINISHED " in line]
+    assert len(rows) == 4 and all(f"imported from {T.default_uri(source)}" in r for r in rows)
     # `mvbench run` finds them done and computes nothing
     assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
     assert "0 finished, 4 already done" in capsys.readouterr().out
