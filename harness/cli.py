@@ -1188,10 +1188,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument(
         "--artifacts",
-        choices=("all", "report"),
+        choices=("all", "report", "scores"),
         default="all",
-        help="all: every artifact of each run; report: only what `mvbench report` reads (scores, "
-        "per-sample scores, sample clips) and the config (default: all)",
+        help="all: every artifact of each run; report: only what `mvbench report` reads (the "
+        "scores, per-sample scores and sampled clips) and the config; scores: the same without "
+        "the clips, so the report has no sample grid for these runs (default: all)",
     )
     ex.set_defaults(func=cmd_export)
 

@@ -21,10 +21,14 @@ VERSION = 1
 MANIFEST = "mvbench-runs.json"
 RUNS = "runs"  # <folder>/runs/<run key>/{run.json, artifacts/}
 IMPORTED_FROM = "mvbench.imported_from"  # tag of an imported run: the store it was computed in
-# What a report reads back from a run besides its metrics: the evaluation's scores, the
-# per-sample scores of the paired tests and the clips of the sample grid; and the config.
-REPORT_ARTIFACTS = ("config.yaml", "scores.json", "per_sample.npz", "samples/samples.npz")
-ARTIFACT_CHOICES = ("all", "report")
+# Artifacts kept by `--artifacts scores`: the config, the evaluation's scores and the
+# per-sample scores of the paired tests; `report` adds the clips of the sample grid (the
+# report reads nothing else but metrics); `all` keeps every artifact (GIFs, contact sheet).
+ARTIFACTS = {
+    "scores": ("config.yaml", "scores.json", "per_sample.npz"),
+    "report": ("config.yaml", "scores.json", "per_sample.npz", "samples/samples.npz"),
+    "all": None,
+}
 # MLflow's own tags, set again by MLflow when a run is created.
 _MLFLOW_OWN = ("mlflow.user", "mlflow.source.", "mlflow.runName", T.PARENT)
 
@@ -66,8 +70,8 @@ def export_runs(
 ) -> tuple[list[str], list[str]]:
     """Write the plan's finished runs under `out` (adding to an earlier export of the same suite
     there); returns (exported run keys, labels of planned runs with no finished run)."""
-    if artifacts not in ARTIFACT_CHOICES:
-        raise ConfigError(f"--artifacts {artifacts!r}: choose one of {', '.join(ARTIFACT_CHOICES)}")
+    if artifacts not in ARTIFACTS:
+        raise ConfigError(f"--artifacts {artifacts!r}: choose one of {', '.join(ARTIFACTS)}")
     out = Path(out)
     manifest = _read_manifest(out)
     if manifest is None:
@@ -142,7 +146,7 @@ def _export_one(tracker: Tracker, child, key: str, runs_dir: Path, artifacts: st
         folder = Path(tmp) / key
         (folder / "artifacts").mkdir(parents=True)
         _write_json(folder / "run.json", record)
-        wanted = REPORT_ARTIFACTS if artifacts == "report" else None
+        wanted = ARTIFACTS[artifacts]
         for path in _artifact_paths(client, run_id):
             if wanted is not None and path not in wanted:
                 continue

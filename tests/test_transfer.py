@@ -44,14 +44,25 @@ def test_exported_runs_report_the_same_in_a_new_store_and_are_not_run_again(
     bundle = tmp_path / "bundle"
     # two exports into one folder: seed 0 with the report's artifacts only, then seed 1
     assert _export(spec, source, bundle, "--seed", "0", "--artifacts", "report") == 0
-    assert _export(spec, source, bundle, "--seed", "1") == 0
+    assert _export(spec, source, bundle, "--seed", "1", "--variant", "ridge") == 0
+    assert (
+        _export(spec, source, bundle, "--seed", "1", "--variant", "chance", "--artifacts", "scores")
+        == 0
+    )
     out = capsys.readouterr().out
     assert "exported 2 finished runs of smoke-baselines" in out
+    assert "exported 1 finished runs of smoke-baselines" in out
     manifest = json.loads((bundle / MANIFEST).read_text())
     assert len(manifest["runs"]) == 4 and manifest["suite"] == SUITE
     seed0 = [k for k, label in manifest["runs"].items() if label.endswith("seed 0")]
     files = {p.name for k in seed0 for p in (bundle / RUNS / k / "artifacts").rglob("*.*")}
     assert "per_sample.npz" in files and not any(f.endswith(".gif") for f in files)
+    assert "samples.npz" in files
+    (scores_only,) = [
+        k for k, label in manifest["runs"].items() if label == "chance / subject1 / seed 1"
+    ]
+    files = {p.name for p in (bundle / RUNS / scores_only / "artifacts").rglob("*.*")}
+    assert files == {"config.yaml", "scores.json", "per_sample.npz"}
 
     store = tmp_path / "store"
     assert main(["import", str(bundle), "--store", str(store)]) == 0
