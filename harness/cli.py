@@ -843,6 +843,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from harness.transfer import IMPORTED_FROM
 
     store = _store(args)
+    if (args.variant or args.subject or args.seed) and (not args.spec or is_search_spec(args.spec)):
+        raise ConfigError(
+            "--variant, --subject and --seed select runs of a suite: give its spec, e.g. "
+            "mvbench status experiments/suites/paper_ablations.yaml --seed 2"
+        )
     if args.spec and is_search_spec(args.spec):
         return cmd_search_status(args)
     plan = _load_plan(args) if args.spec else None
@@ -1252,6 +1257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="runs of a suite (or all suites), or a search's trials, and their state"
     )
     _spec_arguments(st, optional=True, what="either")
+    _selection_arguments(st)
     st.add_argument(
         "--storage", help="a search's Optuna storage, if `mvbench search` was given one"
     )

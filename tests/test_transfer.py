@@ -100,6 +100,11 @@ def test_exported_runs_report_the_same_in_a_new_store_and_are_not_run_again(
     status = capsys.readouterr().out
     rows = [line for line in status.splitlines() if " FINISHED " in line]
     assert len(rows) == 4 and all(f"imported from {T.default_uri(source)}" in r for r in rows)
+    assert main(["status", str(spec), "--store", str(store), "--seed", "1"]) == 0
+    status = capsys.readouterr().out
+    assert status.count(" FINISHED ") == 2 and "2/2 runs finished" in status
+    assert main(["status", "--store", str(store), "--seed", "1"]) == 2
+    assert "select runs of a suite: give its spec" in capsys.readouterr().err
     # `mvbench run` finds them done and computes nothing
     assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
     assert "0 finished, 4 already done" in capsys.readouterr().out
