@@ -62,6 +62,8 @@ def _read_manifest(folder: Path) -> dict | None:
         )
     if not isinstance(manifest.get("runs"), dict):
         raise ConfigError(f"{path}: key `runs` must map run keys to run labels")
+    if not isinstance(manifest.get("suite"), str):
+        raise ConfigError(f"{path}: key `suite` must name the suite; export the runs again")
     return manifest
 
 
@@ -234,6 +236,8 @@ def _read_record(folder: Path, key: str) -> dict:
     lacking = [k for k in need if k not in record] if isinstance(record, dict) else list(need)
     if lacking:
         raise ConfigError(f"{path}: lacks {', '.join(lacking)}; export the runs again")
+    if not all(isinstance(record[k], dict) for k in ("tags", "params", "metrics")):
+        raise ConfigError(f"{path}: tags, params and metrics must be mappings; export again")
     if record["run_key"] != key or record["tags"].get(T.RUN_KEY) != key:
         raise ConfigError(f"{path}: holds run {record['run_key']!r}, not {key!r}")
     return record

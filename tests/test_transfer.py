@@ -162,6 +162,9 @@ def test_export_and_import_errors_name_the_folder_and_what_to_do(harness_run, tm
     key = next(iter(json.loads((bundle / MANIFEST).read_text())["runs"]))
     broken = tmp_path / "broken"
     shutil.copytree(bundle, broken)
+    record = json.loads((broken / RUNS / key / "run.json").read_text())
+    (broken / RUNS / key / "run.json").write_text(json.dumps(record | {"tags": []}))
+    assert "must be mappings" in error(["import", str(broken), "--store", str(store)])
     shutil.rmtree(broken / RUNS / key)
     msg = error(["import", str(broken), "--store", str(store)])
     assert f"{key}/run.json: missing" in msg and "export the runs again" in msg
