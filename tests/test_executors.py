@@ -113,6 +113,7 @@ def test_slurm_jobs_through_submitit_local_give_the_local_table(harness_run, tmp
     _assert_local_table(harness_run, spec, store, tmp_path)
 
 
+@pytest.mark.slow  # minutes of subprocesses; the lease is tested in-process below
 def test_pool_worker_killed_mid_run_its_run_runs_again(harness_run, tmp_path, capfd):
     spec = write_spec(tmp_path, ONE_SEED)
     store = _store(harness_run, tmp_path)
@@ -223,6 +224,7 @@ def _start_run(spec: Path, store: Path, logs: Path) -> subprocess.Popen:
         )
 
 
+@pytest.mark.slow  # the lease race itself is tested in-process below
 def test_two_executions_at_once_never_run_the_same_run(harness_run, tmp_path):
     spec = write_spec(tmp_path, ONE_SEED)
     store = _store(harness_run, tmp_path)  # runs compute for seconds: the executions overlap

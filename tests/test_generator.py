@@ -245,7 +245,9 @@ def test_the_gpus_bf16_paths_run_on_a_cpu(harness_run, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "AUTOCAST_ON_CPU", True)
     spec = write_spec(
         tmp_path,
-        "suite: bf16\nprofile: smoke\nseeds: [0]\nsubjects: [subject1]\nvariants: {full: {}}\n",
+        "suite: bf16\nprofile: smoke\nseeds: [0]\nsubjects: [subject1]\nvariants: {full: {}}\n"
+        # two frames a clip: every bf16 path still runs, bf16 matmuls on a CPU are slow
+        "overrides: {data.frames_per_clip: 2}\n",
     )
     store = tmp_path / "store"
     seed_cache(harness_run[1], store)

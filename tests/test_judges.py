@@ -152,7 +152,11 @@ def test_same_seed_same_weights(smoke_dataset, tmp_path_factory):
     frames, _ = _test_frames(root)
     clips = np.stack([open_stimuli(root).clip("test1", t, 12) for t in range(4)])
     runs = []
-    for cfg, force in ((SMALL, False), (SMALL, True), (SMALL.model_copy(update={"seed": 1}), True)):
+    # one epoch each: determinism does not need trained judges, and this trains three times
+    brief = SMALL.model_copy(
+        update={k: getattr(SMALL, k).model_copy(update={"epochs": 1}) for k in ("frame", "video")}
+    )
+    for cfg, force in ((brief, False), (brief, True), (brief.model_copy(update={"seed": 1}), True)):
         train_synth_judges(root, cfg, force=force)
         frame, video = load_synth_judges(root)
         runs.append((frame.logits(frames[:64]), video.logits(clips)))

@@ -389,6 +389,7 @@ def test_pruning_interrupts_the_training_stage(tmp_path, store):
     assert not (store / "cache" / "contrastive").exists()  # the stages after it never ran
 
 
+@pytest.mark.slow  # two journal workers also run in the killed-worker test
 def test_two_workers_reach_the_trial_count(tmp_path, store):
     spec = ridge_spec(tmp_path, "workers", n_trials=4)
     assert search(spec, store, "--workers", "2") == 0
@@ -404,6 +405,7 @@ def test_two_workers_reach_the_trial_count(tmp_path, store):
     ]
 
 
+@pytest.mark.slow  # submitit's local executor also runs in test_executors
 def test_search_through_slurm_jobs_on_submitit_local(tmp_path, store):
     """Two slurm jobs (submitit's local executor) share the study through the journal in the
     store: the count is reached, once per trial, and every trial is in MLflow."""

@@ -55,7 +55,8 @@ def test_scene_groups_join_clips_of_a_caption():
 
 @pytest.fixture(scope="module")
 def suite_store(tmp_path_factory, harness_run):
-    """Two encoder runs (full, no-contrastive) at smoke scale, through `mvbench run`."""
+    """Three encoder runs (full, no-contrastive, image-only) at smoke scale, through `mvbench run`,
+    ending at the contrastive stage as the encoder suite does."""
     from conftest import run_suite, seed_cache, write_spec
 
     folder = tmp_path_factory.mktemp("encoder")
@@ -64,6 +65,7 @@ def suite_store(tmp_path_factory, harness_run):
         """
 suite: enc
 profile: smoke
+overrides: {stop_after: contrastive}
 seeds: [0]
 subjects: [subject1]
 variants: {full: {}, no-contrastive: {contrastive.enabled: false}, image-only:

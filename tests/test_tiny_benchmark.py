@@ -1,10 +1,12 @@
-"""The tiny profile's promises: validated benchmark at default SNR (about a minute)."""
+"""The tiny profile's promises: validated benchmark at default SNR (one to two minutes: slow)."""
 
 import pytest
 
 from harness.profiles import load_profile
 from mindvideo.data.inspect import inspect_dataset
 from mindvideo.data.synth.simulate import simulate
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
