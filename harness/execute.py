@@ -359,6 +359,7 @@ class LocalExecutor:
         stage = None
         metrics: list[tuple[str, float, int]] = []  # logged in one batch: one write per run
         devices: set[str] = set()  # where its stages were computed, cached ones included
+        threads: set[int] = set()  # torch CPU threads of its stages (from their manifests)
         try:
             for key in run.stages:
                 stage = self.plan.node(key)
@@ -376,6 +377,8 @@ class LocalExecutor:
                 outcome.reused += not computed
                 if manifest.get("device"):  # (older manifests do not say)
                     devices.add(manifest["device"])
+                if manifest.get("threads"):
+                    threads.add(int(manifest["threads"]))
                 metrics += stage_metrics(stage, manifest)
                 if computed and manifest.get("seconds", 0.0) > LOG_EACH_STAGE_AFTER_S:
                     tracker.log_metrics(child, metrics, params)  # long stages: visible now
@@ -385,6 +388,8 @@ class LocalExecutor:
             metrics, params = [], None
             if devices:
                 tracker.set_tags(child, {T.DEVICES: ",".join(sorted(devices))})
+            if threads:
+                tracker.set_tags(child, {T.THREADS: ",".join(map(str, sorted(threads)))})
             self._log_artifacts(child, run)
         except KeyboardInterrupt:
             tracker.log_metrics(child, metrics, params)
@@ -463,6 +468,8 @@ class LocalExecutor:
                 "version": module.VERSION,
                 # provenance: numbers computed on a GPU differ from a CPU's in the last digits
                 "device": self.device,
+                # on a CPU, torch's thread count changes float sums in the last digits too
+                "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
                 "metrics": {k: float(v) for k, v in result.metrics.items()},
                 "series": [[k, float(v), s] for k, v, s in series if s is not None],

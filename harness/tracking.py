@@ -37,6 +37,7 @@ FAILED_STAGE = "mvbench.failed_stage"
 LEASE_STORE = "mvbench.lease_store"  # the store whose leases/ holds the run's lease
 STALE = "mvbench.stale"  # why a run left RUNNING was marked KILLED
 DEVICES = "mvbench.devices"  # the torch devices its stages were computed on ("cpu", "cuda")
+THREADS = "mvbench.torch_threads"  # torch's CPU thread counts its stages were computed with
 PARENT = "mlflow.parentRunId"
 
 MAX_PARAM_CHARS = 6000

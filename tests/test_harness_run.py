@@ -28,6 +28,7 @@ def test_children_hold_params_tags_metrics_and_artifacts(harness_run):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     manifest = json.loads(next((store / "cache" / "baselines").glob("*/manifest.json")).read_text())
     assert manifest["device"] == device and manifest["torch"] == torch.__version__
+    assert manifest["threads"] == 1  # run_suite computes with one torch thread
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(
         (c.data.tags["mvbench.variant"], c.data.tags["mvbench.seed"]) for c in children
@@ -45,6 +46,7 @@ def test_children_hold_params_tags_metrics_and_artifacts(harness_run):
         assert len(tags["mvbench.run_key"]) == 20 and tags["mvbench.spec_hash"]
         assert tags["mvbench.git_commit"] and tags["mvbench.profile"] == "smoke"
         assert tags["mvbench.devices"] == device  # where its stages were computed
+        assert tags["mvbench.torch_threads"] == "1"  # CPU sums differ between thread counts
         assert params["method"] == tags["mvbench.variant"]
         assert params["data.window"] == "2" and params["run.seed"] == tags["mvbench.seed"]
         assert params["data.synth.protocol.subjects"] == "2"
