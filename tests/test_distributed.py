@@ -35,6 +35,7 @@ def close_weights(a: dict, b: dict, lr: float) -> None:
     assert worst < 1e-5, diffs
 
 
+@pytest.mark.slow  # co-training's match below runs the same launch and all-reduce
 def test_mbm_two_gloo_processes_match_one(one_torch_thread):
     payload = (CFG, volumes(0, 128), volumes(1, 32), 3, None)
     single, single_metrics = mbm.train_worker(payload, "cpu", lambda *a: None)
@@ -54,6 +55,7 @@ def test_mbm_two_gloo_processes_match_one(one_torch_thread):
     assert sum(n == "progress" for n, _ in seen) == CFG.epochs
 
 
+@pytest.mark.slow  # co-training's match below runs the same launch and all-reduce
 def test_contrastive_two_gloo_processes_match_one(one_torch_thread):
     cfg = contrastive.ContrastiveTraining(epochs=2, batch_size=16, warmup_epochs=0.5)
     shape = (MAE, EncoderConfig(cond_tokens=2, cond_dim=16), 96, 2, 8)
