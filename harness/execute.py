@@ -386,10 +386,11 @@ class LocalExecutor:
                 overall.update(1)
             tracker.log_metrics(child, metrics, params)
             metrics, params = [], None
-            if devices:
-                tracker.set_tags(child, {T.DEVICES: ",".join(sorted(devices))})
-            if threads:
-                tracker.set_tags(child, {T.THREADS: ",".join(map(str, sorted(threads)))})
+            provenance = {T.DEVICES: sorted(devices), T.THREADS: sorted(threads)}
+            if any(provenance.values()):  # one write (older manifests say neither)
+                tracker.set_tags(
+                    child, {k: ",".join(map(str, v)) for k, v in provenance.items() if v}
+                )
             self._log_artifacts(child, run)
         except KeyboardInterrupt:
             tracker.log_metrics(child, metrics, params)
