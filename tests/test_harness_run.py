@@ -177,6 +177,35 @@ def test_report_of_some_seeds_of_a_suite(harness_run, tmp_path, capsys):
     assert row["mean"].iloc[0] == pytest.approx(ssim["chance"])
 
 
+def test_report_says_what_its_runs_were_computed_with(harness_run, tmp_path, capsys):
+    """CPU numbers repeat only at the same torch thread count: the tables say which it was,
+    and a report whose runs mix thread counts warns."""
+    spec, store = harness_run
+    out = tmp_path / "results"
+    assert main(["report", str(spec), "--store", str(store), "--out", str(out)]) == 0
+    assert "different" not in capsys.readouterr().err
+    line = "Computed with: cpu, 1 torch thread (all 4 runs)."
+    assert f"_{line}_" in (out / "table.md").read_text()
+    assert line in (out / "table.tex").read_text()
+    listed = json.loads((out / "runs.json").read_text())["computed_with"]
+    assert sorted(listed.values()) == ["cpu, 1 torch thread"] * 4
+    client, children, _ = client_and_children(store)
+    moved = children[0]
+    client.set_tag(moved.info.run_id, "mvbench.torch_threads", "1,2")  # e.g. a pool worker
+    try:
+        assert main(["report", str(spec), "--store", str(store), "--out", str(out)]) == 0
+    finally:
+        client.set_tag(moved.info.run_id, "mvbench.torch_threads", "1")
+    err = capsys.readouterr().err
+    assert "computed with different torch threads 1 / 1,2;" in err
+    text = (out / "table.md").read_text()
+    assert "_Computed with: cpu, 1 torch thread (3 runs); cpu, 1 and 2 torch threads (1 run)._" in (
+        text
+    )
+    listed = json.loads((out / "runs.json").read_text())["computed_with"]
+    assert listed[moved.data.tags["mvbench.run_key"]] == "cpu, 1 and 2 torch threads"
+
+
 def test_report_on_a_profile_without_runs_says_what_to_do(harness_run, tmp_path, capsys):
     spec, store = harness_run
     code = main(["report", str(spec), "--store", str(store), "--profile", "tiny"])

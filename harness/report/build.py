@@ -6,12 +6,14 @@ import json
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from harness import tracking as T
 from harness.plan import Plan, Run
 from harness.report import listed_files, remove_stale
 from harness.report.tables import is_stimulus_level
@@ -25,6 +27,42 @@ class Collected:
     run_ids: dict[str, str]  # run key -> MLflow run id
     missing: list[Run]  # planned runs with no FINISHED child
     keys: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # -> (variant, subj, seed)
+    # run key -> (devices, torch threads) its stages were computed with; "" if not recorded
+    computed_with: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def computed_with_label(devices: str, threads: str) -> str:
+    """e.g. "cpu, 2 torch threads", from a run's tags (T.DEVICES, T.THREADS)."""
+    if not devices and not threads:
+        return "not recorded"  # runs logged before mvbench recorded them
+    where = devices.replace(",", " + ") if devices else "device not recorded"
+    if not threads:
+        return f"{where}, threads not recorded"
+    plural = "s" if threads != "1" else ""
+    return f"{where}, {threads.replace(',', ' and ')} torch thread{plural}"
+
+
+def computed_with_text(found: Collected) -> str:
+    """One line for the tables: what the runs were computed with, and how many runs each."""
+    counts = Counter(computed_with_label(*v) for v in found.computed_with.values())
+    if len(counts) == 1:
+        ((label, n),) = counts.items()
+        return f"Computed with: {label} (all {n} runs)."
+    parts = [f"{label} ({n} run{'s' if n != 1 else ''})" for label, n in counts.most_common()]
+    return "Computed with: " + "; ".join(parts) + "." if parts else ""
+
+
+def mixed_computation(found: Collected) -> str | None:
+    """Why the runs may not compare to the last digit (CPU float sums depend on torch's thread
+    count), or None; runs that did not record it are not counted as different."""
+    devices = {d for d, _ in found.computed_with.values() if d}
+    threads = {t for d, t in found.computed_with.values() if t and "cpu" in d.split(",")}
+    said = []
+    if len(devices) > 1:
+        said.append("devices " + " / ".join(sorted(devices)))
+    if len(threads) > 1:
+        said.append("torch threads " + " / ".join(sorted(threads)))
+    return ", ".join(said) or None
 
 
 def per_sample_scores(
@@ -55,7 +93,7 @@ def collect(plan: Plan, tracker: Tracker) -> Collected:
             f"mvbench run {plan.spec.path}"
         )
     latest = tracker.latest_finished(exp)
-    rows, ids, keys, missing = [], {}, {}, []
+    rows, ids, keys, missing, where = [], {}, {}, [], {}
     swept = one_key_sweeps(plan)
     for run in plan.runs:
         found = latest.get(run.key)
@@ -64,6 +102,8 @@ def collect(plan: Plan, tracker: Tracker) -> Collected:
             continue
         ids[run.key] = found.info.run_id
         keys[run.key] = (run.variant.name, run.subject, run.seed)
+        tags = found.data.tags
+        where[run.key] = (tags.get(T.DEVICES, ""), tags.get(T.THREADS, ""))
         row = {
             "variant": run.variant.name,
             "base": run.variant.base,
@@ -77,7 +117,7 @@ def collect(plan: Plan, tracker: Tracker) -> Collected:
         row |= {f"param:{k}": v for k, v in _sweep_point(plan, run, swept).items()}
         row |= dict(found.data.metrics)
         rows.append(row)
-    return Collected(pd.DataFrame(rows), ids, missing, keys)
+    return Collected(pd.DataFrame(rows), ids, missing, keys, where)
 
 
 SWEEP_SERIES = "variants"
@@ -144,6 +184,14 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
             file=sys.stderr,
         )
         reference = None
+    mixed = mixed_computation(found)
+    if mixed:
+        print(
+            f"warning: the runs of this report were computed with different {mixed}; results "
+            f"agree across those only up to rounding, which can flip N-way trials (see "
+            f"'Repeating numbers on a CPU' in the README; runs.json lists each run's)",
+            file=sys.stderr,
+        )
     out.mkdir(parents=True, exist_ok=True)
     previous = listed_files(out / "runs.json")
     title = f"{plan.suite} ({plan.spec.profile} profile)"
@@ -173,6 +221,7 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
             tests=tests,
             level=report.significance.level,
             reported=_published(plan, list(report.metrics)),
+            provenance=computed_with_text(found),
         )
     except ConfigError as e:
         if not found.missing:
@@ -199,6 +248,9 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
                 "spec_hash": plan.spec.hash,
                 "tracking_uri": tracker.uri,
                 "runs": {k: v for k, v in found.run_ids.items()},
+                "computed_with": {
+                    k: computed_with_label(*v) for k, v in found.computed_with.items()
+                },
                 "missing": [r.label for r in found.missing],
                 # what this report wrote: the next one removes those it no longer writes
                 "files": sorted(str(p.relative_to(out)) for p in written),

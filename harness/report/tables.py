@@ -488,10 +488,13 @@ def _write_md(
     group_by: Sequence[str],
     title: str,
     n_subjects: int,
+    provenance: str = "",
 ) -> str:
     average, per_subject = summary["average"], summary["subject"]
     lines = [f"# {title}", ""] if title else []
     lines += [f"_{_caption(summary, reference, _MD, n_subjects)}_", ""]
+    if provenance:
+        lines += [f"_{provenance}_", ""]
     if "average" in group_by:
         lines += [f"## Average over subjects (mean ± std over {_seeds_text(average, _MD)})", ""]
         lines += _md_table(_grid(average, metrics, reference, _MD, n_subjects=n_subjects)) + [""]
@@ -590,10 +593,13 @@ def _write_tex(
     group_by: Sequence[str],
     title: str,
     n_subjects: int,
+    provenance: str = "",
 ) -> str:
     average, per_subject = summary["average"], summary["subject"]
     lead = f"{tex_escape(title)}: " if title else ""
     caption = _caption(summary, reference, _TEX, n_subjects)
+    if provenance:
+        caption += " " + tex_escape(provenance)
     blocks: list[list[str]] = []
     if "average" in group_by:
         grid = _grid(average, metrics, reference, _TEX, n_subjects=n_subjects)
@@ -629,11 +635,13 @@ def write_tables(
     tests: pd.DataFrame | None = None,
     level: float = 0.05,
     reported: tuple[pd.DataFrame, str] | None = None,
+    provenance: str = "",
 ) -> list[Path]:
     """Write out/table.{md,tex,csv}: variants x metrics, mean ± std over seeds, best in bold,
     delta vs the reference; the CSV holds `summarise_runs`' long frames at full precision.
     `tests` (harness/report/stats.py `paired_tests`) marks deltas with p < `level`; `reported`
-    (rows of harness/report/reported.py, their source) adds published rows to the average."""
+    (rows of harness/report/reported.py, their source) adds published rows to the average;
+    `provenance` is a line under the caption (what the runs were computed with)."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ConfigError(f"unknown table format(s) {', '.join(bad)}; use {', '.join(FORMATS)}")
@@ -654,7 +662,7 @@ def write_tables(
     for fmt in formats:
         path = out / f"table.{fmt}"
         if fmt in render:
-            text = render[fmt](summary, metrics, reference, group_by, title, n_subjects)
+            text = render[fmt](summary, metrics, reference, group_by, title, n_subjects, provenance)
             path.write_text(text, encoding="utf-8")
         else:
             frames = [summary[g].assign(table=g) for g in GROUPINGS if g in group_by]
