@@ -588,14 +588,27 @@ def _compute_estimate(plan, store: Path, cached: dict[str, bool]) -> str:
             estimate += count * sum(times) / len(times)
         else:
             unknown.append(name)
-    text = f"compute: the {sum(cached.values())} cached stages took {_duration(done)}"
-    if pending:
-        text += (
-            f"; the {sum(pending.values())} to compute: about {_duration(estimate)} (the mean "
-            "time of finished stages of each kind in this store"
-            + (f"; none yet for {', '.join(unknown)}" if unknown else "")
-            + ")"
+    n_cached = sum(cached.values())
+    text = "compute: " + (
+        f"the {n_cached} cached stages took {_duration(done)}" if n_cached else "nothing cached"
+    )
+    if not pending:
+        return text
+    n_pending = sum(pending.values())
+    if len(unknown) == len(pending):  # a fresh store: nothing to average
+        return (
+            f"{text}; the {n_pending} to compute: no estimate yet (this store has no finished "
+            f"stage of these kinds; results/README.md gives the times measured for the committed "
+            f"suites)"
         )
+    known = n_pending - sum(pending[name] for name in unknown)
+    text += (
+        f"; the {n_pending} to compute: about {_duration(estimate)}"
+        + (f" for the {known} of kinds timed here" if unknown else "")
+        + " (the mean time of finished stages of each kind in this store"
+        + (f"; none yet for {', '.join(unknown)}, not counted" if unknown else "")
+        + ")"
+    )
     return text
 
 

@@ -313,6 +313,15 @@ def test_plan_command_lists_runs_and_cache_state(tmp_path, capsys):
     assert "12 runs share 24 distinct stages" in out
     assert "simulate 1 (0 cached)" in out and "24 to compute" in out
     assert out.count("to run") == 12 * 4
+    # a fresh store has no times to estimate from, and says so rather than "about 0 s"
+    assert "compute: nothing cached; the 24 to compute: no estimate yet" in out
+    timed = tmp_path / "s" / "cache" / "simulate" / "0123abcd"  # a simulate stage of another spec
+    timed.mkdir(parents=True)
+    (timed / "manifest.json").write_text('{"seconds": 40.0}')
+    assert main(["plan", str(spec), "--store", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "the 24 to compute: about 40 s for the 1 of kinds timed here" in out
+    assert "none yet for" in out and "not counted" in out and "simulate," not in out
 
 
 def test_plan_of_several_suites_counts_what_they_share_once(tmp_path, capsys):
