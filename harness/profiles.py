@@ -225,14 +225,25 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def format_validation_error(path: Path, err: ValidationError) -> str:
-    """One line per problem: file, dotted key path, what is wrong."""
+def format_validation_error(
+    path: Path, err: ValidationError, overrides: dict[str, Any] | None = None
+) -> str:
+    """One line per problem: file, dotted key path, what is wrong; a key that an override
+    (a variant's or `--set`) gave says so, since the file does not hold that value."""
     lines = [f"{path}: invalid config"]
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
+        unknown = e["type"] == "extra_forbidden"  # then loc is the first unknown part of a key
+        if unknown:
             msg = "unknown key (misspelt? remove it or check the allowed keys in the docs)"
+        given = [
+            k
+            for k in overrides or {}
+            if loc == k or loc.startswith(k + ".") or (unknown and k.startswith(loc + "."))
+        ]
+        if given:
+            msg += f" (given by the override {given[-1]}={overrides[given[-1]]!r}, not the file)"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
@@ -261,7 +272,7 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
             loc = ".".join(str(x) for x in err["loc"])
             if loc in unset:
                 raise unset_variable_error(path, loc, *unset[loc]) from None
-        raise ConfigError(format_validation_error(path, e)) from None
+        raise ConfigError(format_validation_error(path, e, overrides)) from None
     model_patch, data_patch = profile.mbm.model.patch_size, profile.data.preprocess.patch_size
     if model_patch != data_patch:  # the encoder patches by one, the windows pad by the other
         raise ConfigError(

@@ -34,6 +34,23 @@ def test_bad_literal_lists_allowed_values():
         load_profile("tiny", {"data.window_edge": "wrap"})
 
 
+def test_a_bad_override_is_named_as_the_override_not_the_file(tmp_path):
+    """The file holds a valid value: the message must point at the override that replaced it."""
+    with pytest.raises(ConfigError) as e:
+        load_profile("tiny", {"guidance.scale": "abc", "decod.frames": 3, "data.window": 2})
+    text = str(e.value)
+    assert "guidance.scale: Input should be a valid number" in text
+    assert "(given by the override guidance.scale='abc', not the file)" in text
+    assert "decod: unknown key" in text and "override decod.frames=3" in text
+    assert "data.window" not in text  # a valid override is not mentioned
+    bad = tmp_path / "bad.yaml"  # an error in the file itself blames no override
+    bad.write_text("profile: bad\nguidance: {scale: abc}\n")
+    with pytest.raises(ConfigError) as e:
+        load_profile(str(bad), {"guidance.negative": "zeros"})
+    assert "guidance.scale: Input should be a valid number" in str(e.value)
+    assert "given by" not in str(e.value)
+
+
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown profile 'tinny'; available: .*smoke.*tiny"):
         load_profile("tinny")
