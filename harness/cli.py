@@ -407,6 +407,21 @@ def _store(args: argparse.Namespace) -> Path:
     return Path(args.store) if args.store else default_store()
 
 
+def _tracker_with_runs(args: argparse.Namespace, plan):
+    """The store's tracker for commands that only read runs (report, export): a missing
+    default database is an error, not a new empty store left behind."""
+    from harness.tracking import Tracker, default_uri, tracking_uri
+
+    store = _store(args)
+    if tracking_uri(store) == default_uri(store) and not (store / "mlflow.db").exists():
+        raise ConfigError(
+            f"no tracking store at {store / 'mlflow.db'}: nothing has run with this store; run "
+            f"the suite first (mvbench run {plan.spec.path}{_context_flags(args)}), or point "
+            "--store, $MVBENCH_STORE or $MLFLOW_TRACKING_URI at the store that has its runs"
+        )
+    return Tracker(store)
+
+
 def _cache_state(plan, store: Path) -> dict[str, bool]:
     """Which of the plan's stage keys are already in the cache."""
     from harness.cache import StageCache
@@ -701,7 +716,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.build import write_report
     from harness.search.spec import is_search_spec
-    from harness.tracking import Tracker
 
     if is_search_spec(args.spec):
         if args.variant or args.subject or args.seed:
@@ -711,7 +725,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             )
         return cmd_search_report(args)
     plan = _load_plan(args)
-    tracker = Tracker(_store(args))
+    tracker = _tracker_with_runs(args, plan)
     out = Path(args.out) if args.out else Path("results") / plan.suite
     written, found = write_report(plan, tracker, out)
     n = len(found.runs)
@@ -748,11 +762,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from harness.tracking import Tracker
     from harness.transfer import export_runs
 
     plan = _load_plan(args)
-    tracker = Tracker(_store(args))
+    tracker = _tracker_with_runs(args, plan)
     out = Path(args.out)
     exported, missing = export_runs(plan, tracker, out, list(args.set or []), args.artifacts)
     size = _folder_size(out) / 2**20

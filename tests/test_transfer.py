@@ -136,6 +136,12 @@ def test_export_and_import_errors_name_the_folder_and_what_to_do(harness_run, tm
         assert main(argv) == 2
         return capsys.readouterr().err
 
+    # reading runs from a store that has none is an error, and leaves no empty store behind
+    fresh = tmp_path / "fresh"
+    for argv in (["export", str(spec), "--out", str(tmp_path / "x")], ["report", str(spec)]):
+        msg = error([*argv, "--store", str(fresh)])
+        assert f"no tracking store at {fresh / 'mlflow.db'}" in msg and "mvbench run" in msg
+    assert not fresh.exists() and not (tmp_path / "x").exists()
     assert "no such folder" in error(["import", str(tmp_path / "nowhere"), "--store", str(store)])
     (tmp_path / "empty").mkdir()
     msg = error(["import", str(tmp_path / "empty"), "--store", str(store)])
@@ -175,7 +181,6 @@ def test_export_and_import_errors_name_the_folder_and_what_to_do(harness_run, tm
     exp = client.get_experiment_by_name(SUITE)
     assert exp is None or not client.search_runs([exp.experiment_id])
 
-    msg = error(
-        ["export", str(spec), "--store", str(tmp_path / "fresh"), "--out", str(tmp_path / "x")]
-    )
+    assert (store / "mlflow.db").exists()  # (the failed imports made it, with no runs)
+    msg = error(["export", str(spec), "--store", str(store), "--out", str(tmp_path / "x")])
     assert "none of its 4 runs has finished" in msg and "nothing to export" in msg
