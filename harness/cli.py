@@ -449,6 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.processes,
         args.device,
         args.lease_timeout,
+        args.threads,
     )
     plan = _load_plan(args)
     store = _store(args)
@@ -473,6 +474,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         processes=args.processes,
         lease_timeout=args.lease_timeout,
+        threads=args.threads,
     )
     if args.executor != "local" and not args.quiet:
         print(f"executor {args.executor}: {executor.describe()}", file=sys.stderr)
@@ -1162,6 +1164,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="pool: N worker processes (default: one per GPU, else one per core); worker i gets "
         "GPU i mod #GPUs, and cores/N torch threads",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads for the stages: local, of this process (default: torch's, all "
+        "cores); pool, of each worker (default: cores / workers); slurm, of each job (default: "
+        "the profile's resources.cpus_per_job). CPU results repeat to the last digit only at "
+        "the same count, so give the count a result was computed with (its runs' "
+        "mvbench.torch_threads tag) to repeat it",
     )
     run.add_argument(
         "--slurm-local",

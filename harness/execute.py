@@ -152,6 +152,7 @@ class LocalExecutor:
         processes: int = 1,
         on_metric: Callable[[str, float, int | None], None] | None = None,
         lease_timeout: float = DEFAULT_TIMEOUT_S,
+        threads: int | None = None,
     ):
         if processes < 1:
             raise ConfigError(f"--processes {processes}: need at least 1")
@@ -164,6 +165,11 @@ class LocalExecutor:
         self.lease_timeout = lease_timeout
         self._store_id: str | None = None
         self.processes = processes
+        # torch's CPU threads for the stages (None: torch's default here, the executor's share
+        # in a worker); CPU results repeat only at the same count
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads {threads}: give 1 or more torch threads")
+        self.threads = threads
         self.cache = StageCache(store)
         self.tracker = tracker
         self.fail_fast = fail_fast
@@ -296,7 +302,12 @@ class LocalExecutor:
     def dispatch(self, exp: str, parent: str, todo: list[Run], outcomes: list[Outcome]) -> None:
         """Run `todo`, appending their outcomes: here, one after another. The pool and slurm
         executors (harness.executors) hand them to other processes instead."""
+        import torch
+
         overall = _bar(sum(len(run.stages) for run in todo), self.plan.suite, self.quiet)
+        default_threads = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         try:
             for i, run in enumerate(todo):
                 if self.fail_fast and any(o.status == "FAILED" for o in outcomes):
@@ -304,6 +315,7 @@ class LocalExecutor:
                     break
                 outcomes.append(self.run_one(exp, parent, run, overall))
         finally:
+            torch.set_num_threads(default_threads)
             overall.close()
 
     def run_one(self, exp: str, parent: str, run: Run, overall) -> Outcome:

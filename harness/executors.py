@@ -56,10 +56,13 @@ def check_options(
     processes: int = 1,
     device: str | None = None,
     lease_timeout: float = DEFAULT_TIMEOUT_S,
+    threads: int | None = None,
 ) -> None:
     """Refuse inconsistent `mvbench run` options before any work (one message each)."""
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads}: give 1 or more torch threads")
     if not lease_timeout > 0:
         raise ConfigError(f"--lease-timeout {lease_timeout}: give a number of seconds > 0")
     if workers is not None and executor != "pool":
@@ -200,11 +203,14 @@ def cores() -> int:
 
 
 def pool_slots(
-    workers: int | None, device: str | None, gpus: list[str] | None = None
+    workers: int | None,
+    device: str | None,
+    gpus: list[str] | None = None,
+    threads: int | None = None,
 ) -> list[Slot]:
     """The pool's workers: on GPUs one GPU each (worker i gets GPU i mod #GPUs; default one
-    worker per GPU), on CPU one per core (default); torch threads per worker = cores / workers,
-    at least 1."""
+    worker per GPU), on CPU one per core (default); torch threads per worker = `threads`, or
+    cores / workers, at least 1."""
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers {workers}: give 1 or more worker processes")
     if gpus is None:
@@ -215,7 +221,7 @@ def pool_slots(
             "CUDA_VISIBLE_DEVICES); give --device cpu"
         )
     n = workers or len(gpus) or cores()
-    threads = max(1, cores() // n)
+    threads = threads or max(1, cores() // n)
     return [Slot(i, gpus[i % len(gpus)] if gpus else None, threads) for i in range(n)]
 
 
@@ -229,7 +235,15 @@ class PoolExecutor(LocalExecutor):
     ):
         super().__init__(plan, store, tracker, **options)
         check_options("pool", workers, processes=self.processes, device=self.requested_device)
-        self.slots = pool_slots(workers, self.requested_device)
+        self.slots = pool_slots(workers, self.requested_device, threads=self.threads)
+        cpu_slots = [s for s in self.slots if s.gpu is None]
+        if cpu_slots and sum(s.threads for s in cpu_slots) > cores():
+            print(
+                f"warning: {len(cpu_slots)} CPU workers x {cpu_slots[0].threads} torch threads on "
+                f"{cores()} cores: torch processes that share cores slow each other down far "
+                "more than their share; give fewer --workers or --threads",
+                file=sys.stderr,
+            )
 
     def describe(self) -> str:
         slot = self.slots[0]
@@ -525,7 +539,7 @@ class SlurmExecutor(LocalExecutor):
             "lease_timeout": self.lease_timeout,
             "device": self.requested_device,
             "processes": self.processes,
-            "threads": run.profile.resources.cpus_per_job,
+            "threads": self.threads or run.profile.resources.cpus_per_job,
         }
         return (subplan(self.plan, [run]), str(store), self.tracker.uri, exp, parent, options)
 

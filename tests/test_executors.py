@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from conftest import SMOKE_SUITE, make_cc2017, seed_cache, write_spec
 from mlflow import MlflowClient
 
@@ -348,6 +349,23 @@ def test_pool_gives_each_worker_one_gpu_or_its_share_of_the_cores():
     assert cpu[0].gpu is None and "CUDA_VISIBLE_DEVICES" not in cpu[0].env
     assert cpu[0].threads == len(os.sched_getaffinity(0))
     assert all(s.threads >= 1 for s in pool_slots(64, "cpu", gpus=[]))
+    pinned = pool_slots(2, "cpu", gpus=[], threads=3)  # --threads 3
+    assert [s.threads for s in pinned] == [3, 3] and pinned[0].env["OMP_NUM_THREADS"] == "3"
+
+
+def test_threads_option_sets_the_stages_torch_threads_and_restores_them(
+    harness_run, tmp_path, capsys
+):
+    """`--threads N`: the stages computed here use N torch threads (recorded in their
+    manifests and the run's tag); the process gets its own count back afterwards."""
+    spec = write_spec(tmp_path, ONE_SEED)
+    store = _store(harness_run, tmp_path)  # simulate, foundation: computed with 1 thread
+    assert torch.get_num_threads() == 1
+    assert main(_argv(spec, store, "--quiet", "--threads", "2")) == 0
+    assert torch.get_num_threads() == 1
+    manifests = [json.loads(p.read_text()) for p in (store / "cache").glob("*/*/manifest.json")]
+    assert {m["threads"] for m in manifests if m["stage"] in ("baselines", "evaluate")} == {2}
+    assert {r.data.tags[T.THREADS] for r in _runs(store)} == {"1,2"}
 
 
 @pytest.mark.parametrize(
@@ -359,6 +377,7 @@ def test_pool_gives_each_worker_one_gpu_or_its_share_of_the_cores():
         (["--executor", "pool", "--processes", "2"], "--processes 2 with --executor pool"),
         (["--executor", "pool", "--device", "cuda:1"], "--device cuda:1 with --executor pool"),
         (["--lease-timeout", "0"], "--lease-timeout 0.0: give a number of seconds > 0"),
+        (["--executor", "pool", "--threads", "0"], "--threads 0: give 1 or more torch threads"),
     ],
     ids=[
         "workers-0",
@@ -367,6 +386,7 @@ def test_pool_gives_each_worker_one_gpu_or_its_share_of_the_cores():
         "pool-processes",
         "pool-device",
         "lease",
+        "threads-0",
     ],
 )
 def test_bad_executor_options_are_refused_before_any_work(tmp_path, capsys, options, message):
