@@ -666,6 +666,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials {args.trials}: give 1 or more")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: give 1 or more torch threads")
     options = SearchOptions(
         spec=args.spec,
         store=str(_store(args)),
@@ -678,6 +680,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         slurm_local=args.slurm_local,
         quiet=args.quiet,
         device=args.device,
+        threads=args.threads,
     )
     # SIGTERM stops like Ctrl-C: the running trial is marked FAIL and queued to run again.
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -1275,6 +1278,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="workers sharing the study: pool processes (default one per GPU, else per core) "
         "or slurm jobs (default resources.slurm_array_parallelism)",
+    )
+    se.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads of each worker: this process (local), each pool process "
+        "(default cores / workers) or each slurm job (default resources.cpus_per_job)",
     )
     se.add_argument(
         "--slurm-local",

@@ -327,6 +327,21 @@ def test_search_rerun_continues_the_study(ridge_study, capsys):
     assert len(by_kind(mlflow_runs(store, "ridge"), "study")) == 1  # the same study run
 
 
+def test_threads_option_sets_the_trials_torch_threads(tmp_path, store):
+    import torch
+
+    spec = ridge_spec(tmp_path, "threads", n_trials=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["search", str(spec), "--store", str(store), "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 1  # given back after the study
+    finally:
+        torch.set_num_threads(threads)
+    (child,) = by_kind(mlflow_runs(store, "threads"), "run")
+    assert child.data.tags[T.THREADS] == "1,2"  # cached simulate, foundation: 1; ridge: 2
+
+
 def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, store, capsys):
     spec = ridge_spec(
         tmp_path,
@@ -430,6 +445,7 @@ def test_search_through_slurm_jobs_on_submitit_local(tmp_path, store):
         (["--executor", "local", "--workers", "2"], "the local executor is one worker"),
         (["--slurm-local"], "--slurm-local runs the search's slurm jobs on this machine"),
         (["--workers", "0"], "--workers 0: give 1 or more"),
+        (["--threads", "0"], "--threads 0: give 1 or more torch threads"),
     ],
 )
 def test_search_executor_options_are_checked_before_any_work(tmp_path, capsys, args, message):

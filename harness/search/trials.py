@@ -56,6 +56,7 @@ class SearchOptions:
     slurm_local: bool = False  # slurm: submitit's local executor (processes on this machine)
     quiet: bool = False
     device: str | None = None
+    threads: int | None = None  # torch CPU threads per worker (None: the executor's default)
     study_run: str = ""  # the study's MLflow run, once created
     deadline: float | None = None  # time.time() after which no trial starts (search.timeout)
 
@@ -627,7 +628,7 @@ def run_search(options: SearchOptions) -> SearchResult:
         elif options.executor == "pool":
             stopped = _run_processes(options, study, loaded, target)
         else:
-            stopped = run_worker(options, 0)
+            stopped = _run_here(options)
     except KeyboardInterrupt:
         tracker.set_tags(run_id, {T.ERROR: "interrupted (Ctrl-C or SIGTERM)"})
         tracker.end(run_id, "KILLED")
@@ -651,13 +652,26 @@ def run_search(options: SearchOptions) -> SearchResult:
     )
 
 
+def _run_here(options: SearchOptions) -> str:
+    """The one worker in this process, with --threads torch threads if given."""
+    import torch
+
+    default_threads = torch.get_num_threads()
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    try:
+        return run_worker(options, 0)
+    finally:
+        torch.set_num_threads(default_threads)
+
+
 def _run_processes(options: SearchOptions, study, loaded: LoadedSearch, target: int | None) -> str:
     """N worker processes (spawned: safe with torch threads and CUDA), each with one GPU or its
     share of the cores (as the pool executor's workers); returns why they stopped."""
     from harness.executors import child_environ, pool_slots
 
     ctx = multiprocessing.get_context("spawn")
-    slots = pool_slots(options.workers, options.device)
+    slots = pool_slots(options.workers, options.device, threads=options.threads)
     procs = [
         ctx.Process(
             target=_worker_process, args=(options, s.index, s.env), name=f"mvbench-worker-{s.index}"
@@ -698,7 +712,7 @@ def _run_jobs(options: SearchOptions, study, loaded: LoadedSearch, target, resou
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(**submitit_parameters(resources, f"mvbench-{loaded.study}"))
     job_options = replace(options, store=str(Path(options.store).resolve()))
-    threads = resources.cpus_per_job
+    threads = options.threads or resources.cpus_per_job
     n = options.workers
     if options.slurm_local:
         jobs = [executor.submit(search_job, job_options, i, threads) for i in range(n)]
