@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -578,7 +579,7 @@ def _duration(seconds: float) -> str:
 
 def _compute_estimate(plan, store: Path, cached: dict[str, bool]) -> str:
     """What the plan's stages cost: the recorded time of the cached ones, and for the others
-    the mean recorded time of finished stages of the same kind in the store (a rough guide:
+    the median recorded time of finished stages of the same kind in the store (a rough guide:
     the same kind of stage costs more with other settings)."""
     import json
 
@@ -601,8 +602,8 @@ def _compute_estimate(plan, store: Path, cached: dict[str, bool]) -> str:
                 times.append(float(json.loads(path.read_text()).get("seconds", 0.0)))
             except (OSError, ValueError):
                 continue
-        if times:
-            estimate += count * sum(times) / len(times)
+        if times:  # the median: a stage slowed by other work on the cores does not count much
+            estimate += count * statistics.median(times)
         else:
             unknown.append(name)
     n_cached = sum(cached.values())
@@ -622,7 +623,7 @@ def _compute_estimate(plan, store: Path, cached: dict[str, bool]) -> str:
     text += (
         f"; the {n_pending} to compute: about {_duration(estimate)}"
         + (f" for the {known} of kinds timed here" if unknown else "")
-        + " (the mean time of finished stages of each kind in this store"
+        + " (the median time of finished stages of each kind in this store"
         + (f"; none yet for {', '.join(unknown)}, not counted" if unknown else "")
         + ")"
     )

@@ -315,12 +315,13 @@ def test_plan_command_lists_runs_and_cache_state(tmp_path, capsys):
     assert out.count("to run") == 12 * 4
     # a fresh store has no times to estimate from, and says so rather than "about 0 s"
     assert "compute: nothing cached; the 24 to compute: no estimate yet" in out
-    timed = tmp_path / "s" / "cache" / "simulate" / "0123abcd"  # a simulate stage of another spec
-    timed.mkdir(parents=True)
-    (timed / "manifest.json").write_text('{"seconds": 40.0}')
+    for i, seconds in enumerate((40.0, 50.0, 4000.0)):  # simulate stages of other specs, one
+        timed = tmp_path / "s" / "cache" / "simulate" / f"0123abc{i}"  # slowed by other work
+        timed.mkdir(parents=True)
+        (timed / "manifest.json").write_text(f'{{"seconds": {seconds}}}')
     assert main(["plan", str(spec), "--store", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
-    assert "the 24 to compute: about 40 s for the 1 of kinds timed here" in out
+    assert "the 24 to compute: about 50 s for the 1 of kinds timed here (the median" in out
     assert "none yet for" in out and "not counted" in out and "simulate," not in out
 
 
