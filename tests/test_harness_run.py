@@ -206,6 +206,22 @@ def test_report_says_what_its_runs_were_computed_with(harness_run, tmp_path, cap
     assert listed[moved.data.tags["mvbench.run_key"]] == "cpu, 1 and 2 torch threads"
 
 
+def test_report_of_variants_without_the_reference_says_how_to_get_deltas(
+    harness_run, tmp_path, capsys
+):
+    spec, store = harness_run
+    argv = ["report", str(spec), "--store", str(store), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--variant", "chance"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "no deltas or paired tests: the reference 'ridge' is not among the variants reported "
+        in err
+    )
+    assert "(add --variant ridge)" in err
+    assert main([*argv, "--variant", "chance", "--variant", "ridge"]) == 0
+    assert "no deltas" not in capsys.readouterr().err
+
+
 def test_report_on_a_profile_without_runs_says_what_to_do(harness_run, tmp_path, capsys):
     spec, store = harness_run
     code = main(["report", str(spec), "--store", str(store), "--profile", "tiny"])

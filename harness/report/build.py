@@ -179,8 +179,12 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
     report = plan.spec.spec.report
     reference = plan.spec.spec.reference
     if reference is not None and reference not in set(found.runs["variant"]):
+        if reference in {r.variant.name for r in plan.runs}:
+            why = "has no finished run yet"
+        else:  # left out by --variant
+            why = f"is not among the variants reported (add --variant {reference})"
         print(
-            f"warning: the reference {reference!r} has no finished run yet: no deltas",
+            f"warning: no deltas or paired tests: the reference {reference!r} {why}",
             file=sys.stderr,
         )
         reference = None
