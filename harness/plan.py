@@ -311,7 +311,21 @@ def all_subjects(profile: Profile) -> list[str]:
     data = profile.data
     if data.source == "synth":
         return [f"subject{i + 1}" for i in range(data.synth.protocol.subjects)]
-    if profile.required("data.root") is None:
+    try:
+        root = profile.required("data.root")
+    except ConfigError as e:  # say at once what else is unset, not one variable per attempt
+        others = [
+            f"{', '.join(names)} ({key})"
+            for key, names in profile.unset_variables().items()
+            if key != "data.root"
+        ]
+        if others:
+            raise ConfigError(
+                f"{e}\n  also unset in this profile, needed by the stages that read them: "
+                + "; ".join(others)
+            ) from None
+        raise
+    if root is None:
         raise ConfigError(
             f"{profile.source}: data.root is not set: give the {data.source} dataset folder "
             "(in the profile, or --set data.root=/path)"

@@ -154,6 +154,10 @@ class Profile(BaseModel):
     # refer to unset environment variables, None until a stage needs them (then an error)
     _unset: dict[str, tuple[str, tuple[str, ...]]] = PrivateAttr(default_factory=dict)
 
+    def unset_variables(self) -> dict[str, tuple[str, ...]]:
+        """Keys whose value names environment variables that are not set -> those names."""
+        return {key: names for key, (_, names) in self._unset.items()}
+
     def required(self, key: str) -> Any:
         """The value at a dotted key; a ConfigError naming the file, the key and the variable
         when the value refers to an environment variable that is not set."""

@@ -184,6 +184,11 @@ def test_plan_and_run_without_variables_name_the_variable(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "paper.yaml: data.root: ${MINDVIDEO_CC2017_ROOT}" in err
         assert "export MINDVIDEO_CC2017_ROOT=" in err and "--set data.root=PATH" in err
+        # and every other unset variable at once, not one per attempt
+        others = err.split("also unset in this profile")[1]
+        for name, key in VARIABLES.items():
+            if key != "data.root":
+                assert f"{name} ({key})" in others
     assert not (store / "cache").exists()  # nothing ran
 
 
