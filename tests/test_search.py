@@ -256,7 +256,7 @@ def ridge_study(tmp_path_factory, harness_run) -> tuple[Path, Path]:
     store = folder / "store"
     seed_cache(source, store)
     spec = ridge_spec(folder, "ridge", n_trials=2)
-    assert search(spec, store) == 0
+    assert search(spec, store, "--threads", "2") == 0  # (search() runs with 1 thread)
     return spec, store
 
 
@@ -284,6 +284,8 @@ def test_search_trials_are_in_optuna_and_mlflow(ridge_study):
     children = by_kind(runs, "run")
     assert {r.data.tags[T.PARENT] for r in children} <= {r.info.run_id for r in trial_runs.values()}
     assert all(r.info.status == "FINISHED" for r in children)
+    # --threads 2: the trials' ridge stages used 2 torch threads (simulate, foundation: cached, 1)
+    assert {r.data.tags[T.THREADS] for r in children} == {"1,2"}
     # the trial's value is the runs' metric (one run per trial here)
     for t in trials:
         (child,) = [c for c in children if c.info.run_id in t.user_attrs["runs"]]
@@ -325,21 +327,6 @@ def test_search_rerun_continues_the_study(ridge_study, capsys):
     study = journal(store, "ridge")
     assert [t.number for t in study.trials] == [0, 1, 2] and states(study) == {"COMPLETE": 3}
     assert len(by_kind(mlflow_runs(store, "ridge"), "study")) == 1  # the same study run
-
-
-def test_threads_option_sets_the_trials_torch_threads(tmp_path, store):
-    import torch
-
-    spec = ridge_spec(tmp_path, "threads", n_trials=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["search", str(spec), "--store", str(store), "--threads", "2"]) == 0
-        assert torch.get_num_threads() == 1  # given back after the study
-    finally:
-        torch.set_num_threads(threads)
-    (child,) = by_kind(mlflow_runs(store, "threads"), "run")
-    assert child.data.tags[T.THREADS] == "1,2"  # cached simulate, foundation: 1; ridge: 2
 
 
 def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, store, capsys):
