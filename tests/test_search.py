@@ -705,7 +705,7 @@ def test_search_on_postgresql_storage(tmp_path, store, postgres_url):
     assert "## All trials" in text and text.count("| COMPLETE |") == 2
 
 
-@pytest.mark.slow  # a minute; PostgreSQL storage and the shipped spec's plan stay in the default run
+@pytest.mark.slow  # a minute; PostgreSQL storage, the shipped spec's plan: in the default run
 def test_the_shipped_guidance_search_on_postgresql_with_two_workers(tmp_path, store, postgres_url):
     """experiments/search/guidance.yaml itself (co-training and decoding per trial) on smoke,
     two worker processes sharing the study through PostgreSQL and its advisory lock."""
