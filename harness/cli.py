@@ -663,12 +663,12 @@ def _complete_seeds_hint(plan, found, options: str = "") -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from harness.execute import check_threads
     from harness.search.trials import SearchOptions, run_search
 
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials {args.trials}: give 1 or more")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads {args.threads}: give 1 or more torch threads")
+    check_threads(args.threads)
     options = SearchOptions(
         spec=args.spec,
         store=str(_store(args)),

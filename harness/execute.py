@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,27 @@ def stage_metrics(node: StageNode, manifest: dict) -> list[tuple[str, float, int
     return out
 
 
+def check_threads(threads: int | None) -> None:
+    """`--threads N` of run and search: None (the executor's default) or at least 1."""
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads}: give 1 or more torch threads")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `threads` (None: left as they are) for the block, then
+    given back: CPU results repeat only at the same count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class LocalExecutor:
     """Runs the plan's runs one after another in this process."""
 
@@ -167,8 +189,7 @@ class LocalExecutor:
         self.processes = processes
         # torch's CPU threads for the stages (None: torch's default here, the executor's share
         # in a worker); CPU results repeat only at the same count
-        if threads is not None and threads < 1:
-            raise ConfigError(f"--threads {threads}: give 1 or more torch threads")
+        check_threads(threads)
         self.threads = threads
         self.cache = StageCache(store)
         self.tracker = tracker
@@ -302,20 +323,15 @@ class LocalExecutor:
     def dispatch(self, exp: str, parent: str, todo: list[Run], outcomes: list[Outcome]) -> None:
         """Run `todo`, appending their outcomes: here, one after another. The pool and slurm
         executors (harness.executors) hand them to other processes instead."""
-        import torch
-
         overall = _bar(sum(len(run.stages) for run in todo), self.plan.suite, self.quiet)
-        default_threads = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
         try:
-            for i, run in enumerate(todo):
-                if self.fail_fast and any(o.status == "FAILED" for o in outcomes):
-                    outcomes.extend(Outcome(r, "NOT_RUN") for r in todo[i:])
-                    break
-                outcomes.append(self.run_one(exp, parent, run, overall))
+            with torch_threads(self.threads):
+                for i, run in enumerate(todo):
+                    if self.fail_fast and any(o.status == "FAILED" for o in outcomes):
+                        outcomes.extend(Outcome(r, "NOT_RUN") for r in todo[i:])
+                        break
+                    outcomes.append(self.run_one(exp, parent, run, overall))
         finally:
-            torch.set_num_threads(default_threads)
             overall.close()
 
     def run_one(self, exp: str, parent: str, run: Run, overall) -> Outcome:

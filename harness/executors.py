@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from harness.execute import LocalExecutor, Outcome, _bar
+from harness.execute import LocalExecutor, Outcome, _bar, check_threads
 from harness.lease import DEFAULT_TIMEOUT_S
 from harness.plan import Plan, Run
 from harness.profiles import ResourcesSection
@@ -61,8 +61,7 @@ def check_options(
     """Refuse inconsistent `mvbench run` options before any work (one message each)."""
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads {threads}: give 1 or more torch threads")
+    check_threads(threads)
     if not lease_timeout > 0:
         raise ConfigError(f"--lease-timeout {lease_timeout}: give a number of seconds > 0")
     if workers is not None and executor != "pool":

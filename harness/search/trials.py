@@ -628,7 +628,10 @@ def run_search(options: SearchOptions) -> SearchResult:
         elif options.executor == "pool":
             stopped = _run_processes(options, study, loaded, target)
         else:
-            stopped = _run_here(options)
+            from harness.execute import torch_threads
+
+            with torch_threads(options.threads):  # the one worker, in this process
+                stopped = run_worker(options, 0)
     except KeyboardInterrupt:
         tracker.set_tags(run_id, {T.ERROR: "interrupted (Ctrl-C or SIGTERM)"})
         tracker.end(run_id, "KILLED")
@@ -650,19 +653,6 @@ def run_search(options: SearchOptions) -> SearchResult:
         study_run=run_id,
         best=best,
     )
-
-
-def _run_here(options: SearchOptions) -> str:
-    """The one worker in this process, with --threads torch threads if given."""
-    import torch
-
-    default_threads = torch.get_num_threads()
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
-    try:
-        return run_worker(options, 0)
-    finally:
-        torch.set_num_threads(default_threads)
 
 
 def _run_processes(options: SearchOptions, study, loaded: LoadedSearch, target: int | None) -> str:
