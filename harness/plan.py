@@ -28,6 +28,7 @@ STAGE_MODULES = {
     "align": "mindvideo.stages.align",
     "diffusion": "mindvideo.stages.diffusion",
     "cotrain": "mindvideo.stages.cotrain",
+    "video_pretrain": "mindvideo.stages.video_pretrain",
     "decode": "mindvideo.stages.decode",
     "evaluate": "mindvideo.stages.evaluate",
     "interpret": "mindvideo.stages.interpret",
@@ -84,6 +85,9 @@ def pipeline(profile: Profile) -> list[tuple[str, dict[str, str]]]:
         return [*stages, ("interpret", interpret)] if profile.interpret.enabled else stages
     stages.append(("diffusion", {"dataset": data, "foundation": "foundation"}))
     generator = {"dataset": data, "contrastive": "contrastive", "diffusion": "diffusion"}
+    if profile.video_pretrain.enabled:  # the inflated UNet pretrained on fresh SynthCC clips
+        stages.append(("video_pretrain", {"foundation": "foundation", "diffusion": "diffusion"}))
+        generator["video_pretrain"] = "video_pretrain"
     if profile.align.enabled:  # the encoder with its condition adapter, as cotrain/decode read it
         stages.append(("align", {"dataset": data, "foundation": "foundation", **generator}))
         generator["contrastive"] = "align"
@@ -174,6 +178,20 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             synthetic=synthetic,
             pretrained=None if synthetic else profile.diffusion.pretrained,
             model=section if synthetic else {},
+        )
+    if name == "video_pretrain":
+        if data.source != "synth":
+            raise ConfigError(
+                f"{profile.source}: video_pretrain.enabled: true, but video pretraining renders "
+                f"SynthCC clips and the data are {data.source}; set video_pretrain.enabled: false "
+                "(real data inflates Stable Diffusion 1.5 as MinD-Video does)"
+            )
+        return stage_module(name).CONFIG(
+            **profile.video_pretrain.model_dump(exclude={"enabled"}),
+            world=data.synth.world,
+            tr=data.synth.protocol.tr,
+            frames_per_clip=data.frames_per_clip,
+            generator=profile.generator,
         )
     if name == "align":
         return stage_module(name).CONFIG(

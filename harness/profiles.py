@@ -25,6 +25,7 @@ from mindvideo.stages.contrastive import ContrastiveTraining
 from mindvideo.stages.cotrain import CotrainTraining
 from mindvideo.stages.interpret import InterpretOptions
 from mindvideo.stages.mbm import MBMConfig
+from mindvideo.stages.video_pretrain import VideoPretrainTraining
 
 
 class EvalSection(BaseModel):
@@ -89,6 +90,15 @@ class CotrainSection(CotrainTraining):
     enabled: bool = Field(True, description="false: the encoder as trained so far, UNet frozen")
 
 
+class VideoPretrainSection(VideoPretrainTraining):
+    enabled: bool = Field(
+        False,
+        description="true: pretrain the inflated SynthCC UNet text-to-video on fresh clips "
+        "before co-training (the video_pretrain stage); false: inflate the image UNet "
+        "(MinD-Video)",
+    )
+
+
 class InterpretSection(InterpretOptions):
     enabled: bool = Field(
         False,
@@ -137,6 +147,7 @@ class Profile(BaseModel):
     contrastive: ContrastiveTraining = ContrastiveTraining()
     diffusion: DiffusionSection = DiffusionSection()
     generator: GeneratorConfig = GeneratorConfig()
+    video_pretrain: VideoPretrainSection = VideoPretrainSection()
     align: AlignSection = AlignSection()
     cotrain: CotrainSection = CotrainSection()
     guidance: GuidanceConfig = GuidanceConfig()

@@ -94,7 +94,7 @@ def test_cotrain_two_gloo_processes_match_one(one_torch_thread):
     latents = torch.from_numpy(rng.normal(size=(8, 4, 3, 4, 4)).astype(np.float32))
     cfg = cotrain.CotrainConfig(epochs=2, batch_size=4, warmup_steps=1, val_clips=4)
     sched = dict(build_scheduler(DiffusionConfig()).config)
-    payload = (cfg, encoder, fresh, sched, x, latents, x[:4], latents[:4], 1)
+    payload = (cfg, encoder, fresh, sched, x, latents, x[:4], latents[:4], 1, None)
     single = cotrain.train_worker(copy.deepcopy(payload), "cpu", lambda *a: None)
     double = launch(cotrain.train_worker, payload, processes=2)
     close_weights(double[0], single[0], cfg.lr)  # the encoder

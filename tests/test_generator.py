@@ -271,3 +271,42 @@ def test_frame_rate_and_guidance_reuse_the_trained_models(generator_store, capsy
     assert "diffusion 1 (1 cached)" in text and "align 1 (1 cached)" in text
     assert main(["plan", str(spec), "--store", str(store), "--set", "guidance.scale=3"]) == 0
     assert "cotrain 1 (1 cached)" in capsys.readouterr().out
+
+
+def test_video_pretraining_is_opt_in_shared_and_read_by_cotrain_and_decode(
+    generator_store, tmp_path, capsys
+):
+    """video_pretrain.enabled: one pretrained UNet serves both variants; co-training starts
+    from it and decoding without co-training decodes it. Off (the default), its settings
+    change no key: the committed runs stay cached."""
+    from conftest import run_results, run_suite, seed_cache, write_spec
+
+    from harness.cli import main
+
+    spec, store = generator_store
+    assert main(["plan", str(spec), "--store", str(store), "--set", "video_pretrain.clips=5"]) == 0
+    text = capsys.readouterr().out
+    assert "video_pretrain" not in text and "cotrain 1 (1 cached)" in text
+    assert "decode 3 (3 cached)" in text
+
+    pretrained = write_spec(
+        tmp_path,
+        "suite: gen-vp\nprofile: smoke\nseeds: [0]\nsubjects: [subject1]\n"
+        "overrides: {video_pretrain.enabled: true}\n"
+        "variants: {full: {}, no-cotrain: {cotrain.enabled: false}}\n",
+    )
+    again = tmp_path / "store"
+    stages = ("simulate", "foundation", "mbm", "contrastive", "diffusion", "align")
+    seed_cache(store, again, stages)
+    assert main(["plan", str(pretrained), "--store", str(again)]) == 0
+    assert "video_pretrain 1 (0 cached)" in capsys.readouterr().out
+    run_suite(pretrained, again)
+    assert len(list((again / "cache" / "video_pretrain").glob("*/unet.safetensors"))) == 1
+    runs = {v: m for v, (_, m) in run_results(again, "gen-vp").items()}
+    before = {v: m for v, (_, m) in run_results(store, "gen").items()}
+    for variant in ("full", "no-cotrain"):
+        gap = runs[variant]["video_pretrain.direction_gap"]
+        assert np.isfinite(gap) and gap == runs["full"]["video_pretrain.direction_gap"]
+        # the same encoder, adapter and seed; only the UNet it starts from differs
+        assert runs[variant]["ssim"] != before[variant]["ssim"], variant
+    assert runs["full"]["cotrain.val_loss"] != before["full"]["cotrain.val_loss"]

@@ -34,7 +34,8 @@ from mindvideo.models.diffusion_config import GeneratorConfig
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
 NAME = "cotrain"
-INPUTS: tuple[str, ...] = ("dataset", "contrastive", "diffusion")
+INPUTS: tuple[str, ...] = ("dataset", "contrastive", "diffusion", "video_pretrain")
+OPTIONAL_INPUTS: tuple[str, ...] = ("video_pretrain",)  # only with video_pretrain.enabled
 VERSION = 1
 SEEDED = True
 UNET_WEIGHTS = "unet.safetensors"  # the inflated UNet's state dict (unet.* and temporal layers)
@@ -126,9 +127,13 @@ def run(
     from mindvideo.distributed import launch
     from mindvideo.stages.contrastive import load_encoder, save_encoder, subject_windows
     from mindvideo.stages.diffusion import load_diffusion
+    from mindvideo.stages.video_pretrain import load_pretrained
 
     started = time.perf_counter()
     out = Path(out)
+    pretrained = None
+    if "video_pretrain" in inputs:
+        pretrained = load_pretrained(inputs["video_pretrain"], cfg.generator)
     encoder, voxels = load_encoder(inputs["contrastive"])
     model = load_diffusion(inputs["diffusion"])
     check_compatible(encoder, model, cfg)
@@ -150,6 +155,7 @@ def run(
         test.fmri[held],
         val_latents,
         ctx.seed,
+        pretrained,
     )
     encoder_state, unet_state, metrics = launch(
         train_worker, payload, ctx.processes, ctx.device, ctx.progress, ctx.log_metric
@@ -194,8 +200,10 @@ def train_worker(payload, device: str, report):
     weights, metrics), weights on the CPU."""
     from diffusers import DDPMScheduler
 
-    cfg, encoder, unet, scheduler_config, x, latents, x_val, val_latents, seed = payload
+    cfg, encoder, unet, scheduler_config, x, latents, x_val, val_latents, seed, pretrained = payload
     inflated = inflate(unet, cfg.generator, seed)
+    if pretrained is not None:  # the video_pretrain stage's UNet, inflated the same way
+        inflated.load_state_dict(pretrained)
     scheduler = DDPMScheduler.from_config(scheduler_config)
     metrics = train_cotrain(
         cfg,

@@ -2,7 +2,8 @@
 
 The encoder (co-trained, or as the contrastive stage left it when co-training is off) turns
 each test window into a condition; `MindVideoPipeline` denoises a clip from it with the
-inflated UNet (co-trained, or freshly inflated from the image model) and adversarial guidance:
+inflated UNet (co-trained, or as the video_pretrain stage left it, or freshly inflated from
+the image model) and adversarial guidance:
 the negative condition is the encoder's embedding of the mean test fMRI (`test_mean`, as
 MinD-Video), of the mean training fMRI, or zeros. Any number of frames per clip, any diffusers
 scheduler. Writes clips.npy, names.txt and sample GIFs for the `evaluate` stage, and how the
@@ -26,9 +27,17 @@ from mindvideo.models.diffusion_config import DecodeOptions, GeneratorConfig, Gu
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
 NAME = "decode"
-INPUTS: tuple[str, ...] = ("dataset", "contrastive", "diffusion", "cotrain", "foundation")
-# cotrain: absent with cotrain.enabled: false; foundation: only with decode.condition: caption
-OPTIONAL_INPUTS: tuple[str, ...] = ("cotrain", "foundation")
+INPUTS: tuple[str, ...] = (
+    "dataset",
+    "contrastive",
+    "diffusion",
+    "cotrain",
+    "foundation",
+    "video_pretrain",
+)
+# cotrain: absent with cotrain.enabled: false; foundation: only with decode.condition: caption;
+# video_pretrain: only with video_pretrain.enabled (its UNet is decoded when cotrain is off)
+OPTIONAL_INPUTS: tuple[str, ...] = ("cotrain", "foundation", "video_pretrain")
 VERSION = 1
 SEEDED = True  # the initial noise
 
@@ -73,6 +82,7 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
     from mindvideo.stages.contrastive import load_encoder, subject_windows
     from mindvideo.stages.cotrain import UNET_WEIGHTS, check_compatible, inflate
     from mindvideo.stages.diffusion import load_diffusion
+    from mindvideo.stages.video_pretrain import load_pretrained
 
     started = time.perf_counter()
     device = ctx.device
@@ -83,6 +93,8 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
     unet = inflate(model.unet, cfg.generator, ctx.seed)
     if trained is not None:
         unet.load_state_dict(load_file(str(Path(trained) / UNET_WEIGHTS), device="cpu"))
+    elif "video_pretrain" in inputs:
+        unet.load_state_dict(load_pretrained(inputs["video_pretrain"], cfg.generator))
     unet.to(device).eval()
     dataset = dataset_root(inputs["dataset"])
     stimuli = open_stimuli(dataset)

@@ -328,3 +328,33 @@ def clip_table(frames: pd.DataFrame, frames_per_clip: int) -> pd.DataFrame:
 def scenes_table(scenes: list[Scene]) -> pd.DataFrame:
     """The scene list itself (start, duration and raw attributes)."""
     return pd.DataFrame([asdict(s) for s in scenes])
+
+
+def sample_clips(
+    rng: np.random.Generator,
+    n_clips: int,
+    tr: float,
+    frames_per_clip: int,
+    world: WorldConfig,
+    clips_per_segment: int = 10,
+):
+    """Fresh clips of the stimulus world, drawn as the simulator draws its segments (scenes of
+    2-8 s cut into TRs, a clip over a cut captioned "... Then ..."), without any brain: yields
+    (frames (k, frames_per_clip, H, W, 3) uint8, k captions) one segment at a time, n_clips in
+    all. The frames of a clip are spaced as `Stimuli.clip` spaces them."""
+    per_tr = round(world.fps * tr)
+    if abs(per_tr - world.fps * tr) > 1e-6 or not 1 <= frames_per_clip <= per_tr:
+        raise ValueError(
+            f"{frames_per_clip} frames per clip from {world.fps} fps x {tr} s TRs: the TR must "
+            f"hold a whole number of frames, at least frames_per_clip"
+        )
+    offsets = (np.arange(frames_per_clip) * per_tr) // frames_per_clip
+    left = n_clips
+    while left > 0:
+        k = min(clips_per_segment, left)
+        scenes = make_scenes(rng, k * tr, world)
+        frames = render_segment(scenes, k * per_tr, world)  # (k * per_tr, H, W, 3)
+        captions = clip_table(frame_table(scenes, k * per_tr, world), per_tr)["caption"]
+        starts = np.arange(k)[:, None] * per_tr
+        yield frames[starts + offsets[None]], list(captions)
+        left -= k
