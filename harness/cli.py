@@ -542,11 +542,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _print_plan(plan, store: Path) -> None:
     cached = _cache_state(plan, store)
-    names: list[str] = []
-    for run in plan.runs:
-        for key in run.stages:
-            if plan.node(key).name not in names:
-                names.append(plan.node(key).name)
+    names: list[str] = []  # in pipeline order: a stage first met in a later run goes before
+    for run in plan.runs:  # the next stage it precedes there (baselines before evaluate)
+        order = [plan.node(key).name for key in run.stages]
+        for i, name in enumerate(order):
+            if name not in names:
+                later = [names.index(n) for n in order[i + 1 :] if n in names]
+                names.insert(min(later, default=len(names)), name)
     header = ["variant", "subject", "seed", *names]
     rows = []
     for run in plan.runs:
@@ -559,7 +561,7 @@ def _print_plan(plan, store: Path) -> None:
     for r in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     n_cached = sum(cached.values())
-    by_stage: dict[str, list[int]] = {}
+    by_stage: dict[str, list[int]] = {name: [0, 0] for name in names}
     for key, node in plan.nodes.items():
         counts = by_stage.setdefault(node.name, [0, 0])
         counts[0] += 1

@@ -300,6 +300,15 @@ def test_video_pretraining_is_opt_in_shared_and_read_by_cotrain_and_decode(
     seed_cache(store, again, stages)
     assert main(["plan", str(pretrained), "--store", str(again)]) == 0
     assert "video_pretrain 1 (0 cached)" in capsys.readouterr().out
+    # a stage that only a later variant has gets its column where it runs, not at the end
+    mixed = write_spec(
+        tmp_path / "mixed",
+        "suite: gen-mixed\nprofile: smoke\nseeds: [0]\nsubjects: [subject1]\n"
+        "variants: {plain: {}, pretrained: {video_pretrain.enabled: true}}\n",
+    )
+    assert main(["plan", str(mixed), "--store", str(again)]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if "variant" in line)
+    assert header.split()[7:10] == ["diffusion", "video_pretrain", "align"]
     run_suite(pretrained, again)
     assert len(list((again / "cache" / "video_pretrain").glob("*/unet.safetensors"))) == 1
     runs = {v: m for v, (_, m) in run_results(again, "gen-vp").items()}
