@@ -70,9 +70,7 @@ def test_the_pretrained_unet_must_match_the_runs_inflation(tmp_path):
     generator = GeneratorConfig(temporal_heads=2)
     unet = inflate(toy_image_unet(12), generator, 0)
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, tmp_path / vp.UNET_WEIGHTS)
-    (tmp_path / vp.GENERATOR_FILE).write_text(
-        '{"generator": ' + generator.model_dump_json() + "}"
-    )
+    (tmp_path / vp.GENERATOR_FILE).write_text('{"generator": ' + generator.model_dump_json() + "}")
     state = vp.load_pretrained(tmp_path, generator)
     fresh = inflate(toy_image_unet(12, seed=1), generator, 1)
     fresh.load_state_dict(state)

@@ -198,9 +198,10 @@ def direction_losses(inflated, scheduler, held, seed: int, device: str, noise_sh
     latents, tokens, index = held
     lookup = caption_lookup(tokens).to(device)
     inflated.to(device).eval()
-    out = held_out_loss(lookup, inflated, scheduler, index, latents, seed, device, noise_share)
+    args = (seed, device, noise_share)
+    out = held_out_loss(lookup, inflated, scheduler, index, latents, *args)
     backwards = latents.flip(2)  # (n, c, frames, h, w): the frames in reverse order
-    reverse = held_out_loss(lookup, inflated, scheduler, index, backwards, seed, device, noise_share)
+    reverse = held_out_loss(lookup, inflated, scheduler, index, backwards, *args)
     out["val_loss_backwards"] = reverse["val_loss"]
     out["direction_gap"] = out["val_loss_backwards"] - out["val_loss"]
     return out
