@@ -215,6 +215,15 @@ def test_markdown_single_seed_and_missing_subject(tmp_path):
     assert "## Per subject" not in md and "bootstrap CIs" not in md and "(ref.)" not in md
 
 
+def test_a_metric_of_small_values_keeps_two_significant_digits(tmp_path):
+    runs = make_runs()
+    runs["epe"] = runs["epe"] * 1e-5  # 1e-5 .. 5e-5: 3 decimals would show 0.000
+    write_tables(runs, METRICS, tmp_path, reference="ridge", formats=("md",))
+    md = (tmp_path / "table.md").read_text(encoding="utf-8")
+    assert "| full | **0.650 ± 0.100** (+0.150) | **0.000025 ± 0.000000** (−0.000005) |" in md
+    assert "| ridge (ref.) | 0.500 ± 0.050 | 0.000030 ± 0.000000 | 21.00 ± 1.00 |" in md
+
+
 def test_latex_table(tmp_path):
     runs = make_runs()
     runs["variant"] = runs["variant"].replace({"full": "full_model"})

@@ -320,9 +320,16 @@ def _partial_variants(frame: pd.DataFrame, n_subjects: int) -> set[str]:
 
 
 def _decimals(metric: str, means: pd.Series) -> int:
-    """3 decimals; 2 for PSNR and any metric whose values exceed 10."""
+    """3 decimals; 2 for PSNR and any metric whose values exceed 10; for a metric whose values
+    are all below 0.01 in size (not all 0), enough for the largest to show two significant
+    digits (at most 8), so that e.g. a loss difference of 5e-5 does not read 0.000."""
     finite = means.dropna().abs()
-    return 2 if metric == "psnr" or (len(finite) and finite.max() > 10) else 3
+    largest = finite.max() if len(finite) else 0.0
+    if metric == "psnr" or largest > 10:
+        return 2
+    if 0 < largest < 0.01:
+        return min(8, 1 - math.floor(math.log10(largest)))
+    return 3
 
 
 def _num(x: float, decimals: int, d: _Dialect) -> str:
