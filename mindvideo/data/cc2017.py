@@ -55,6 +55,12 @@ def list_subjects(root: Path) -> list[str]:
     return sorted((p.parent.name for p in root.glob("subject*/fmri")), key=_natural)
 
 
+def clip_frame_offsets(n_frames: int, frames_per_tr: int) -> np.ndarray:
+    """Which of a TR's rendered frames a clip of `n_frames` takes: evenly spaced from the
+    first (12 frames per TR, 6 per clip: every other one)."""
+    return (np.arange(n_frames) * frames_per_tr) // n_frames
+
+
 @dataclass
 class Recording:
     """All fMRI runs of one subject, opened lazily: split -> segment -> files by repeat."""
@@ -210,8 +216,7 @@ class Stimuli:
                 f"{self.folder / (segment + '.npy')}: clip {clip} ends after the last frame "
                 f"({frames.shape[0]} frames)"
             )
-        offsets = (np.arange(n_frames) * self.frames_per_tr) // n_frames
-        return np.asarray(frames[start + offsets])
+        return np.asarray(frames[start + clip_frame_offsets(n_frames, self.frames_per_tr)])
 
     def clips(self, segment: str) -> pd.DataFrame | None:
         """Per-clip annotation table (video_class, scene_cut, caption, ...), if present."""

@@ -42,7 +42,13 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from mindvideo.data.cc2017 import Stimuli, open_stimuli, read_metadata, resolve_root
+from mindvideo.data.cc2017 import (
+    Stimuli,
+    clip_frame_offsets,
+    open_stimuli,
+    read_metadata,
+    resolve_root,
+)
 from mindvideo.data.synth.world import DIRECTIONS
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval.judge_config import (  # noqa: F401  (re-exported)
@@ -314,7 +320,7 @@ def _clip_set(
     length starting at every k-th rendered frame whose frames all belong to one scene.
     """
     per_tr = stimuli.frames_per_tr
-    offsets = (np.arange(num_frames) * per_tr) // num_frames
+    offsets = clip_frame_offsets(num_frames, per_tr)
     xs, ys = [], []
     for seg in segments:
         frames = stimuli.frames(seg)
@@ -363,7 +369,7 @@ def _extra_examples(
             xs.append(frames[pick])
             ys.append(np.full(2, synth_world.frame_class(scene.shape, scene.colour)))
         else:
-            offsets = (np.arange(cfg.num_frames) * per_tr) // cfg.num_frames
+            offsets = clip_frame_offsets(cfg.num_frames, per_tr)
             xs.append(frames[offsets][None])
             ys.append(np.array([synth_world.video_class(scene.shape, scene.direction)]))
     if not xs:

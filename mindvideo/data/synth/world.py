@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter
 
+from mindvideo.data.cc2017 import clip_frame_offsets
 from mindvideo.data.synth.config import WorldConfig
 
 SHAPES = (
@@ -348,7 +349,7 @@ def sample_clips(
             f"{frames_per_clip} frames per clip from {world.fps} fps x {tr} s TRs: the TR must "
             f"hold a whole number of frames, at least frames_per_clip"
         )
-    offsets = (np.arange(frames_per_clip) * per_tr) // frames_per_clip
+    offsets = clip_frame_offsets(frames_per_clip, per_tr)
     left = n_clips
     while left > 0:
         k = min(clips_per_segment, left)
