@@ -273,22 +273,12 @@ def test_frame_rate_and_guidance_reuse_the_trained_models(generator_store, capsy
     assert "cotrain 1 (1 cached)" in capsys.readouterr().out
 
 
-def test_video_pretraining_is_opt_in_shared_and_read_by_cotrain_and_decode(
-    generator_store, tmp_path, capsys
-):
-    """video_pretrain.enabled: one pretrained UNet serves both variants; co-training starts
-    from it and decoding without co-training decodes it. Off (the default), its settings
-    change no key: the committed runs stay cached."""
-    from conftest import run_results, run_suite, seed_cache, write_spec
-
-    from harness.cli import main
+def _pretrained_spec(tmp_path, generator_store):
+    """The two-variant smoke suite with video pretraining on, in a store seeded with the
+    generator store's shared stages (video_pretrain and later stages to compute)."""
+    from conftest import seed_cache, write_spec
 
     spec, store = generator_store
-    assert main(["plan", str(spec), "--store", str(store), "--set", "video_pretrain.clips=5"]) == 0
-    text = capsys.readouterr().out
-    assert "video_pretrain" not in text and "cotrain 1 (1 cached)" in text
-    assert "decode 3 (3 cached)" in text
-
     pretrained = write_spec(
         tmp_path,
         "suite: gen-vp\nprofile: smoke\nseeds: [0]\nsubjects: [subject1]\n"
@@ -298,9 +288,28 @@ def test_video_pretraining_is_opt_in_shared_and_read_by_cotrain_and_decode(
     again = tmp_path / "store"
     stages = ("simulate", "foundation", "mbm", "contrastive", "diffusion", "align")
     seed_cache(store, again, stages)
+    return pretrained, again
+
+
+def test_video_pretraining_is_opt_in_and_planned_in_pipeline_order(
+    generator_store, tmp_path, capsys
+):
+    """Off (the default), video_pretrain's settings change no key: the committed runs stay
+    cached. On, one pretraining serves both variants, and a stage that only a later variant
+    has gets its plan column where it runs."""
+    from conftest import write_spec
+
+    from harness.cli import main
+
+    spec, store = generator_store
+    assert main(["plan", str(spec), "--store", str(store), "--set", "video_pretrain.clips=5"]) == 0
+    text = capsys.readouterr().out
+    assert "video_pretrain" not in text and "cotrain 1 (1 cached)" in text
+    assert "decode 3 (3 cached)" in text
+
+    pretrained, again = _pretrained_spec(tmp_path, generator_store)
     assert main(["plan", str(pretrained), "--store", str(again)]) == 0
     assert "video_pretrain 1 (0 cached)" in capsys.readouterr().out
-    # a stage that only a later variant has gets its column where it runs, not at the end
     mixed = write_spec(
         tmp_path / "mixed",
         "suite: gen-mixed\nprofile: smoke\nseeds: [0]\nsubjects: [subject1]\n"
@@ -309,6 +318,16 @@ def test_video_pretraining_is_opt_in_shared_and_read_by_cotrain_and_decode(
     assert main(["plan", str(mixed), "--store", str(again)]) == 0
     header = next(line for line in capsys.readouterr().out.splitlines() if "variant" in line)
     assert header.split()[7:10] == ["diffusion", "video_pretrain", "align"]
+
+
+@pytest.mark.slow  # 40 s; the stage's parts are unit-tested in test_video_pretrain.py
+def test_video_pretraining_is_shared_and_read_by_cotrain_and_decode(generator_store, tmp_path):
+    """video_pretrain.enabled: one pretrained UNet serves both variants; co-training starts
+    from it and decoding without co-training decodes it."""
+    from conftest import run_results, run_suite
+
+    _, store = generator_store
+    pretrained, again = _pretrained_spec(tmp_path, generator_store)
     run_suite(pretrained, again)
     assert len(list((again / "cache" / "video_pretrain").glob("*/unet.safetensors"))) == 1
     runs = {v: m for v, (_, m) in run_results(again, "gen-vp").items()}
