@@ -144,8 +144,17 @@ def test_a_report_with_unfinished_seeds_says_how_to_report_the_finished_ones(
     hint = f"mvbench report {more} --store {store} --out {out} --seed 0 --seed 1"
     assert err.rstrip().endswith(f"; or report the seeds that are complete alone: {hint}")
     capsys.readouterr()
+    text = (out / "table.md").read_text()
+    # the file itself says it is partial, not only the command's warning
+    assert (
+        "_Partial report: 2 of 6 planned runs had not finished and are not in these tables "
+        "(variants chance, ridge; subjects subject1; seeds 2), so rows may average fewer runs "
+        "than others. Computed with: cpu, 1 torch thread (all 4 runs)._"
+    ) in text
+    assert "Partial report: 2 of 6" in (out / "table.tex").read_text()
     assert main(hint.split()[1:]) == 0  # the hint works as given
     assert "(smoke, 4 runs of seed 0 1)" in capsys.readouterr().out
+    assert "Partial report" not in (out / "table.md").read_text()  # the seeds that are whole
 
 
 def test_suggested_commands_keep_the_options_that_find_the_same_runs():

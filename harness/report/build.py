@@ -52,6 +52,22 @@ def computed_with_text(found: Collected) -> str:
     return "Computed with: " + "; ".join(parts) + "." if parts else ""
 
 
+def partial_text(plan: Plan, found: Collected) -> str:
+    """A sentence for the tables' caption when planned runs have not finished, so a partial
+    report says so in the file itself and not only in the command's warning; "" when whole."""
+    if not found.missing:
+        return ""
+    variants = sorted({r.variant.name for r in found.missing})
+    seeds = sorted({r.seed for r in found.missing})
+    subjects = sorted({r.subject for r in found.missing})
+    return (
+        f"Partial report: {len(found.missing)} of {len(plan.runs)} planned runs had not finished "
+        f"and are not in these tables (variants {', '.join(variants)}; subjects "
+        f"{', '.join(subjects)}; seeds {', '.join(map(str, seeds))}), so rows may average "
+        "fewer runs than others."
+    )
+
+
 def mixed_computation(found: Collected) -> str | None:
     """Why the runs may not compare to the last digit (CPU float sums depend on torch's thread
     count), or None; runs that did not record it are not counted as different."""
@@ -225,7 +241,9 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
             tests=tests,
             level=report.significance.level,
             reported=_published(plan, list(report.metrics)),
-            provenance=computed_with_text(found),
+            provenance=" ".join(
+                t for t in (partial_text(plan, found), computed_with_text(found)) if t
+            ),
         )
     except ConfigError as e:
         if not found.missing:
