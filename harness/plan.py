@@ -254,11 +254,30 @@ def _check_condition_width(profile: Profile) -> None:
         )
 
 
-def key_config(cfg: BaseModel, neutral: dict[tuple[str, ...], Any]) -> dict:
+# Suite rows renamed since runs were recorded, new name -> the name in their run keys, so that
+# recorded runs (and committed exports) still match their plans.
+RENAMED_VARIANTS = {"random-train-clip": "chance"}
+
+
+def key_config(
+    cfg: BaseModel,
+    neutral: dict[tuple[str, ...], Any],
+    renamed: dict[tuple[str, ...], dict[str, str]] | None = None,
+) -> dict:
     """A stage config as its cache key reads it: the fields a stage added later (`neutral`:
     path -> the value that behaves as before the field existed) are left out while they hold
-    that value, so entries cached before them keep their keys."""
+    that value, and values renamed since (`renamed`: path -> {new: old}) read as before, so
+    entries cached before either keep their keys."""
     config = cfg.model_dump(mode="json")
+    for path, names in (renamed or {}).items():
+        *parents, leaf = path
+        section = config
+        for part in parents:
+            section = section.get(part) or {}
+        if isinstance(section.get(leaf), list):
+            section[leaf] = [names.get(v, v) for v in section[leaf]]
+        elif leaf in section:
+            section[leaf] = names.get(section[leaf], section[leaf])
     for path, value in neutral.items():
         *parents, leaf = path
         section = config
@@ -520,8 +539,9 @@ def build_plan(spec: LoadedSpec, overrides: dict[str, Any] | None = None) -> Pla
                 except (ConfigError, ValidationError) as e:
                     raise ConfigError(f"{spec.path}: variant {variant.name!r}: {e}") from None
                 run = Run(variant, subject, seed, profile, keys)
+                name = RENAMED_VARIANTS.get(variant.name, variant.name)
                 run.key = digest(
-                    {"variant": variant.name, "subject": subject, "seed": seed, "stages": keys}
+                    {"variant": name, "subject": subject, "seed": seed, "stages": keys}
                 )
                 plan.runs.append(run)
     _check_report_metrics(plan)
@@ -584,7 +604,9 @@ def _add_stages(
             {
                 "stage": name,
                 "version": module.VERSION,
-                "config": key_config(cfg, getattr(module, "KEY_NEUTRAL", {})),
+                "config": key_config(
+                    cfg, getattr(module, "KEY_NEUTRAL", {}), getattr(module, "KEY_RENAMED", {})
+                ),
                 "inputs": inputs,
                 "seed": node_seed,
             }

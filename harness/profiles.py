@@ -53,7 +53,7 @@ class EvalSection(BaseModel):
 
 # What decodes the test fMRI: the MinD-Video model, or one of the baselines (autoencoder: the
 # generator's autoencoder round trip of the true frames, the pixel ceiling of any decoder).
-METHODS = ("mindvideo", "ridge", "shuffled", "chance", "autoencoder")
+METHODS = ("mindvideo", "ridge", "shuffled", "random-train-clip", "autoencoder")
 BASELINES = METHODS[1:]
 
 
@@ -139,7 +139,9 @@ class Profile(BaseModel):
 
     profile: str
     description: str = ""
-    method: Literal["mindvideo", "ridge", "shuffled", "chance", "autoencoder"] = "mindvideo"
+    method: Literal["mindvideo", "ridge", "shuffled", "random-train-clip", "autoencoder"] = (
+        "mindvideo"
+    )
     data: DataConfig
     baselines: BaselineOptions = BaselineOptions()
     mbm: MBMSection = MBMSection()

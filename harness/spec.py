@@ -18,8 +18,8 @@ from mindvideo.eval.protocols import PROTOCOLS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
-# By default a report shows the MinD-Video protocol's metrics, without the strict N-way variants.
-DEFAULT_METRICS = tuple(m for m in PROTOCOLS["mindvideo"].metrics if not m.endswith("_strict"))
+# By default a report shows the MinD-Video protocol's metrics, the strict N-way variants too.
+DEFAULT_METRICS = PROTOCOLS["mindvideo"].metrics
 
 
 class SignificanceSpec(BaseModel):
@@ -30,6 +30,20 @@ class SignificanceSpec(BaseModel):
     level: float = Field(0.05, gt=0, lt=1, description="a delta is marked when p < level")
     n_boot: int = Field(2000, ge=100, description="bootstrap resamples of the paired CI")
     seed: int = Field(0, ge=0, description="seed of the bootstrap resampling")
+    method: Literal["block", "clip"] = Field(
+        "block",
+        description="block: stimulus blocks resampled jointly across subjects, seeds a random "
+        "effect; clip: per-clip bootstrap and Wilcoxon (assumes independent clips)",
+    )
+    blocks: Literal["auto", "scene", "contiguous"] = Field(
+        "auto", description="the block method's blocks: scenes where every run kept them (auto)"
+    )
+    block_clips: int = Field(
+        5, ge=1, description="clips per block where scenes are unknown (5 clips = 10 s)"
+    )
+    correction: Literal["holm", "none"] = Field(
+        "holm", description="multiple-comparison correction across a table's variants x metrics"
+    )
 
 
 class ReportSpec(BaseModel):
@@ -67,7 +81,7 @@ class Spec(BaseModel):
     grid: dict[str, list[Any]] = {}
     seeds: tuple[int, ...] = (0,)
     subjects: tuple[str, ...] | None = None
-    baselines: tuple[Literal["ridge", "shuffled", "chance", "autoencoder"], ...] = ()
+    baselines: tuple[Literal["ridge", "shuffled", "random-train-clip", "autoencoder"], ...] = ()
     reference: str | None = None
     report: ReportSpec = ReportSpec()
 
@@ -117,6 +131,16 @@ class Spec(BaseModel):
     def _subjects(cls, v: tuple | None) -> tuple | None:
         if v is not None and (not v or len(set(v)) != len(v)):
             raise ValueError("list distinct subjects, or remove the key to run all of them")
+        return v
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _renamed(cls, v):
+        if isinstance(v, list | tuple) and "chance" in v:
+            raise ValueError(
+                "'chance' is now 'random-train-clip' (random real training clips: a data "
+                "baseline, not chance level, which the tables' captions give); rename it"
+            )
         return v
 
     @field_validator("baselines")

@@ -29,13 +29,13 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-# A two-run suite at smoke scale (ridge and chance, one subject, two seeds): seconds to run.
+# A two-run suite at smoke scale (ridge and random-train-clip, one subject, two seeds): seconds.
 SMOKE_SUITE = """
 suite: smoke-baselines
 profile: smoke
 seeds: [0, 1]
 subjects: [subject1]
-baselines: [ridge, chance]
+baselines: [ridge, random-train-clip]
 reference: ridge
 report:
   metrics: [video_2way_top1, frame_2way_top1, ssim, psnr]

@@ -29,7 +29,7 @@ from harness.tracking import Tracker
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SMOKE_NAME = "smoke-baselines"
-# The smoke suite on one seed (ridge and chance): two runs, which the harness_run store has.
+# The smoke suite on one seed (ridge and random-train-clip): two runs, in the harness_run store.
 ONE_SEED = SMOKE_SUITE.replace("seeds: [0, 1]", "seeds: [0]")
 assert ONE_SEED != SMOKE_SUITE
 UPSTREAM = ("simulate", "foundation")

@@ -22,7 +22,7 @@ from harness.spec import load_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# One seed, ridge and chance: two runs; the order of `baselines` is the order they run in.
+# One seed, ridge and random-train-clip: two runs; `baselines` order is the order they run in.
 FAULT_SUITE = """
 suite: faults
 profile: smoke
@@ -85,7 +85,7 @@ def _fail_chance(monkeypatch) -> None:
     original = baselines.run
 
     def run(cfg, inputs, out, ctx):
-        if cfg.methods == ("chance",):
+        if cfg.methods == ("random-train-clip",):
             raise RuntimeError("boom")
         return original(cfg, inputs, out, ctx)
 
@@ -145,17 +145,17 @@ def _half_written(store: Path) -> list[Path]:
 
 
 def test_failed_stage_is_recorded_and_only_it_reruns(harness_run, tmp_path, monkeypatch, capsys):
-    spec = write_spec(tmp_path, FAULT_SUITE.format(first="ridge", second="chance"))
+    spec = write_spec(tmp_path, FAULT_SUITE.format(first="ridge", second="random-train-clip"))
     store = _fresh_store(harness_run, tmp_path)
     argv = ["run", str(spec), "--store", str(store), "--quiet"]
     with monkeypatch.context() as m:
         _fail_chance(m)
         assert main(argv) == 1
     out = capsys.readouterr().out
-    assert "FAILED chance / subject1 / seed 0: RuntimeError: boom" in out
+    assert "FAILED random-train-clip / subject1 / seed 0: RuntimeError: boom" in out
 
     runs = _by_variant(_runs(store, "faults"))
-    [chance], [ridge] = runs["chance"], runs["ridge"]
+    [chance], [ridge] = runs["random-train-clip"], runs["ridge"]
     assert chance.info.status == "FAILED"
     assert "boom" in chance.data.tags[T.ERROR]
     assert chance.data.tags[T.FAILED_STAGE] == "baselines"
@@ -166,16 +166,16 @@ def test_failed_stage_is_recorded_and_only_it_reruns(harness_run, tmp_path, monk
     assert ridge.info.status == "FINISHED"
 
     cache = store / "cache"
-    chance_baselines = _stage_key(spec, "chance", "baselines")
+    chance_baselines = _stage_key(spec, "random-train-clip", "baselines")
     assert not (cache / "baselines" / chance_baselines).exists()
-    assert not (cache / "evaluate" / _stage_key(spec, "chance", "evaluate")).exists()
+    assert not (cache / "evaluate" / _stage_key(spec, "random-train-clip", "evaluate")).exists()
     assert (cache / "evaluate" / _stage_key(spec, "ridge", "evaluate") / "manifest.json").exists()
     assert _tmp_folders(store) == []
 
     assert main(argv) == 0  # the patch is undone: chance runs, ridge is done
     assert "1 finished, 1 already done, 0 failed" in capsys.readouterr().out
     runs = _by_variant(_runs(store, "faults"))
-    assert sorted(r.info.status for r in runs["chance"]) == ["FAILED", "FINISHED"]
+    assert sorted(r.info.status for r in runs["random-train-clip"]) == ["FAILED", "FINISHED"]
     assert [r.info.run_id for r in runs["ridge"]] == [ridge.info.run_id]
     assert _client(store).get_run(ridge.info.run_id).info.status == "FINISHED"
     assert (cache / "baselines" / chance_baselines / "manifest.json").exists()
@@ -183,14 +183,14 @@ def test_failed_stage_is_recorded_and_only_it_reruns(harness_run, tmp_path, monk
 
 
 def test_fail_fast_stops_before_the_next_run(harness_run, tmp_path, monkeypatch, capsys):
-    spec = write_spec(tmp_path, FAULT_SUITE.format(first="chance", second="ridge"))
+    spec = write_spec(tmp_path, FAULT_SUITE.format(first="random-train-clip", second="ridge"))
     store = _fresh_store(harness_run, tmp_path)
     _fail_chance(monkeypatch)
     assert main(["run", str(spec), "--store", str(store), "--quiet", "--fail-fast"]) == 1
     assert "1 not run (--fail-fast)" in capsys.readouterr().out
     runs = _by_variant(_runs(store, "faults"))
-    assert list(runs) == ["chance"]
-    assert [r.info.status for r in runs["chance"]] == ["FAILED"]
+    assert list(runs) == ["random-train-clip"]
+    assert [r.info.status for r in runs["random-train-clip"]] == ["FAILED"]
     assert not (store / "cache" / "baselines" / _stage_key(spec, "ridge", "baselines")).exists()
     [parent] = _runs(store, "faults", kind="execution")
     assert parent.info.status == "FAILED"
@@ -318,7 +318,9 @@ def test_run_left_running_by_a_dead_worker_runs_again(harness_run, tmp_path, cap
     # left (the one we have is deleted); a reaped pid and start time 0 name a dead process.
     client = _client(store)
     [finished] = [
-        r for r in _runs(store, SMOKE_NAME) if r.info.run_name == "chance / subject1 / seed 1"
+        r
+        for r in _runs(store, SMOKE_NAME)
+        if r.info.run_name == "random-train-clip / subject1 / seed 1"
     ]
     key = finished.data.tags[T.RUN_KEY]
     client.delete_run(finished.info.run_id)
@@ -334,7 +336,9 @@ def test_run_left_running_by_a_dead_worker_runs_again(harness_run, tmp_path, cap
 
     assert main(["status", str(spec), "--store", str(store)]) == 0
     out = capsys.readouterr().out
-    [row] = [ln for ln in out.splitlines() if ln.split()[:3] == ["chance", "subject1", "1"]]
+    [row] = [
+        ln for ln in out.splitlines() if ln.split()[:3] == ["random-train-clip", "subject1", "1"]
+    ]
     assert "RUNNING" in row and "worker died" in row
     assert "3/4 runs finished (by seed: 0 2/2, 1 1/2)\n" in out
 

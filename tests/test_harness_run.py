@@ -32,7 +32,7 @@ def test_children_hold_params_tags_metrics_and_artifacts(harness_run):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(
         (c.data.tags["mvbench.variant"], c.data.tags["mvbench.seed"]) for c in children
-    ) == [("chance", "0"), ("chance", "1"), ("ridge", "0"), ("ridge", "1")]
+    ) == [("random-train-clip", "0"), ("random-train-clip", "1"), ("ridge", "0"), ("ridge", "1")]
     for c in children:
         assert c.info.status == "FINISHED"
         assert c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -93,7 +93,7 @@ def test_report_reads_runs_back_from_mlflow(harness_run, tmp_path, capsys):
     assert len(list((out / "samples").glob("*.gif"))) == 2 * 3  # truth + 2 variants, 2 clips
     table = pd.read_csv(out / "table.csv")
     _, children, _ = client_and_children(store)
-    for variant in ("ridge", "chance"):
+    for variant in ("ridge", "random-train-clip"):
         values = [
             c.data.metrics["ssim"] for c in children if c.data.tags["mvbench.variant"] == variant
         ]
@@ -101,7 +101,7 @@ def test_report_reads_runs_back_from_mlflow(harness_run, tmp_path, capsys):
         row = row[row.metric == "ssim"].iloc[0]
         assert row["mean"] == pytest.approx(sum(values) / 2)
         assert row["n_seeds"] == 2
-    chance = table[(table.table == "average") & (table.variant == "chance")]
+    chance = table[(table.table == "average") & (table.variant == "random-train-clip")]
     ridge = table[(table.table == "average") & (table.variant == "ridge")]
     delta = chance.set_index("metric")["delta"]
     expected = chance.set_index("metric")["mean"] - ridge.set_index("metric")["mean"]
@@ -148,8 +148,8 @@ def test_a_report_with_unfinished_seeds_says_how_to_report_the_finished_ones(
     # the file itself says it is partial, not only the command's warning
     assert (
         "_Partial report: 2 of 6 planned runs had not finished and are not in these tables "
-        "(variants chance, ridge; subjects subject1; seeds 2), so rows may average fewer runs "
-        "than others. Computed with: cpu, 1 torch thread (all 4 runs)._"
+        "(variants random-train-clip, ridge; subjects subject1; seeds 2), so rows may average "
+        "fewer runs than others. Computed with: cpu, 1 torch thread (all 4 runs)._"
     ) in text
     assert "Partial report: 2 of 6" in (out / "table.tex").read_text()
     assert main(hint.split()[1:]) == 0  # the hint works as given
@@ -182,8 +182,12 @@ def test_report_of_some_seeds_of_a_suite(harness_run, tmp_path, capsys):
         for c in children
         if c.data.tags["mvbench.seed"] == "1"
     }
-    row = table[(table.table == "average") & (table.variant == "chance") & (table.metric == "ssim")]
-    assert row["mean"].iloc[0] == pytest.approx(ssim["chance"])
+    row = table[
+        (table.table == "average")
+        & (table.variant == "random-train-clip")
+        & (table.metric == "ssim")
+    ]
+    assert row["mean"].iloc[0] == pytest.approx(ssim["random-train-clip"])
 
 
 def test_report_says_what_its_runs_were_computed_with(harness_run, tmp_path, capsys):
@@ -220,14 +224,14 @@ def test_report_of_variants_without_the_reference_says_how_to_get_deltas(
 ):
     spec, store = harness_run
     argv = ["report", str(spec), "--store", str(store), "--out", str(tmp_path / "r")]
-    assert main([*argv, "--variant", "chance"]) == 0
+    assert main([*argv, "--variant", "random-train-clip"]) == 0
     err = capsys.readouterr().err
     assert (
         "no deltas or paired tests: the reference 'ridge' is not among the variants reported "
         in err
     )
     assert "(add --variant ridge)" in err
-    assert main([*argv, "--variant", "chance", "--variant", "ridge"]) == 0
+    assert main([*argv, "--variant", "random-train-clip", "--variant", "ridge"]) == 0
     assert "no deltas" not in capsys.readouterr().err
 
 

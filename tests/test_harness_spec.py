@@ -17,7 +17,7 @@ suite: t
 profile: smoke
 seeds: [0, 1]
 subjects: [subject1, subject2]
-baselines: [ridge, shuffled, chance]
+baselines: [ridge, shuffled, random-train-clip]
 reference: ridge
 """
 
@@ -37,8 +37,12 @@ def test_unknown_key_names_file_and_path(tmp_path):
 def test_wrong_type_and_allowed_values(tmp_path):
     msg = spec_error(tmp_path, BASE.replace("seeds: [0, 1]", "seeds: three"))
     assert "seeds" in msg
-    msg = spec_error(tmp_path, BASE.replace("[ridge, shuffled, chance]", "[ridge, lasso]"))
-    assert "baselines.1" in msg and "'ridge', 'shuffled', 'chance' or 'autoencoder'" in msg
+    msg = spec_error(
+        tmp_path, BASE.replace("[ridge, shuffled, random-train-clip]", "[ridge, lasso]")
+    )
+    assert (
+        "baselines.1" in msg and "'ridge', 'shuffled', 'random-train-clip' or 'autoencoder'" in msg
+    )
 
 
 def test_unknown_variant_path_lists_known_keys(tmp_path):
@@ -82,7 +86,7 @@ def test_missing_profile_and_unknown_reference(tmp_path):
     msg = spec_error(tmp_path, BASE.replace("profile: smoke", "profile: huge"))
     assert "unknown profile 'huge'" in msg and "smoke" in msg and "tiny" in msg
     msg = spec_error(tmp_path, BASE.replace("reference: ridge", "reference: full"))
-    assert "reference" in msg and "'full'" in msg and "ridge, shuffled, chance" in msg
+    assert "reference" in msg and "'full'" in msg and "ridge, shuffled, random-train-clip" in msg
 
 
 def test_encoder_pipeline_shares_mbm_across_variants_and_subjects(tmp_path):
@@ -209,7 +213,7 @@ def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
 def test_grid_expands_variants_with_named_points(tmp_path):
     text = """
 profile: smoke
-variants: {r: {method: ridge}, c: {method: chance, baselines.top_k: 2}}
+variants: {r: {method: ridge}, c: {method: random-train-clip, baselines.top_k: 2}}
 grid: {data.window: [1, 2], baselines.pixel_size: [4]}
 """
     spec = load_spec(write_spec(tmp_path, text))
@@ -469,3 +473,26 @@ report: {metrics: [contrastive.retrieval50_image_top1]}
 """
     msg = spec_error(tmp_path, text)
     assert "without the prefix, as 'retrieval50_image_top1'" in msg
+
+
+def test_the_chance_baseline_is_renamed_with_a_message(tmp_path):
+    msg = spec_error(tmp_path, BASE.replace("random-train-clip]", "chance]"))
+    assert "'chance' is now 'random-train-clip'" in msg and "not chance level" in msg
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "export", sorted(REPO.glob("results/*/runs/mvbench-runs.json")), ids=lambda p: p.parts[-3]
+)
+def test_committed_runs_keep_their_run_keys(export):
+    # options added since (KEY_NEUTRAL), renamed values (KEY_RENAMED) and renamed rows
+    # (RENAMED_VARIANTS) must leave every committed run's key as it was, or the committed
+    # results no longer rebuild with `mvbench import` and `mvbench report`
+    import json
+
+    manifest = json.loads(export.read_text())
+    plan = build_plan(load_spec(REPO / manifest["spec"]))
+    planned = {r.key: r.label for r in plan.runs}
+    assert planned.keys() == manifest["runs"].keys()

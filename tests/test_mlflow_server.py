@@ -144,7 +144,12 @@ def test_suite_tracked_and_reported_over_http(
     children = client.search_runs([exp.experiment_id], filter_string=f"tags.`{T.KIND}` = 'run'")
     assert sorted(r.info.status for r in children) == ["FINISHED"] * 4
     runs = {(r.data.tags[T.VARIANT], r.data.params["run.seed"]): r for r in children}
-    assert sorted(runs) == [("chance", "0"), ("chance", "1"), ("ridge", "0"), ("ridge", "1")]
+    assert sorted(runs) == [
+        ("random-train-clip", "0"),
+        ("random-train-clip", "1"),
+        ("ridge", "0"),
+        ("ridge", "1"),
+    ]
     for (variant, _), r in runs.items():
         assert r.data.params["run.variant"] == variant
         assert r.data.params["run.subject"] == "subject1"

@@ -9,7 +9,9 @@ from mindvideo.stages import baselines as B
 
 def test_memoised_fit_gives_the_same_reconstructions(smoke_dataset, one_torch_thread):
     B._MEMO.clear()
-    cfg = B.BaselinesConfig(features=("pixels", "labels"), methods=("ridge", "shuffled", "chance"))
+    cfg = B.BaselinesConfig(
+        features=("pixels", "labels"), methods=("ridge", "shuffled", "random-train-clip")
+    )
     fresh = B.decode_baselines(smoke_dataset, cfg, None, seed=3)
     assert not B._MEMO
     calls = []
@@ -18,7 +20,7 @@ def test_memoised_fit_gives_the_same_reconstructions(smoke_dataset, one_torch_th
     )
     second = B.decode_baselines(
         smoke_dataset,
-        cfg.model_copy(update={"methods": ("shuffled", "chance")}),
+        cfg.model_copy(update={"methods": ("shuffled", "random-train-clip")}),
         None,
         3,
         progress=lambda n, what: calls.append(what),
@@ -36,5 +38,5 @@ def test_memoised_fit_gives_the_same_reconstructions(smoke_dataset, one_torch_th
     )
     assert len(B._MEMO) == 2 and not np.array_equal(other.clips["ridge"], first.clips["ridge"])
     # the same seed draws other chance clips for another subject
-    assert not np.array_equal(other.clips["chance"], fresh.clips["chance"])
+    assert not np.array_equal(other.clips["random-train-clip"], fresh.clips["random-train-clip"])
     B._MEMO.clear()

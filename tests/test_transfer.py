@@ -46,7 +46,17 @@ def test_exported_runs_report_the_same_in_a_new_store_and_are_not_run_again(
     assert _export(spec, source, bundle, "--seed", "0", "--artifacts", "report") == 0
     assert _export(spec, source, bundle, "--seed", "1", "--variant", "ridge") == 0
     assert (
-        _export(spec, source, bundle, "--seed", "1", "--variant", "chance", "--artifacts", "scores")
+        _export(
+            spec,
+            source,
+            bundle,
+            "--seed",
+            "1",
+            "--variant",
+            "random-train-clip",
+            "--artifacts",
+            "scores",
+        )
         == 0
     )
     out = capsys.readouterr().out
@@ -59,7 +69,9 @@ def test_exported_runs_report_the_same_in_a_new_store_and_are_not_run_again(
     assert "per_sample.npz" in files and not any(f.endswith(".gif") for f in files)
     assert "samples.npz" in files
     (scores_only,) = [
-        k for k, label in manifest["runs"].items() if label == "chance / subject1 / seed 1"
+        k
+        for k, label in manifest["runs"].items()
+        if label == "random-train-clip / subject1 / seed 1"
     ]
     files = {p.name for p in (bundle / RUNS / scores_only / "artifacts").rglob("*.*")}
     assert files == {"config.yaml", "scores.json", "per_sample.npz"}

@@ -68,6 +68,31 @@ def partial_text(plan: Plan, found: Collected) -> str:
     )
 
 
+def run_split(run: Run) -> str:
+    """The data split a run decodes and scores (eval.split; test before the option existed)."""
+    return str(getattr(run.profile.eval, "split", "test"))
+
+
+def report_split(plan: Plan, found: Collected) -> str:
+    """The one split of the collected runs; ConfigError naming the runs when they mix splits
+    (a table would average validation and test scores)."""
+    splits: dict[str, list[str]] = {}
+    for run in plan.runs:
+        if run.key in found.run_ids:
+            splits.setdefault(run_split(run), []).append(run.label)
+    if len(splits) > 1:
+        said = "; ".join(
+            f"{split}: {', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''}"
+            for split, labels in sorted(splits.items())
+        )
+        raise ConfigError(
+            f"suite {plan.suite!r}: its runs were scored on different splits ({said}); a report "
+            "shows one split: set eval.split once for the suite (spec overrides), or report the "
+            "variants of each split apart with --variant"
+        )
+    return next(iter(splits), "test")
+
+
 def mixed_computation(found: Collected) -> str | None:
     """Why the runs may not compare to the last digit (CPU float sums depend on torch's thread
     count), or None; runs that did not record it are not counted as different."""
@@ -204,6 +229,7 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
             file=sys.stderr,
         )
         reference = None
+    split = report_split(plan, found)
     mixed = mixed_computation(found)
     if mixed:
         print(
@@ -228,6 +254,10 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
             n_boot=sig.n_boot,
             seed=sig.seed,
             alpha=sig.level,
+            method=sig.method,
+            blocks=sig.blocks,
+            block_clips=sig.block_clips,
+            correction=sig.correction,
         )
     try:
         written = write_tables(
@@ -244,6 +274,7 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
             provenance=" ".join(
                 t for t in (partial_text(plan, found), computed_with_text(found)) if t
             ),
+            split=split,
         )
     except ConfigError as e:
         if not found.missing:

@@ -23,8 +23,6 @@ from harness.report.tables import (
     metric_label,
 )
 
-# The variant drawn as a dashed level line instead of a bar, when a suite has it.
-CHANCE = "chance"
 DPI = 150
 MODEL_COLOR, BASELINE_COLOR, REFERENCE_COLOR = "tab:blue", "0.72", "tab:orange"
 
@@ -68,6 +66,18 @@ def _stimulus_line(ax: Axes, runs: pd.DataFrame, metric: str) -> bool:
     return True
 
 
+def _chance_line(ax: Axes, metric: str) -> bool:
+    """Draw the analytic chance level of an N-way metric; False for other metrics."""
+    from harness.report.tables import chance_text
+    from mindvideo.eval.protocols import chance_level
+
+    level = chance_level(metric.rsplit(".", 1)[-1])
+    if level is None:
+        return False
+    ax.axhline(level, linestyle="--", color="0.3", linewidth=1, label=chance_text(metric))
+    return True
+
+
 def _slant_labels(ax: Axes, names: list) -> None:
     """Slant the x labels when there are many or they are long."""
     if len(names) > 3 or max(len(str(v)) for v in names) > 8:
@@ -85,11 +95,7 @@ def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) ->
     scores = _per_seed(runs, metric, ["variant"])
     if scores.empty:
         return False
-    chance = _level(runs, CHANCE, metric)
     order = [v for v in pd.unique(runs["variant"]) if v in set(scores["variant"])]
-    chance_line = CHANCE in order and len(order) > 1
-    if chance_line:
-        order.remove(CHANCE)  # drawn as a level line instead
     kinds = runs.groupby("variant", sort=False)["kind"].first()
     colors = {
         v: REFERENCE_COLOR
@@ -135,8 +141,7 @@ def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) ->
             label=subject,
             zorder=3,
         )
-    if chance_line:
-        ax.axhline(chance, linestyle="--", color="0.3", linewidth=1, label=CHANCE)
+    _chance_line(ax, metric)
     _stimulus_line(ax, runs, metric)
     ax.legend(fontsize="small", title=None, loc="best")
     ax.set_xlabel("")
@@ -259,13 +264,10 @@ def _lines(
     for i, (ax, metric) in enumerate(zip(axes, panels, strict=True)):
         scores = _per_seed(grid, metric, ["line", column])
         sns.lineplot(data=scores, x=column, y=metric, hue="line", errorbar="sd", marker="o", ax=ax)
-        for variant, style, label in (
-            (reference, "--", f"{reference} (ref.)"),
-            (CHANCE, ":", CHANCE),
-        ):
-            level = _level(runs[numbers.isna()], variant, metric)
-            if not math.isnan(level):
-                ax.axhline(level, linestyle=style, color="0.3", linewidth=1, label=label)
+        level = _level(runs[numbers.isna()], reference, metric)
+        if not math.isnan(level):
+            ax.axhline(level, linestyle="-", color="0.5", linewidth=1, label=f"{reference} (ref.)")
+        _chance_line(ax, metric)
         stimulus = _stimulus_line(ax, grid, metric)
         ax.set_ylabel(_axis_label(metric))
         if i == 0 or stimulus:  # the lines on the first panel; the stimulus where it is drawn

@@ -1,16 +1,35 @@
-"""Paired significance of each variant against the reference, over test samples.
+"""Paired significance of each variant against the reference, at the level the design allows.
 
-Every run's `evaluate` stage keeps its per-sample scores (`per_sample.npz`: metric -> (n,), and
-the scored clips' names). A variant and the reference that decoded the same subject with the same
-seed are paired sample by sample (by name; by position in older runs without names). Per subject,
-the differences are first averaged over the seeds both have, then:
+Every run's `evaluate` stage keeps its per-sample scores (`per_sample.npz`: metric -> (n,), the
+scored clips' names and, where the dataset knows them, the clips' scenes). A variant and the
+reference that decoded the same subject with the same seed are paired clip by clip (by name; by
+position in older runs without names).
 
-- `delta`: the mean difference (variant - reference);
-- `ci_low`/`ci_high`: a paired bootstrap percentile CI of that mean, resampling test samples
-  (in the average over subjects: within each subject, then the subjects' means are averaged);
-- `p_value`: the two-sided Wilcoxon signed-rank test of the per-sample differences (all subjects'
-  samples together in the average), as later fMRI-to-video papers report. No correction for
-  multiple comparisons is applied: the table says so.
+Test clips are not independent observations: the subjects watch the same stimuli, neighbouring
+clips show the same scene and share an fMRI frame of their windows, and every seed retrains the
+models. Two methods (`significance.method`):
+
+- `block` (default): the unit of independence is the stimulus block, a scene (`__blocks__` in
+  the per-sample scores) or, where scenes are unknown (real CC2017), `block_clips` consecutive
+  clips of one segment. Seeds are a random effect crossed with the blocks. The standard error of
+  the mean difference has two parts:
+    * a block bootstrap: blocks are drawn with replacement, jointly for every subject and seed
+      (they share the stimuli), and the variance of the resampled mean difference is taken;
+    * the seeds': the variance of the per-seed mean differences over the seeds, divided by
+      their number. It holds the clips' noise a second time (a conservative choice: with that
+      part subtracted, as a method-of-moments estimate, the CI covered only 89% in the
+      calibration, since three seeds often give an estimate of 0).
+  The CI is the mean difference +- t * SE and the p-value the two-sided t test of the same
+  statistic, with Satterthwaite's degrees of freedom (blocks - 1 and seeds - 1 for the two
+  parts): with three seeds whose deltas disagree, a difference needs to be large to count.
+  A block sign-flip test was tried in `bench/stats_calibration.py` and left out: it treats the
+  seeds' shared offset as a true difference (its false-positive rate there is printed).
+- `clip`: the earlier per-clip method, which assumes independent clips: a paired bootstrap
+  percentile CI resampling clips (seeds averaged per clip) and the Wilcoxon signed-rank test.
+
+P-values are corrected for multiple comparisons across the variants x metrics of each table (the
+average, and each subject's) with Holm's method by default; `p_value` keeps the raw value and
+`p_adjusted` the corrected one, which decides the table's marks.
 """
 
 from __future__ import annotations
@@ -18,16 +37,43 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-NAMES_KEY = "__names__"  # the scored clips' names, stored beside the metrics in per_sample.npz
+from mindvideo.errors import ConfigError
+
+# per_sample.npz holds, beside the metrics, the scored clips' names and, where the dataset
+# knows them, their scenes (the evaluate stage writes both)
+from mindvideo.stages.evaluate import BLOCKS_KEY, NAMES_KEY
+
 AVERAGE = "average"
-COLUMNS = ("variant", "subject", "metric", "delta", "ci_low", "ci_high", "p_value", "n", "pairs")
+METHODS = ("block", "clip")
+BLOCKINGS = ("auto", "scene", "contiguous")
+CORRECTIONS = ("holm", "none")
+COLUMNS = (
+    "variant",
+    "subject",
+    "metric",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "n",
+    "pairs",
+    "blocks",
+    "df",
+)
 
 # (variant, subject, seed) -> metric -> per-sample scores (and NAMES_KEY -> names, if known)
 PerSample = Mapping[tuple[str, str, int], Mapping[str, np.ndarray]]
+
+
+def run_label(ident: tuple[str, str, int]) -> str:
+    variant, subject, seed = ident
+    return f"{variant} / {subject} / seed {seed}"
 
 
 def _aligned(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], metric: str):
@@ -48,17 +94,17 @@ def _aligned(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], metric: s
     return x, y, None
 
 
-def subject_differences(
+def seed_differences(
     per_sample: PerSample, variant: str, reference: str, subject: str, metric: str
-) -> tuple[np.ndarray, int] | None:
-    """Per-sample differences variant - reference on one subject, averaged over the seeds both
-    have (and that pair on the same samples); with the number of seeds. None if none pair."""
+) -> tuple[np.ndarray, list[int], list[str] | None] | None:
+    """Per-sample differences variant - reference on one subject, one row per seed both have
+    that pairs on the same samples: ((seeds, n), the seeds, the samples' names or None)."""
     seeds = sorted(
         s
         for (v, sub, s) in per_sample
         if v == variant and sub == subject and (reference, subject, s) in per_sample
     )
-    diffs, names = [], None
+    rows, kept, names = [], [], None
     for seed in seeds:
         pair = _aligned(
             per_sample[(variant, subject, seed)], per_sample[(reference, subject, seed)], metric
@@ -66,13 +112,26 @@ def subject_differences(
         if pair is None:
             continue
         x, y, these = pair
-        if diffs and (len(x) != len(diffs[0]) or (names is not None and these != names)):
+        if rows and (len(x) != len(rows[0]) or (names is not None and these != names)):
             continue  # another seed scored other samples: pair only like with like
         names = these if names is None else names
-        diffs.append(x - y)
-    if not diffs:
+        rows.append(x - y)
+        kept.append(seed)
+    if not rows:
         return None
-    return np.mean(diffs, axis=0), len(diffs)
+    return np.stack(rows), kept, names
+
+
+def subject_differences(
+    per_sample: PerSample, variant: str, reference: str, subject: str, metric: str
+) -> tuple[np.ndarray, int] | None:
+    """Per-sample differences on one subject averaged over the seeds both have, with the
+    number of seeds; None if none pair."""
+    found = seed_differences(per_sample, variant, reference, subject, metric)
+    if found is None:
+        return None
+    d, seeds, _ = found
+    return d.mean(axis=0), len(seeds)
 
 
 def _stream(seed: int, *names: str) -> int:
@@ -102,12 +161,179 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     stats = np.zeros(n_boot)
     for d in groups:
+        d = d[np.isfinite(d)]
         idx = rng.integers(0, len(d), size=(n_boot, len(d)))
         stats += d[idx].mean(axis=1)
     stats /= len(groups)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(stats, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def contiguous_blocks(names: Sequence[str], block_clips: int) -> list[str]:
+    """Blocks of `block_clips` consecutive clips of one segment, from names <segment>_<clip>."""
+    out = []
+    for name in names:
+        segment, _, clip = str(name).rpartition("_")
+        if not segment or not clip.isdigit():
+            raise ConfigError(
+                f"clip name {name!r} is not <segment>_<clip>, so its stimulus block is unknown; "
+                "set report.significance.method: clip"
+            )
+        out.append(f"{segment}#{int(clip) // block_clips}")
+    return out
+
+
+@dataclass(frozen=True)
+class BlockDesign:
+    """How clips group into stimulus blocks: `kind` is "scene" or "contiguous"."""
+
+    kind: str
+    block_clips: int
+    scenes: Mapping[str, str]  # clip name -> scene block (empty for contiguous)
+
+    def labels(self, names: Sequence[str]) -> list[str]:
+        if self.kind == "scene":
+            return [self.scenes[str(n)] for n in names]
+        return contiguous_blocks(names, self.block_clips)
+
+    def describe(self) -> str:
+        if self.kind == "scene":
+            return "scenes"
+        return f"blocks of {self.block_clips} consecutive clips"
+
+
+def block_design(per_sample: PerSample, blocks: str = "auto", block_clips: int = 5) -> BlockDesign:
+    """The blocking of a report's runs: scenes where every run stored them (`auto`, `scene`),
+    else contiguous clips. Raises ConfigError naming the runs that lack what is asked for."""
+    if blocks not in BLOCKINGS:
+        raise ConfigError(f"report.significance.blocks: {blocks!r}; use {', '.join(BLOCKINGS)}")
+    unnamed = sorted(run_label(k) for k, v in per_sample.items() if NAMES_KEY not in v)
+    if unnamed:
+        raise ConfigError(
+            f"a block bootstrap needs each scored clip's name, and the per_sample.npz of "
+            f"{len(unnamed)} run(s) has none ({', '.join(unnamed[:5])}"
+            f"{', ...' if len(unnamed) > 5 else ''}): re-run their evaluate stage, or set "
+            "report.significance.method: clip (which assumes independent clips)"
+        )
+    sceneless = sorted(run_label(k) for k, v in per_sample.items() if BLOCKS_KEY not in v)
+    if blocks == "scene" and sceneless:
+        raise ConfigError(
+            f"report.significance.blocks: scene, but the per_sample.npz of {len(sceneless)} "
+            f"run(s) has no scene labels ({', '.join(sceneless[:5])}"
+            f"{', ...' if len(sceneless) > 5 else ''}; the dataset's <segment>_clips.csv has no "
+            "scene column, or the runs were scored before scenes were kept): set blocks: "
+            "contiguous (or auto)"
+        )
+    if blocks == "contiguous" or sceneless:
+        return BlockDesign("contiguous", block_clips, {})
+    scenes: dict[str, str] = {}
+    for ident, scores in per_sample.items():
+        for name, block in zip(scores[NAMES_KEY], scores[BLOCKS_KEY], strict=True):
+            name, block = str(name), str(block)
+            if scenes.setdefault(name, block) != block:
+                raise ConfigError(
+                    f"run {run_label(ident)} puts clip {name} in scene {block}, another run in "
+                    f"{scenes[name]}: the runs were scored on different data; report them apart"
+                )
+    return BlockDesign("scene", block_clips, scenes)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    delta: float
+    se: float
+    df: float
+    blocks: int
+
+    def ci(self, level: float) -> tuple[float, float]:
+        from scipy.stats import t
+
+        if not np.isfinite(self.se):
+            return math.nan, math.nan
+        half = float(t.ppf(0.5 + level / 2, self.df)) * self.se if self.se > 0 else 0.0
+        return self.delta - half, self.delta + half
+
+    def p_value(self) -> float:
+        from scipy.stats import t
+
+        if not np.isfinite(self.se):
+            return math.nan
+        if self.se == 0:
+            return 1.0 if self.delta == 0 else 0.0
+        return float(2 * t.sf(abs(self.delta) / self.se, self.df))
+
+
+def block_estimate(
+    cells: Sequence[tuple[np.ndarray, Sequence[int], Sequence[str]]],
+    n_boot: int,
+    seed: int,
+) -> Estimate:
+    """Mean difference and its SE over one or more subjects' paired differences.
+
+    `cells`: per subject, (differences (seeds, clips), the seeds, each clip's block label).
+    The estimate is the mean over subjects of the mean over seeds of each run's mean
+    difference (the table's delta). Blocks are shared by label across subjects, seeds by
+    number; see the module docstring for the two parts of the SE."""
+    labels = sorted({b for _, _, blocks in cells for b in blocks})
+    seeds = sorted({k for _, ks, _ in cells for k in ks})
+    index = {b: i for i, b in enumerate(labels)}
+    B, K, S = len(labels), len(seeds), len(cells)
+    sums = np.zeros((S, K, B))
+    counts = np.zeros((S, K, B))
+    present = np.zeros((S, K), bool)
+    for s, (d, ks, blocks) in enumerate(cells):
+        cols = np.array([index[b] for b in blocks])
+        for row, k in zip(d, ks, strict=True):
+            j = seeds.index(k)
+            ok = np.isfinite(row)
+            np.add.at(sums[s, j], cols[ok], row[ok])
+            np.add.at(counts[s, j], cols[ok], 1.0)
+            present[s, j] = ok.any()
+    if not present.any():
+        return Estimate(math.nan, math.nan, math.nan, B)
+
+    def run_means(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(present, num / den, np.nan)  # (..., S, K)
+
+    def estimate(means: np.ndarray) -> np.ndarray:
+        return np.nanmean(np.nanmean(means, axis=-1), axis=-1)  # over seeds, then subjects
+
+    means = run_means(sums.sum(-1), counts.sum(-1))  # (S, K)
+    delta = float(estimate(means))
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(B, np.full(B, 1.0 / B), size=n_boot).astype(float)  # (n_boot, B)
+    boot = run_means(
+        np.einsum("nb,skb->nsk", weights, sums), np.einsum("nb,skb->nsk", weights, counts)
+    )  # (n_boot, S, K)
+    v_blocks = float(np.nanvar(estimate(boot), ddof=1)) if B > 1 else 0.0
+    v_seeds, df_seeds = 0.0, math.inf
+    if K > 1:
+        seed_means = np.nanmean(means, axis=0)  # (K,) each seed's mean over the subjects
+        v_seeds = float(np.nanvar(seed_means, ddof=1)) / K
+        df_seeds = K - 1
+    var = v_blocks + v_seeds
+    parts = [(v_blocks, max(B - 1, 1)), (v_seeds, df_seeds)]
+    denom = sum(v * v / df for v, df in parts if v > 0 and np.isfinite(df))
+    df = var * var / denom if denom > 0 else max(B - 1, 1)
+    return Estimate(delta, math.sqrt(var), float(df), B)
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN stays NaN and is not counted)."""
+    p = np.asarray(p, float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if len(ok) == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return out
 
 
 def paired_tests(
@@ -117,35 +343,59 @@ def paired_tests(
     n_boot: int = 2000,
     seed: int = 0,
     alpha: float = 0.05,
+    method: str = "block",
+    blocks: str = "auto",
+    block_clips: int = 5,
+    correction: str = "holm",
 ) -> pd.DataFrame:
     """One row per (variant, subject or "average", metric) that pairs with the reference; the
-    CIs cover 1 - alpha."""
+    CIs cover 1 - alpha. `attrs` holds the method, correction and blocking used."""
+    if method not in METHODS:
+        raise ConfigError(f"report.significance.method: {method!r}; use {', '.join(METHODS)}")
+    if correction not in CORRECTIONS:
+        raise ConfigError(
+            f"report.significance.correction: {correction!r}; use {', '.join(CORRECTIONS)}"
+        )
+    design = block_design(per_sample, blocks, block_clips) if method == "block" else None
     variants = list(dict.fromkeys(v for (v, _, _) in per_sample if v != reference))
     subjects = list(dict.fromkeys(sub for (_, sub, _) in per_sample))
     rows = []
     for variant in variants:
         for metric in metrics:
-            found: dict[str, tuple[np.ndarray, int]] = {}
+            found = {}
             for subject in subjects:
-                diff = subject_differences(per_sample, variant, reference, subject, metric)
+                diff = seed_differences(per_sample, variant, reference, subject, metric)
                 if diff is not None:
                     found[subject] = diff
-            for subject, (d, pairs) in found.items():
-                low, high = bootstrap_ci(
-                    [d], n_boot, _stream(seed, variant, metric, subject), 1 - alpha
-                )
-                p = wilcoxon_p(d)
+            scopes = [(s, [s]) for s in found] + ([(AVERAGE, list(found))] if found else [])
+            for scope, members in scopes:
+                stream = _stream(seed, variant, metric, scope)
+                n = sum(found[s][0].shape[1] for s in members)
+                pairs = sum(len(found[s][1]) for s in members)
+                if design is None:
+                    per_clip = [found[s][0].mean(axis=0) for s in members]
+                    low, high = bootstrap_ci(per_clip, n_boot, stream, 1 - alpha)
+                    delta = float(np.mean([np.nanmean(g) for g in per_clip]))
+                    p = wilcoxon_p(np.concatenate(per_clip))
+                    rows.append([variant, scope, metric, delta, low, high, p, n, pairs, 0, n - 1])
+                    continue
+                cells = [(found[s][0], found[s][1], design.labels(found[s][2])) for s in members]
+                est = block_estimate(cells, n_boot, stream)
+                low, high = est.ci(1 - alpha)
                 rows.append(
-                    [variant, subject, metric, float(d.mean()), low, high, p, len(d), pairs]
+                    [variant, scope, metric, est.delta, low, high, est.p_value(), n, pairs]
+                    + [est.blocks, est.df]
                 )
-            if found:
-                groups = [d for d, _ in found.values()]
-                low, high = bootstrap_ci(
-                    groups, n_boot, _stream(seed, variant, metric, AVERAGE), 1 - alpha
-                )
-                delta = float(np.mean([g.mean() for g in groups]))
-                p = wilcoxon_p(np.concatenate(groups))
-                n = sum(len(g) for g in groups)
-                pairs = sum(k for _, k in found.values())
-                rows.append([variant, AVERAGE, metric, delta, low, high, p, n, pairs])
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    columns = [c for c in COLUMNS if c != "p_adjusted"]
+    out = pd.DataFrame(rows, columns=columns)
+    out.insert(columns.index("p_value") + 1, "p_adjusted", np.nan)
+    if not out.empty:
+        for _, part in out.groupby("subject", sort=False):  # each table corrects its own cells
+            adjusted = holm(part["p_value"]) if correction == "holm" else part["p_value"]
+            out.loc[part.index, "p_adjusted"] = adjusted
+    out.attrs = {
+        "method": method,
+        "correction": correction,
+        "blocking": design.describe() if design is not None else "",
+    }
+    return out

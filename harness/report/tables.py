@@ -33,12 +33,15 @@ COLUMNS = (
     "delta",
     "best",
     "subjects",
-    "p_value",  # paired tests against the reference (harness/report/stats.py)
+    "p_value",  # paired tests against the reference (harness/report/stats.py), raw
+    "p_adjusted",  # ... corrected across the table's variants x metrics (Holm by default)
     "delta_ci_low",
     "delta_ci_high",
     "pairs",
+    "blocks",  # stimulus blocks resampled (0: the per-clip method)
+    "df",  # degrees of freedom of the CI's t quantile
 )
-TEST_COLUMNS = ("p_value", "delta_ci_low", "delta_ci_high", "pairs")
+TEST_COLUMNS = ("p_value", "p_adjusted", "delta_ci_low", "delta_ci_high", "pairs", "blocks", "df")
 FORMATS = ("md", "tex", "csv")
 GROUPINGS = ("average", "subject")
 
@@ -52,8 +55,10 @@ _LABELS = {
     "clip_pcc_allpairs": "CLIP-pcc (all)",
     "hue_sim": "Hue sim.",
     "motion_direction": "Motion dir.",
-    "motion_speed": "Speed (px/frame)",
-    "motion_speed_truth": "Stimulus speed",
+    # mean optical-flow magnitude over the whole frame (mostly static background), not the
+    # object's displacement
+    "motion_speed": "Mean flow (px/frame)",
+    "motion_speed_truth": "Stimulus mean flow",
 }
 
 
@@ -78,6 +83,19 @@ def is_stimulus_level(metric: str) -> bool:
     """True for a measure of the test stimuli (STIMULUS_LEVELS' values): context for its
     metric, compared with nothing (no delta, no paired test)."""
     return metric.rsplit(".", 1)[-1] in STIMULUS_LEVELS.values()
+
+
+def chance_text(metric: str) -> str:
+    """e.g. "chance 0.750 (3/(N+2))" for an N-way metric under the published rule, "chance
+    0.500 (1/N)" for its strict variant; "" for a metric without a chance level."""
+    from mindvideo.eval.protocols import chance_level
+
+    name = metric.rsplit(".", 1)[-1]
+    level = chance_level(name)
+    if level is None:
+        return ""
+    rule = "1/N" if name.endswith("_strict") else "3/(N+2)"
+    return f"chance {level:.3f} ({rule})"
 
 
 def direction_arrow(metric: str, up: str = " ↑", down: str = " ↓") -> str:
@@ -362,7 +380,8 @@ def _paired_cell(row: pd.Series, decimals: int, d: _Dialect) -> str:
         return _num(x, decimals, d)
 
     sign = "+" if round(row["delta"], decimals) >= 0 else ""
-    p = row["p_value"]
+    p = row.get("p_adjusted", math.nan)
+    p = row["p_value"] if pd.isna(p) else p
     p_text = f"p={p:.2g}" if p >= 1e-3 else "p<0.001"
     text = f"{sign}{num(row['delta'])} [{num(row['delta_ci_low'])}, {num(row['delta_ci_high'])}]"
     text += f" {p_text}"
@@ -452,13 +471,60 @@ def _seeds_text(frame: pd.DataFrame, d: _Dialect) -> str:
     return f"{lo}{d.dash}{hi} seeds"
 
 
+def _chance_caption(metrics: Sequence[str], d: _Dialect) -> str:
+    """The analytic chance level of each N-way metric shown, or ""."""
+    levels = [f"{metric_label(m)} {chance_text(m)}" for m in metrics if chance_text(m)]
+    if not levels:
+        return ""
+    return d.escape(
+        "Analytic chance (a reconstruction unrelated to the stimulus; published rule: any of the "
+        "ground truth's top-3 classes counts, strict: only its top class): "
+        + "; ".join(levels)
+        + "."
+    )
+
+
+def _significance_caption(average: pd.DataFrame, d: _Dialect) -> str:
+    """How the paired tests were made, from the tests' attrs (harness/report/stats.py)."""
+    level = average.attrs.get("level", 0.05)
+    method = average.attrs.get("method", "block")
+    correction = average.attrs.get("correction", "holm")
+    ci = d.escape(f"{(1 - level) * 100:g}%")
+    if method == "block":
+        how = (
+            f"the mean paired difference over test clips, its {ci} CI = difference{d.pm}t "
+            f"{d.escape('*')} SE, where the SE adds a bootstrap over stimulus blocks "
+            f"({d.escape(average.attrs.get('blocking', 'blocks'))}, drawn jointly for all "
+            "subjects and seeds, who share the stimuli) and the variance between seeds (a "
+            "random effect), with Satterthwaite's degrees of freedom; p from the same t test"
+        )
+    else:
+        how = (
+            f"the paired bootstrap {ci} CI over test clips (seeds averaged per clip) and the "
+            "two-sided Wilcoxon signed-rank test, both of which assume independent clips "
+            "(they are not: subjects share stimuli, clips share scenes and fMRI frames)"
+        )
+    corrected = (
+        "Holm-corrected across the variants x metrics of each table (raw p in table.csv)"
+        if correction == "holm"
+        else "not corrected for multiple comparisons"
+    )
+    if method == "clip":
+        mark = f"p < {level:g} and the CI excludes 0"
+    else:
+        mark = f"p < {level:g}"
+    return f"{d.star} = different from the reference: {mark}, p {corrected}; {how}."
+
+
 def _caption(
     summary: dict[str, pd.DataFrame], reference: str | None, d: _Dialect, n_subjects: int
 ) -> str:
-    """What the cells mean: ±, the delta, bold, the CIs and the † mark."""
+    """What the cells mean: the split, ±, the delta, bold, the CIs, chance and the marks."""
     average = summary["average"]
+    split = average.attrs.get("split", "test")
     parts = [
-        f"Mean{d.pm}std (ddof=1) over seeds of each run's test-set score;",
+        f"Scored on the {d.escape(split)} split.",
+        f"Mean{d.pm}std (ddof=1) over seeds of each run's {d.escape(split)}-set score;",
         "the average first averages the subjects within each seed.",
     ]
     if reference is not None:
@@ -478,13 +544,10 @@ def _caption(
             f"Rows marked (reported): published numbers ({d.escape(source)}), not re-run here."
         )
     if "p_value" in average.columns and average["p_value"].notna().any():
-        level = average.attrs.get("level", 0.05)
-        parts.append(
-            f"{d.star} = different from the reference: the paired two-sided Wilcoxon "
-            f"signed-rank test over test samples (seeds averaged per sample) gives p < {level:g} "
-            f"and the paired bootstrap {d.escape(f'{(1 - level) * 100:g}%')} CI of the mean "
-            "difference excludes 0; not corrected for multiple comparisons."
-        )
+        parts.append(_significance_caption(average, d))
+    chance = _chance_caption(average.attrs.get("metrics", ()), d)
+    if chance:
+        parts.append(chance)
     return " ".join(parts)
 
 
@@ -523,8 +586,8 @@ def _write_md(
     if "p_value" in average.columns and average["p_value"].notna().any():
         lines += [f"## Paired differences from the reference {reference}", ""]
         lines += [
-            "_Average over subjects: mean per-sample difference (variant − reference) "
-            "[95% paired bootstrap CI over test samples] and the Wilcoxon signed-rank p._",
+            "_Average over subjects: mean per-clip difference (variant − reference) "
+            "[95% CI] and p (corrected as the caption says; raw p in table.csv)._",
             "",
         ]
         shown = average[average["variant"] != reference]
@@ -536,8 +599,8 @@ def _write_md(
 def attach_tests(
     summary: dict[str, pd.DataFrame], tests: pd.DataFrame, level: float
 ) -> dict[str, pd.DataFrame]:
-    """Add the paired tests' columns (p_value, delta_ci_low, delta_ci_high, pairs) and
-    `significant` (p < level and the paired CI excludes 0) to the summary frames."""
+    """Add the paired tests' columns (TEST_COLUMNS) and `significant` (the corrected p <
+    level and the paired CI excludes 0) to the summary frames."""
     from harness.report.stats import AVERAGE
 
     renamed = tests.rename(columns={"ci_low": "delta_ci_low", "ci_high": "delta_ci_high"})
@@ -551,10 +614,11 @@ def attach_tests(
             part = renamed[renamed["subject"] != AVERAGE]
             keys = ["variant", "subject", "metric"]
         merged = frame.merge(part, on=keys, how="left")
-        # both tests agree: the Wilcoxon p (medians) and the paired CI of the mean excludes 0
+        # the corrected p, and the CI of the mean excludes 0 (for the per-clip method, whose
+        # Wilcoxon p tests medians, a separate condition; for the block method implied)
         excludes_zero = (merged["delta_ci_low"] > 0) | (merged["delta_ci_high"] < 0)
-        merged["significant"] = merged["p_value"].lt(level) & excludes_zero
-        merged.attrs["level"] = level
+        merged["significant"] = merged["p_adjusted"].lt(level) & excludes_zero
+        merged.attrs = dict(frame.attrs) | dict(tests.attrs) | {"level": level}
         out[grouping] = merged
     return out
 
@@ -643,12 +707,14 @@ def write_tables(
     level: float = 0.05,
     reported: tuple[pd.DataFrame, str] | None = None,
     provenance: str = "",
+    split: str = "test",
 ) -> list[Path]:
     """Write out/table.{md,tex,csv}: variants x metrics, mean ± std over seeds, best in bold,
     delta vs the reference; the CSV holds `summarise_runs`' long frames at full precision.
     `tests` (harness/report/stats.py `paired_tests`) marks deltas with p < `level`; `reported`
     (rows of harness/report/reported.py, their source) adds published rows to the average;
-    `provenance` is a line under the caption (what the runs were computed with)."""
+    `provenance` is a line under the caption (what the runs were computed with); `split` is
+    the data split the runs were scored on, named in the caption."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ConfigError(f"unknown table format(s) {', '.join(bad)}; use {', '.join(FORMATS)}")
@@ -657,6 +723,8 @@ def write_tables(
         raise ConfigError(f"unknown table grouping(s) {', '.join(bad)}; use {', '.join(GROUPINGS)}")
     metrics = list(dict.fromkeys(metrics))
     summary = summarise_runs(runs, metrics, reference)
+    for frame in summary.values():
+        frame.attrs = {"split": split, "metrics": tuple(metrics)}
     if tests is not None and not tests.empty:
         summary = attach_tests(summary, tests, level)
     if reported is not None and not reported[0].empty:

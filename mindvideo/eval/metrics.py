@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import cv2
@@ -235,6 +236,15 @@ def n_way_expected(pred_probs, gt_probs, n_way: int, top_k: int = 1, gt_top: int
     m = _beating_counts(pred_probs, gt_probs, gt_top)
     n_other = pred_probs.shape[1] - gt_top
     return stats.hypergeom.cdf(top_k - 1, n_other, m, n_way - 1).astype(np.float64)
+
+
+def n_way_chance(n_way: int, top_k: int = 1, gt_top: int = 3) -> float:
+    """The expected `n_way_top_k` score of a reconstruction unrelated to the ground truth
+    (its class probabilities in a random order): 1 - C(N-1, K) / C(N-1+gt_top, K), i.e.
+    3 / (N + 2) for top-1 under the published rule and K / N for the strict variant."""
+    if n_way < 2 or not 1 <= top_k < n_way or gt_top < 1:
+        raise ValueError(f"n_way {n_way}, top_k {top_k}, gt_top {gt_top}: no N-way protocol")
+    return 1.0 - math.comb(n_way - 1, top_k) / math.comb(n_way - 1 + gt_top, top_k)
 
 
 def n_way_top_k_loop(

@@ -11,6 +11,7 @@ span a scene cut can be excluded.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -145,6 +146,19 @@ class ScoreReport:
 
 def _n_way_of(name: str) -> int:
     return int(name.split("_")[1].removesuffix("way"))
+
+
+def chance_level(name: str, protocol: str = "mindvideo") -> float | None:
+    """The analytic chance level of an N-way metric (`video_2way_top1`, `..._strict`) under
+    `protocol`'s rule; None for a metric with no chance level (SSIM, PSNR, ...)."""
+    from mindvideo.eval.metrics import n_way_chance
+
+    match = re.match(r"^(video|frame)_(\d+)way_top(\d+)(_strict)?$", name)
+    if match is None:
+        return None
+    _, n, k, strict = match.groups()
+    gt_top = 1 if strict else PROTOCOLS[protocol].gt_top
+    return n_way_chance(int(n), int(k), gt_top)
 
 
 def _gt_top(name: str, protocol: Protocol) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mindvideo.data.cc2017 import open_stimuli, open_subject
 from mindvideo.data.paired import PairingConfig, clip_video, make_samples, prepare_fmri
@@ -40,7 +40,7 @@ NAME = "baselines"
 INPUTS: tuple[str, ...] = ("dataset", "foundation", "diffusion")
 OPTIONAL_INPUTS: tuple[str, ...] = ("diffusion",)  # the autoencoder baseline's VAE
 VERSION = 3
-Method = Literal["ridge", "shuffled", "chance", "autoencoder"]
+Method = Literal["ridge", "shuffled", "random-train-clip", "autoencoder"]
 
 
 class BaselineOptions(BaseModel):
@@ -55,10 +55,26 @@ class BaselineOptions(BaseModel):
     folds: int = Field(4, ge=2)
 
 
+# Baselines renamed since results were cached, new name -> the name in the cache key: random
+# real training clips are a data baseline, not chance level (which is analytic; see
+# mindvideo/eval/protocols.py `chance_level`).
+KEY_RENAMED = {("methods",): {"random-train-clip": "chance"}}
+
+
 class BaselinesConfig(BaselineOptions, PairingConfig):
     """Which baselines, on which subject, decoding which features."""
 
-    methods: tuple[Method, ...] = ("ridge", "shuffled", "chance")
+    methods: tuple[Method, ...] = ("ridge", "shuffled", "random-train-clip")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _renamed(cls, v):
+        if isinstance(v, list | tuple) and "chance" in v:
+            raise ValueError(
+                "the 'chance' baseline is now 'random-train-clip' (random real training clips: "
+                "a data baseline; chance level is analytic and in the tables' captions)"
+            )
+        return v
 
 
 CONFIG = BaselinesConfig
@@ -225,7 +241,7 @@ def decode_baselines(
             clips[method] = round_trip(vae, data.truth)
             tick(1, f"{cfg.subject} {method} decoded")
             continue
-        if method == "chance":
+        if method == "random-train-clip":
             picks = rng.integers(0, len(bank), size=(len(test), cfg.top_k))
         else:
             x = x_test if method == "ridge" else x_test[rng.permutation(len(test))]
@@ -280,7 +296,7 @@ def run_baselines(
             seed,
         )
         results[method] = dict(report.metrics)
-        if decoded.ridge_alpha is not None and method != "chance":
+        if decoded.ridge_alpha is not None and method != "random-train-clip":
             results[method]["ridge_alpha"] = decoded.ridge_alpha
         if out is not None:
             write_reconstructions(
@@ -292,7 +308,7 @@ def run_baselines(
 
 def seeded(cfg: BaselinesConfig) -> bool:
     """Only the shuffled control and chance draw random numbers; ridge is deterministic."""
-    return bool({"shuffled", "chance"} & set(cfg.methods))
+    return bool({"shuffled", "random-train-clip"} & set(cfg.methods))
 
 
 def run(
@@ -327,7 +343,7 @@ def run(
         out, decoded.names, decoded.clips[method], fps=cfg.frames_per_clip / 2.0
     )
     metrics = {"test_clips": float(len(decoded.names))}
-    if decoded.ridge_alpha is not None and method != "chance":
+    if decoded.ridge_alpha is not None and method != "random-train-clip":
         metrics["ridge_alpha"] = decoded.ridge_alpha
     for k, v in metrics.items():
         ctx.log_metric(k, v, None)

@@ -20,6 +20,8 @@ SEEDED = True  # the N-way trials and the bootstrap draw from the run seed
 
 SCORES = "scores.json"  # the protocol's report: metrics, skipped metrics, per-position scores
 PER_SAMPLE = "per_sample.npz"  # metric -> (n,) per-sample scores and __names__, for paired tests
+NAMES_KEY = "__names__"  # the scored clips' names in PER_SAMPLE
+BLOCKS_KEY = "__blocks__"  # their scenes (<segment>/<scene>), where the dataset gives them
 SAMPLES = "samples.npz"  # truth and reconstruction of the first few test clips, with names
 
 
@@ -83,6 +85,23 @@ def ground_truth(
     return np.stack(clips), np.asarray(cuts, dtype=bool)
 
 
+def scene_blocks(dataset: Path, names: list[str]) -> list[str] | None:
+    """Each clip's scene as "<segment>/<scene>", from the segments' clips.csv `scene` column
+    (SynthCC has it; real CC2017 does not): the stimulus blocks of the report's paired tests.
+    None when any segment lacks it."""
+    stimuli = open_stimuli(dataset)
+    tables, out = {}, []
+    for name in names:
+        segment, _, clip = name.rpartition("_")
+        if segment not in tables:
+            table = stimuli.clips(segment) if stimuli is not None else None
+            tables[segment] = table if table is not None and "scene" in table.columns else None
+        if tables[segment] is None:
+            return None
+        out.append(f"{segment}/{tables[segment].loc[int(clip), 'scene']}")
+    return out
+
+
 def read_reconstructions(folder: Path) -> tuple[list[str], np.ndarray]:
     folder = Path(folder)
     for f in (RECONSTRUCTIONS, NAMES):
@@ -134,8 +153,13 @@ def run(
         for n, cut in zip(names, scene_cut, strict=True)
         if not (protocol.exclude_scene_cuts and cut)
     ]
-    # the names let the report pair runs sample by sample (harness/report/stats.py)
-    np.savez_compressed(out / PER_SAMPLE, **report.per_sample, __names__=np.array(scored))
+    # the names let the report pair runs sample by sample, and the scenes resample them by
+    # stimulus block (harness/report/stats.py)
+    meta = {NAMES_KEY: np.array(scored)}
+    blocks = scene_blocks(dataset_root(inputs["dataset"]), scored)
+    if blocks is not None:
+        meta[BLOCKS_KEY] = np.array(blocks)
+    np.savez_compressed(out / PER_SAMPLE, **report.per_sample, **meta)
     kept = sample_indices(len(names), cfg.samples)
     height, width = truth.shape[2:4]
     np.savez_compressed(
