@@ -211,6 +211,7 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             generator=profile.generator,
             guidance=profile.guidance,
             decode=profile.decode,
+            uncond=profile.cotrain.uncond if profile.cotrain.enabled else "zero_embedding",
         )
     if name == "interpret":
         if data.source != "synth" and profile.required("interpret.parcellation") is None:

@@ -155,6 +155,49 @@ def test_negative_conditions():
     assert not negative_condition(enc, "zeros", train, test, "cpu").any()
 
 
+def test_the_unconditional_branch_is_a_choice_and_the_negative_follows_it():
+    from mindvideo.models.uncond import conditions, fill_window
+    from mindvideo.stages.decode import negative_condition
+
+    class Shifted(torch.nn.Module):  # the window's mean plus 1, as 2 tokens: zeros map to ones
+        def forward(self, x):
+            return x.mean(dim=1, keepdim=True).repeat(1, 2, 1) + 1.0
+
+    rng = np.random.default_rng(1)
+    train = rng.normal(0.5, 1.0, size=(10, 2, 5)).astype(np.float32)
+    test = rng.normal(size=(6, 2, 5)).astype(np.float32)
+    enc, x = Shifted(), torch.from_numpy(test[:4])
+    keep = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    mean = train.mean(axis=(0, 1))
+    expected_dropped = {"zero_embedding": 0.0, "zero_fmri": 1.0, "mean_fmri": mean + 1.0}
+    for uncond, dropped in expected_dropped.items():
+        fill = fill_window(uncond, train)
+        cond = conditions(enc, x, keep, None if fill is None else torch.from_numpy(fill))
+        np.testing.assert_allclose(cond[0].numpy(), enc(x[:1])[0].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(cond[1].numpy(), np.broadcast_to(dropped, (2, 5)), rtol=1e-5)
+        # plain guidance (negative zeros) pushes away from the branch the model learnt
+        neg = negative_condition(enc, "zeros", train, test, "cpu", uncond)
+        np.testing.assert_allclose(neg[0].numpy(), cond[1].numpy(), rtol=1e-5)
+        # the adversarial negative does not depend on the choice
+        adv = negative_condition(enc, "test_mean", train, test, "cpu", uncond)
+        np.testing.assert_allclose(adv[0, 0].numpy(), test.mean(axis=(0, 1)) + 1, rtol=1e-5)
+
+
+def test_decoding_reads_the_cotraining_unconditional_branch(smoke_profile):
+    from harness.plan import stage_config
+
+    profile = smoke_profile.model_copy(
+        update={"cotrain": smoke_profile.cotrain.model_copy(update={"uncond": "mean_fmri"})}
+    )
+    assert stage_config("decode", profile, "subject1").uncond == "mean_fmri"
+    assert stage_config("cotrain", profile, "subject1").uncond == "mean_fmri"
+    frozen = profile.model_copy(
+        update={"cotrain": profile.cotrain.model_copy(update={"enabled": False})}
+    )
+    # without co-training the UNet is the diffusion stage's, trained with zero embeddings
+    assert stage_config("decode", frozen, "subject1").uncond == "zero_embedding"
+
+
 @pytest.fixture(scope="module")
 def generator_store(tmp_path_factory, harness_run):
     """The MinD-Video pipeline (full, no co-training) at smoke scale through `mvbench run`."""

@@ -115,7 +115,8 @@ class GuidanceConfig(BaseModel):
     negative: Literal["test_mean", "train_mean", "zeros"] = Field(
         "test_mean",
         description="the negative condition: the encoder's embedding of the mean test fMRI "
-        "(MinD-Video), of the mean training fMRI (no test statistics), or zeros",
+        "(MinD-Video), of the mean training fMRI (no test statistics), or zeros: the "
+        "unconditional branch of co-training (cotrain.uncond; plain classifier-free guidance)",
     )
 
 

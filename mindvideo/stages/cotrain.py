@@ -3,12 +3,14 @@
 For one subject: the encoder from the contrastive stage turns each training window into the
 condition; the image UNet of the diffusion stage, inflated to video (frame attention and
 temporal layers as `generator`), learns to predict the noise added to the VAE latents of the
-clip the subject saw. In `cond_dropout` of the samples the condition is replaced by zeros, so
-that guidance has an unconditional branch. Which UNet parameters train is configurable:
-`attention` (self-, cross- and temporal attention: MinD-Video's choice) or `all`; the encoder
-trains too unless `train_encoder: false`. Logged: the training loss per epoch and the held-out
-loss on test clips with the condition and with the zero condition (their gap is what the fMRI
-tells the generator). Under torch.distributed each process takes a slice of every batch.
+clip the subject saw. In `cond_dropout` of the samples the condition is dropped, so that
+guidance has an unconditional branch: `uncond` says how (mindvideo/models/uncond.py: zeros for
+the encoder's output, the default, or a zero or mean fMRI window before the encoder). Which
+UNet parameters train is configurable: `attention` (self-, cross- and temporal attention:
+MinD-Video's choice) or `all`; the encoder trains too unless `train_encoder: false`. Logged: the
+training loss per epoch and the held-out loss on test clips with the condition and with the
+unconditional one (their gap is what the fMRI tells the generator). Under torch.distributed
+each process takes a slice of every batch.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from mindvideo.data.paired import PairingConfig, clip_video
 from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.models.diffusion_config import GeneratorConfig
+from mindvideo.models.uncond import Uncond, conditions, fill_window, unconditional
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
 NAME = "cotrain"
@@ -66,6 +69,12 @@ class CotrainTraining(BaseModel):
         description="the share of each training clip's noise common to all its frames "
         "(decode.noise_share's counterpart in training); 0: independent frames (MinD-Video)",
     )
+    uncond: Uncond = Field(
+        "zero_embedding",
+        description="what condition dropout puts in place of the fMRI: zeros for the encoder's "
+        "output (zero_embedding), or a zero (zero_fmri) or mean training (mean_fmri) window "
+        "before the encoder; decoding's `guidance.negative: zeros` uses the same",
+    )
 
 
 class CotrainConfig(CotrainTraining, PairingConfig):
@@ -75,7 +84,8 @@ class CotrainConfig(CotrainTraining, PairingConfig):
 
 
 CONFIG = CotrainConfig
-KEY_NEUTRAL = {("noise_share",): 0.0}  # added later: at 0, the keys cached before it hold
+# added later: at these values, the keys cached before them hold
+KEY_NEUTRAL = {("noise_share",): 0.0, ("uncond",): "zero_embedding"}
 
 
 def work_units(cfg: CotrainConfig) -> int:
@@ -216,23 +226,26 @@ def train_worker(payload, device: str, report):
         device,
         *callbacks(report),
     )
+    fill = fill_window(cfg.uncond, x)
     metrics |= held_out_loss(
-        encoder, inflated, scheduler, x_val, val_latents, seed + 1, device, cfg.noise_share
+        encoder, inflated, scheduler, x_val, val_latents, seed + 1, device, cfg.noise_share, fill
     )
     return cpu_weights(encoder), cpu_weights(inflated), metrics
 
 
-def _conditioned(encoder, inflated):
-    """One module (for DDP): (fMRI, keep mask, noisy latents, t) -> predicted noise."""
+def _conditioned(encoder, inflated, fill=None):
+    """One module (for DDP): (fMRI, keep mask, noisy latents, t) -> predicted noise; `fill`
+    (1, window, voxels) or None: what stands in for a dropped condition (models/uncond.py)."""
     import torch
 
     class Conditioned(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.encoder, self.unet = encoder, inflated
+            self.register_buffer("fill", None if fill is None else torch.from_numpy(fill))
 
         def forward(self, x, keep, noisy, t):
-            cond = self.encoder(x) * keep[:, None, None]  # (n, tokens, dim); zeros where dropped
+            cond = conditions(self.encoder, x, keep, self.fill)  # (n, tokens, dim)
             return self.unet(noisy, t, cond)
 
     return Conditioned()
@@ -275,7 +288,7 @@ def train_cotrain(
         groups.append({"params": list(encoder.parameters()), "lr": cfg.encoder_lr or cfg.lr})
     if not groups:
         raise ConfigError("cotrain trains nothing: set cotrain.train_unet or train_encoder")
-    model = _conditioned(encoder, inflated).to(device).train()
+    model = _conditioned(encoder, inflated, fill_window(cfg.uncond, x)).to(device).train()
     net = wrap_ddp(model, device)
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     peaks = [g["lr"] for g in opt.param_groups]
@@ -323,10 +336,19 @@ def train_cotrain(
 
 
 def held_out_loss(
-    encoder, inflated, scheduler, x, latents, seed: int, device: str, noise_share: float = 0.0
+    encoder,
+    inflated,
+    scheduler,
+    x,
+    latents,
+    seed: int,
+    device: str,
+    noise_share: float = 0.0,
+    fill: np.ndarray | None = None,
 ) -> dict:
     """Noise-prediction loss on held-out clips with fixed timesteps and noise: with the
-    encoder's condition, and with the zero condition."""
+    encoder's condition, and with the unconditional one (`fill`: models/uncond.py; None: the
+    zero embedding)."""
     import torch
     import torch.nn.functional as F
 
@@ -342,9 +364,12 @@ def held_out_loss(
                 t = torch.randint(0, scheduler.config.num_train_timesteps, (len(xb),), generator=g)
                 noise = video_noise(tuple(lb.shape), g, noise_share)
                 noisy = scheduler.add_noise(lb, noise, t).to(device)
-                cond = encoder(xb)
                 if zero:
-                    cond = torch.zeros_like(cond)
+                    like = xb[:1]
+                    fill_t = None if fill is None else torch.from_numpy(fill)
+                    cond = unconditional(encoder, fill_t, like).expand(len(xb), -1, -1)
+                else:
+                    cond = encoder(xb)
                 eps = inflated(noisy, t.to(device), cond)
                 total += F.mse_loss(eps.float(), noise.to(device)).item() * len(xb)
             out[name] = total / len(x)

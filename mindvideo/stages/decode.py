@@ -24,6 +24,7 @@ import numpy as np
 from mindvideo.data.cc2017 import open_stimuli
 from mindvideo.data.paired import PairingConfig
 from mindvideo.models.diffusion_config import DecodeOptions, GeneratorConfig, GuidanceConfig
+from mindvideo.models.uncond import Uncond, fill_window, unconditional
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
 NAME = "decode"
@@ -46,27 +47,34 @@ class DecodeConfig(PairingConfig):
     generator: GeneratorConfig = GeneratorConfig()
     guidance: GuidanceConfig = GuidanceConfig()
     decode: DecodeOptions = DecodeOptions()
+    # the co-training's unconditional branch (cotrain.uncond), which `guidance.negative: zeros`
+    # stands for
+    uncond: Uncond = "zero_embedding"
 
 
 CONFIG = DecodeConfig
 # Options added after results were cached: left out of the cache key while at these values, so
 # the entries computed before them stay valid.
-KEY_NEUTRAL = {("decode", "noise_share"): 0.0}
+KEY_NEUTRAL = {("decode", "noise_share"): 0.0, ("uncond",): "zero_embedding"}
 
 
 def work_units(cfg: DecodeConfig) -> int:
     return 2
 
 
-def negative_condition(encoder, which: str, train_fmri, test_fmri, device: str):
+def negative_condition(
+    encoder, which: str, train_fmri, test_fmri, device: str, uncond: Uncond = "zero_embedding"
+):
     """(1, tokens, dim): the encoder's embedding of the mean fMRI volume (repeated over the
-    window) of the test or training set, or zeros."""
+    window) of the test or training set, or (`zeros`) the unconditional branch the generator
+    was co-trained with (`uncond`: zeros, or the encoder's embedding of a zero or mean window)."""
     import torch
 
     with torch.no_grad():
         probe = torch.from_numpy(test_fmri[:1]).to(device)
         if which == "zeros":
-            return torch.zeros_like(encoder(probe))
+            fill = fill_window(uncond, train_fmri)
+            return unconditional(encoder, None if fill is None else torch.from_numpy(fill), probe)
         source = test_fmri if which == "test_mean" else train_fmri
         mean = source.mean(axis=(0, 1))  # (voxels,)
         window = np.broadcast_to(mean, (1, source.shape[1], mean.shape[0])).copy()
@@ -105,7 +113,9 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
         conditions, negative = caption_conditions(cfg, inputs, train, test, model.cond_dim, device)
     else:
         conditions = None
-        negative = negative_condition(encoder, cfg.guidance.negative, train.fmri, test.fmri, device)
+        negative = negative_condition(
+            encoder, cfg.guidance.negative, train.fmri, test.fmri, device, cfg.uncond
+        )
     frames = cfg.decode.frames or cfg.frames_per_clip
     height, width = stimuli.frames(test.segment[0]).shape[1:3]
     ctx.progress(1, f"{cfg.subject}: decoding {len(test)} clips x {frames} frames")
