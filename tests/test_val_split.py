@@ -1,0 +1,182 @@
+"""The validation split: SynthCC's val segments (train and test untouched), real data's held-out
+training segments, eval.split: val through decode/baselines/evaluate, the cache keys of
+existing configs unchanged, and searches that score on val unless told otherwise."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_cc2017
+
+from harness.plan import build_plan, key_config, stage_config, stage_module
+from harness.profiles import load_profile
+from harness.spec import load_spec
+from mindvideo.data.cc2017 import open_subject
+from mindvideo.data.paired import make_samples, prepare_fmri
+from mindvideo.data.preprocess import PreprocessConfig, SelectionConfig
+from mindvideo.data.synth.config import SimulateConfig
+from mindvideo.data.synth.simulate import simulate
+from mindvideo.errors import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A dataset of a fraction of a second: 1 subject, 2 + 1 segments of 8 TRs, 16 x 16 frames.
+SMALL = {
+    "world": {"height": 16, "width": 16, "fps": 2},
+    "brain": {"sheet_side": 8, "subcortical_voxels": 2},
+    "protocol": {
+        "subjects": 1,
+        "train_segments": 2,
+        "train_trs": 8,
+        "test_segments": 1,
+        "test_trs": 8,
+        "test_repeats": 2,
+    },
+    "corpus": {"subjects": 1, "trs": 8},
+}
+
+
+def _files(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
+
+
+# SynthCC ------------------------------------------------------------------------------------
+
+
+def test_val_segments_leave_train_and_test_byte_identical(tmp_path):
+    plain = SimulateConfig.model_validate(SMALL)
+    protocol = SMALL["protocol"] | {"val_segments": 2, "val_trs": 10}
+    with_val = SimulateConfig.model_validate(SMALL | {"protocol": protocol})
+    simulate(plain, tmp_path / "a")
+    meta = simulate(with_val, tmp_path / "b")
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a < b
+    added = {str(p) for p in b - a}
+    assert added and all("val1" in p or "val2" in p for p in added)
+    differ = [str(p) for p in a if not filecmp.cmp(tmp_path / "a" / p, tmp_path / "b" / p, False)]
+    assert differ == ["dataset.json"]  # stimuli, fMRI, truth and corpus: the same bytes
+    assert meta["segments"]["val"] == ["val1", "val2"]
+    assert meta["trs_per_segment"]["val"] == 10 and meta["repeats"]["val"] == 2  # test's
+    frames = np.load(tmp_path / "b" / "stimuli" / "val1.npy")
+    assert frames.shape[0] == 10 * 2 * 2  # val_trs x tr x fps
+    # without validation segments dataset.json does not name them at all (as before them)
+    plain_meta = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    assert "val" not in plain_meta["segments"]
+    assert "val_segments" not in plain_meta["config"]["protocol"]
+
+
+def test_val_segments_are_a_split_of_their_own(tmp_path):
+    protocol = SMALL["protocol"] | {"val_segments": 1, "val_repeats": 3}
+    simulate(SimulateConfig.model_validate(SMALL | {"protocol": protocol}), tmp_path / "d")
+    rec = open_subject(tmp_path / "d", "subject1")
+    assert rec.segments("train") == ["seg1", "seg2"]
+    assert rec.segments("val") == ["val1"] and rec.repeats("val", "val1") == 3
+    fmri = prepare_fmri(rec, PreprocessConfig(), voxels=np.arange(20))
+    assert fmri.segments["val"]["val1"].shape[0] == 1  # averaged, as test repeats are
+    val = make_samples(fmri, "val", 2, 2, "drop", 16)
+    assert set(val.segment) == {"val1"}
+    assert not {"val1"} & set(make_samples(fmri, "train", 2, 2, "drop", 16).segment)
+
+
+# Real data: held-out training segments ------------------------------------------------------
+
+
+def test_held_out_training_segments_become_val(tmp_path):
+    train = [(f"seg{k}", 2) for k in (1, 2, 3, 10)]
+    make_cc2017(tmp_path, train=train, test=[("test1", 3)])
+    by_name = open_subject(tmp_path, "subject1", ("seg2",))
+    assert by_name.segments("train") == ["seg1", "seg3", "seg10"]
+    assert by_name.segments("val") == ["seg2"] and by_name.segments("test") == ["test1"]
+    by_count = open_subject(tmp_path, "subject1", 2)  # the last two in training order
+    assert by_count.segments("val") == ["seg3", "seg10"]
+    assert open_subject(tmp_path, "subject1").segments("train") == ["seg1", "seg2", "seg3", "seg10"]
+
+
+@pytest.mark.parametrize(
+    "val, message",
+    [
+        (("seg19",), r"data.val_segments: seg19 not among the training segments .*seg1, seg2"),
+        (("test1",), r"test1 not among the training segments .*\(test1: test segments\)"),
+        (2, r"data.val_segments: 2: .* has 2 training segments; hold out between 1 and 1"),
+        (("seg1", "seg2"), r"holds out every training segment"),
+    ],
+)
+def test_held_out_segments_that_do_not_fit_are_named(tmp_path, val, message):
+    make_cc2017(tmp_path)
+    with pytest.raises(DataError, match=message):
+        open_subject(tmp_path, "subject1", val)
+
+
+def test_voxel_selection_treats_val_like_test(tmp_path):
+    """Selection reads the held-out repeats wherever it read the test repeats: moving seg3 from
+    train to val selects the same voxels under the default splits; listing train alone, the
+    held-out segment leaves the statistics."""
+    train = [(f"seg{k}", 2) for k in (1, 2, 3)]
+    make_cc2017(tmp_path, train=train, test=[("test1", 3)])
+    loose = SelectionConfig(p_threshold=0.5, correction="none", keep_fraction=1.0)
+    cfg = PreprocessConfig(selection=loose)
+    before = prepare_fmri(open_subject(tmp_path, "subject1"), cfg)
+    after = prepare_fmri(open_subject(tmp_path, "subject1", ("seg3",)), cfg)
+    assert after.stats.n_segments == before.stats.n_segments == 4
+    assert np.array_equal(after.selected, before.selected)
+    only_train = cfg.model_copy(
+        update={"selection": loose.model_copy(update={"splits": ("train",)})}
+    )
+    assert (
+        prepare_fmri(open_subject(tmp_path, "subject1", ("seg3",)), only_train).stats.n_segments
+        == 2
+    )
+
+
+def test_val_segments_config_errors():
+    with pytest.raises(
+        ConfigError, match=r"data.val_segments holds out .*set data.synth.protocol.val_segments"
+    ):
+        load_profile("smoke", {"data.val_segments": ["seg1"]})
+    with pytest.raises(ConfigError, match=r"data.val_segments: .*segments repeat"):
+        load_profile("smoke", {"data.val_segments": ["seg1", "seg1"]})
+
+
+# Cache keys ---------------------------------------------------------------------------------
+
+
+def test_committed_run_keys_are_planned_unchanged():
+    """Every run committed under results/ (its run key names all its stage keys) is planned
+    with the same key by the current code: the new options are neutral at their defaults."""
+    recorded = sorted(REPO.glob("results/*/runs.json"))
+    assert recorded
+    for path in recorded:
+        runs = json.loads(path.read_text())
+        spec = REPO / "experiments" / "suites" / Path(runs["spec"]).name
+        plan = build_plan(load_spec(spec))
+        missing = set(runs["runs"]) - {r.key for r in plan.runs}
+        assert not missing, f"{path}: {len(missing)} committed runs have new keys"
+
+
+STAGES = ("simulate", "contrastive", "align", "cotrain", "interpret", "decode", "baselines")
+
+
+@pytest.mark.parametrize("name", [*STAGES, "evaluate", "mbm_finetune"])
+def test_new_options_are_key_neutral_at_their_defaults_only(name):
+    """A stage's key config has none of the new fields at their defaults, and changes as soon
+    as one is set."""
+    method = "ridge" if name == "baselines" else "mindvideo"
+    finetune = {"mbm.finetune_epochs": 2} if name == "mbm_finetune" else {}
+    profile = load_profile("tiny", {"method": method, **finetune})
+    cfg = stage_config(name, profile, "subject1")
+    neutral = getattr(stage_module(name), "KEY_NEUTRAL", {})
+    dumped = key_config(cfg, neutral)
+    for field in ("val_segments", "split"):
+        assert field not in dumped
+    assert not {"val_segments", "val_trs", "val_repeats"} & set(dumped.get("protocol", {}))
+    if name == "simulate":
+        update = {"protocol": cfg.protocol.model_copy(update={"val_segments": 1})}
+    elif "split" in type(cfg).model_fields:
+        update = {"split": "val"}
+    else:
+        update = {"val_segments": ("seg12",)}
+    assert key_config(cfg.model_copy(update=update), neutral) != dumped
