@@ -1053,7 +1053,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = data_sub.add_parser("export", help="write a split's ground-truth clips as files")
     exp.add_argument("dir", help="SynthCC dataset folder")
-    exp.add_argument("--split", default="test", help="train or test (default test)")
+    exp.add_argument(
+        "--split", default="test", help="train, val (where simulated) or test (default test)"
+    )
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--format", choices=("npy", "gif", "png"), default="npy")
     exp.add_argument("--frames", type=int, default=6, help="frames per clip (default 6 = 3 fps)")

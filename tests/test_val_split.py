@@ -80,6 +80,10 @@ def test_val_segments_are_a_split_of_their_own(tmp_path):
     val = make_samples(fmri, "val", 2, 2, "drop", 16)
     assert set(val.segment) == {"val1"}
     assert not {"val1"} & set(make_samples(fmri, "train", 2, 2, "drop", 16).segment)
+    from mindvideo.data.inspect import inspect_dataset
+
+    entry = inspect_dataset(tmp_path / "d", validate=False)["subjects"]["subject1"]
+    assert entry["val"]["segments"] == 1 and entry["val"]["repeats"] == [3]
 
 
 # Real data: held-out training segments ------------------------------------------------------
@@ -109,6 +113,23 @@ def test_held_out_segments_that_do_not_fit_are_named(tmp_path, val, message):
     make_cc2017(tmp_path)
     with pytest.raises(DataError, match=message):
         open_subject(tmp_path, "subject1", val)
+
+
+def test_mindvideo_npy_holds_out_training_segments(tmp_path):
+    from test_mindvideo_npy import write_layout
+
+    from mindvideo.data.mindvideo_npy import hold_out, load_split, to_samples
+
+    write_layout(tmp_path, n_seg=3, n_tr=5, voxels=20)
+    full = load_split(tmp_path, "subject1", "train")
+    train, val = hold_out(full, ("seg2",))
+    assert len(train) == 10 and len(val) == 5 and val.text[0] == "clip 1 0"
+    np.testing.assert_array_equal(val.fmri, np.load(tmp_path / "fmri_train_subject1.npy")[1])
+    assert set(to_samples(val, 2, 0, "drop", 16).segment) == {"seg2"}
+    assert list(dict.fromkeys(to_samples(train, 2, 0, "drop", 16).segment)) == ["seg1", "seg3"]
+    assert hold_out(full, 1)[1].segment_names == ("seg3",)
+    with pytest.raises(DataError, match=r"data.val_segments: seg7 not among .*seg1..seg3"):
+        hold_out(full, ("seg7",))
 
 
 def test_voxel_selection_treats_val_like_test(tmp_path):
