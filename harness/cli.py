@@ -684,6 +684,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         device=args.device,
         threads=args.threads,
+        allow_test_objective=args.allow_test_objective,
     )
     # SIGTERM stops like Ctrl-C: the running trial is marked FAIL and queued to run again.
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -1303,6 +1304,13 @@ def build_parser() -> argparse.ArgumentParser:
         "postgresql://user:password@host:5432/db (default: <store>/optuna/<study>.log)",
     )
     se.add_argument("--device", help="torch device for the stages (default: cuda if available)")
+    se.add_argument(
+        "--allow-test-objective",
+        action="store_true",
+        help="let the objective (or prune_on) be scored on the test split (eval.split: test, or "
+        "a stage's test metric); by default trials score the validation split (eval.split: "
+        "val) and a test objective is refused, since tuning on test biases its scores",
+    )
     se.add_argument("--quiet", action="store_true", help="no progress bars or trial lines")
     se.set_defaults(func=cmd_search)
 

@@ -201,3 +201,125 @@ def test_new_options_are_key_neutral_at_their_defaults_only(name):
     else:
         update = {"val_segments": ("seg12",)}
     assert key_config(cfg.model_copy(update=update), neutral) != dumped
+
+
+# eval.split -----------------------------------------------------------------------------------
+
+
+def test_val_split_without_val_segments_names_the_key_to_set():
+    from harness.plan import scored_split
+
+    quickstart = load_spec(REPO / "experiments" / "suites" / "quickstart.yaml")
+    with pytest.raises(
+        ConfigError, match=r"eval.split: val, but .*set data.synth.protocol.val_segments"
+    ):
+        build_plan(quickstart, {"eval.split": "val"})
+    plan = build_plan(quickstart, {"eval.split": "val", "data.synth.protocol.val_segments": 1})
+    assert {run.profile.eval.split for run in plan.runs} == {"val"}  # in each run's profile
+    decode = next(n for n in plan.nodes.values() if n.name == "decode")
+    assert decode.config.split == "val"
+    paper = load_profile("paper", {"eval.split": "val"})
+    with pytest.raises(ConfigError, match=r"set data.val_segments \(training segments to hold out"):
+        scored_split(paper)
+    assert (
+        scored_split(load_profile("paper", {"eval.split": "val", "data.val_segments": 1})) == "val"
+    )
+
+
+def test_val_split_decodes_the_val_clips(smoke_dataset, smoke_profile):
+    """What decode and the baselines read under eval.split: val: the validation windows (and
+    the held-out loss of co-training takes them too); evaluate's ground truth follows names."""
+    from harness.plan import stage_config
+    from mindvideo.data.cc2017 import open_stimuli
+    from mindvideo.stages.baselines import decode_baselines
+    from mindvideo.stages.contrastive import subject_windows
+    from mindvideo.stages.evaluate import ground_truth
+
+    assert smoke_profile.data.synth.protocol.val_segments == 2
+    profile = load_profile("smoke", {"method": "ridge", "eval.split": "val"})
+    cfg = stage_config("baselines", profile, "subject1")
+    cfg = cfg.model_copy(update={"features": ("labels",), "alphas": (10.0,), "folds": 2})
+    decoded = decode_baselines(smoke_dataset, cfg, None, seed=0)
+    segments = {name.rsplit("_", 1)[0] for name in decoded.names}
+    assert segments == {"val1", "val2"} and len(decoded.names) == 2 * (20 - 3)
+    truth, _ = ground_truth(smoke_dataset, decoded.names, 6)
+    assert np.array_equal(truth, decoded.truth)
+    decode = stage_config("decode", profile.model_copy(update={"method": "mindvideo"}), "subject1")
+    stimuli = open_stimuli(smoke_dataset)
+    voxels = np.arange(64)
+    _, train, val = subject_windows(smoke_dataset, decode, stimuli, voxels, split=decode.split)
+    assert set(val.segment) == {"val1", "val2"} and not set(train.segment) & {"val1", "val2"}
+    _, _, held = subject_windows(smoke_dataset, decode, stimuli, voxels, split="held_out")
+    assert set(held.segment) == {"val1", "val2"}
+
+
+def test_negative_test_mean_is_the_mean_of_the_split_decoded():
+    import torch
+
+    from mindvideo.stages.decode import negative_condition
+
+    def encoder(x):  # the window's mean volume as a one-token condition
+        return x.mean(dim=1, keepdim=True)
+
+    train = np.zeros((4, 2, 3), np.float32)
+    held = np.arange(24, dtype=np.float32).reshape(4, 2, 3)
+    negative = negative_condition(encoder, "test_mean", train, held, "cpu")
+    assert torch.allclose(negative[0, 0], torch.from_numpy(held.mean(axis=(0, 1))))
+    assert negative_condition(encoder, "train_mean", train, held, "cpu").abs().sum() == 0
+
+
+# Searches -----------------------------------------------------------------------------------
+
+GUIDANCE = REPO / "experiments" / "search" / "guidance.yaml"
+
+
+def test_searches_score_on_val_and_refuse_test_unless_allowed(tmp_path):
+    import yaml
+    from conftest import write_spec
+
+    from harness.search.spec import load_search_spec
+    from harness.search.trials import check_plan
+
+    shipped = load_search_spec(GUIDANCE)
+    assert shipped.spec.overrides["eval.split"] == "val"  # the default, the file says nothing
+    plan = check_plan(shipped, {})
+    assert {run.profile.eval.split for run in plan.runs} == {"val"}
+    with pytest.raises(
+        ConfigError,
+        match=r"test set: .*video_2way_top1 is scored on eval.split: test.*--allow-test-objective",
+    ):
+        check_plan(shipped, {"eval.split": "test"})
+    allowed = check_plan(shipped, {"eval.split": "test"}, allow_test_objective=True)
+    assert {run.profile.eval.split for run in allowed.runs} == {"test"}
+    # a profile without validation segments: the key to set, before any trial runs
+    tiny = load_search_spec(GUIDANCE, "tiny")
+    with pytest.raises(ConfigError, match=r"set data.synth.protocol.val_segments"):
+        check_plan(tiny, {})
+    # a stage metric computed on test, whatever eval.split says
+    raw = yaml.safe_load(GUIDANCE.read_text())
+    raw["search"]["objective"] = {"retrieval50_image_top1": "maximize"}
+    retrieval = load_search_spec(write_spec(tmp_path, yaml.safe_dump(raw), "r.yaml"))
+    with pytest.raises(
+        ConfigError,
+        match=r"retrieval50_image_top1 is computed on the test split by stage contrastive",
+    ):
+        check_plan(retrieval, {})
+    # the spec's own eval.split: test is taken as written, and refused the same way
+    raw = yaml.safe_load(GUIDANCE.read_text()) | {"overrides": {"eval.split": "test"}}
+    own = load_search_spec(write_spec(tmp_path, yaml.safe_dump(raw), "t.yaml"))
+    assert own.spec.overrides == {"eval.split": "test"}
+    with pytest.raises(ConfigError, match=r"would tune on the test set"):
+        check_plan(own, {})
+
+
+def test_search_cli_refuses_a_test_objective_before_any_work(tmp_path, capsys):
+    from harness.cli import main
+
+    store = tmp_path / "store"
+    assert main(["search", str(GUIDANCE), "--store", str(store), "--set", "eval.split=test"]) == 2
+    err = capsys.readouterr().err
+    assert "would tune on the test set" in err and "--allow-test-objective" in err
+    assert not (store / "optuna").exists() and not (store / "cache").exists()
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    assert "--allow-test-objective" in capsys.readouterr().out

@@ -78,6 +78,8 @@ class CotrainConfig(CotrainTraining, PairingConfig):
 
 
 CONFIG = CotrainConfig
+# On the validation clips where the data have them, else on test: see subject_windows.
+HELD_OUT_METRICS = ("val_loss",)
 # added later: at these values, the keys cached before them hold
 KEY_NEUTRAL = {("noise_share",): 0.0, **PAIRING_KEY_NEUTRAL}
 

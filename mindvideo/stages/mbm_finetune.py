@@ -52,6 +52,8 @@ class FinetuneConfig(BaseModel):
 
 
 CONFIG = FinetuneConfig
+# On the validation volumes where the data have them, else on test: see subject_volumes.
+HELD_OUT_METRICS = ("val_", "pretrained_val_")
 KEY_NEUTRAL = dict(PAIRING_KEY_NEUTRAL)  # options added after results were cached
 
 
