@@ -47,7 +47,7 @@ def _folder_size(path: Path) -> int:
 
 
 def cmd_data_simulate(args: argparse.Namespace) -> int:
-    from mindvideo.data.synth.simulate import simulate, work_units
+    from mindvideo.data.synth.simulate import config_record, simulate, work_units
 
     overrides = _overrides(args.set)
     if args.seed is not None:
@@ -69,7 +69,7 @@ def cmd_data_simulate(args: argparse.Namespace) -> int:
             existing = json.loads(meta_path.read_text()).get("config")
         except json.JSONDecodeError:
             existing = None
-        if existing == cfg.model_dump(mode="json"):
+        if existing == config_record(cfg):
             print(
                 f"{out}: already simulated with this config; nothing to do "
                 "(--overwrite to write it again)"

@@ -67,6 +67,10 @@ def test_val_segments_leave_train_and_test_byte_identical(tmp_path):
     plain_meta = json.loads((tmp_path / "a" / "dataset.json").read_text())
     assert "val" not in plain_meta["segments"]
     assert "val_segments" not in plain_meta["config"]["protocol"]
+    from mindvideo.data.synth.simulate import config_record
+
+    assert plain_meta["config"] == config_record(plain)  # how `data simulate` sees it is done
+    assert meta["config"] == config_record(with_val) == with_val.model_dump(mode="json")
 
 
 def test_val_segments_are_a_split_of_their_own(tmp_path):

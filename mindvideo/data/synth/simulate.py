@@ -248,17 +248,19 @@ def _write(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress, extra: 
         "cortical_vertices": n_cortical,
         "subcortical_voxels": cfg.brain.subcortical_voxels,
         "corpus": {"subjects": corpus_ids, "runs": cfg.corpus.runs, "trs": cfg.corpus.trs},
-        "config": cfg.model_dump(mode="json", exclude=_neutral_fields(cfg)),
+        "config": config_record(cfg),
         **extra,
     }
     (root / "dataset.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def _neutral_fields(cfg: SimulateConfig) -> dict:
-    """The validation options left out of dataset.json while they hold their defaults."""
-    p = cfg.protocol
-    return {"protocol": {k for k, v in VAL_NEUTRAL.items() if getattr(p, k) == v}}
+def config_record(cfg: SimulateConfig) -> dict:
+    """The config as dataset.json records it: without validation segments, their options are
+    left out (such a dataset reads as before they existed)."""
+    if cfg.protocol.val_segments:
+        return cfg.model_dump(mode="json")
+    return cfg.model_dump(mode="json", exclude={"protocol": set(VAL_NEUTRAL)})
 
 
 def _write_corpus(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress) -> list[str]:
