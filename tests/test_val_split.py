@@ -300,14 +300,17 @@ def test_searches_score_on_val_and_refuse_test_unless_allowed(tmp_path):
     with pytest.raises(ConfigError, match=r"set data.synth.protocol.val_segments"):
         check_plan(tiny, {})
     # a stage metric computed on test, whatever eval.split says
-    raw = yaml.safe_load(GUIDANCE.read_text())
-    raw["search"]["objective"] = {"retrieval50_image_top1": "maximize"}
-    retrieval = load_search_spec(write_spec(tmp_path, yaml.safe_dump(raw), "r.yaml"))
-    with pytest.raises(
-        ConfigError,
-        match=r"retrieval50_image_top1 is computed on the test split by stage contrastive",
+    for metric, stage in (
+        ("retrieval50_image_top1", "contrastive"),  # logged without its prefix
+        ("foundation.judges.frame_judge_top1", "foundation"),
     ):
-        check_plan(retrieval, {})
+        raw = yaml.safe_load(GUIDANCE.read_text())
+        raw["search"]["objective"] = {metric: "maximize"}
+        loaded = load_search_spec(write_spec(tmp_path, yaml.safe_dump(raw), "r.yaml"))
+        with pytest.raises(
+            ConfigError, match=rf"{metric} is computed on the test split by stage {stage}"
+        ):
+            check_plan(loaded, {})
     # the spec's own eval.split: test is taken as written, and refused the same way
     raw = yaml.safe_load(GUIDANCE.read_text()) | {"overrides": {"eval.split": "test"}}
     own = load_search_spec(write_spec(tmp_path, yaml.safe_dump(raw), "t.yaml"))
