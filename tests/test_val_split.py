@@ -330,3 +330,32 @@ def test_search_cli_refuses_a_test_objective_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["search", "--help"])
     assert "--allow-test-objective" in capsys.readouterr().out
+
+
+VAL_SUITE = """
+suite: smoke-val
+profile: smoke
+seeds: [0]
+subjects: [subject1]
+overrides: {eval.split: val, baselines.features: [labels], baselines.alphas: [10.0, 1000.0],
+            baselines.folds: 2}
+baselines: [ridge]
+reference: ridge
+report: {metrics: [video_2way_top1]}
+"""
+
+
+def test_a_suite_on_eval_split_val_scores_the_val_clips(harness_run, tmp_path):
+    """Through `mvbench run` (the smoke dataset and judges from the session's store): the
+    baseline decodes the validation clips and evaluate scores them, and says so."""
+    from conftest import run_suite, seed_cache, write_spec
+
+    store = tmp_path / "store"
+    seed_cache(harness_run[1], store)
+    run_suite(write_spec(tmp_path, VAL_SUITE), store)
+    (scores,) = (store / "cache" / "evaluate").glob("*/scores.json")
+    assert json.loads(scores.read_text())["split"] == "val"
+    names = np.load(scores.parent / "per_sample.npz")["__names__"]
+    assert len(names) and {str(n).rsplit("_", 1)[0] for n in names} <= {"val1", "val2"}
+    (decoded,) = (store / "cache" / "baselines").glob("*/names.txt")
+    assert decoded.read_text().split()[0] == "val1_000"
