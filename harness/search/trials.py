@@ -139,9 +139,10 @@ def check_plan(
         raise ConfigError(
             f"{loaded.path}: the search would tune on the test set: "
             + "; ".join(on_test)
-            + ". Score trials on the validation split (eval.split: val, the search's default; "
-            "the data need validation segments), or pass --allow-test-objective to optimise on "
-            "test knowingly (its best trial's test scores are then biased upwards)"
+            + ". Optimise metrics of the validation split (the evaluation's under eval.split: "
+            "val, the search's default; the data need validation segments), or pass "
+            "--allow-test-objective to optimise on test knowingly (the best trial's test scores "
+            "are then biased upwards)"
         )
     return plan
 
