@@ -47,7 +47,7 @@ def _folder_size(path: Path) -> int:
 
 
 def cmd_data_simulate(args: argparse.Namespace) -> int:
-    from mindvideo.data.synth.simulate import simulate, work_units
+    from mindvideo.data.synth.simulate import config_record, simulate, work_units
 
     overrides = _overrides(args.set)
     if args.seed is not None:
@@ -69,7 +69,7 @@ def cmd_data_simulate(args: argparse.Namespace) -> int:
             existing = json.loads(meta_path.read_text()).get("config")
         except json.JSONDecodeError:
             existing = None
-        if existing == cfg.model_dump(mode="json"):
+        if existing == config_record(cfg):
             print(
                 f"{out}: already simulated with this config; nothing to do "
                 "(--overwrite to write it again)"
@@ -684,6 +684,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         device=args.device,
         threads=args.threads,
+        allow_test_objective=args.allow_test_objective,
     )
     # SIGTERM stops like Ctrl-C: the running trial is marked FAIL and queued to run again.
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -1053,7 +1054,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = data_sub.add_parser("export", help="write a split's ground-truth clips as files")
     exp.add_argument("dir", help="SynthCC dataset folder")
-    exp.add_argument("--split", default="test", help="train or test (default test)")
+    exp.add_argument(
+        "--split", default="test", help="train, val (where simulated) or test (default test)"
+    )
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--format", choices=("npy", "gif", "png"), default="npy")
     exp.add_argument("--frames", type=int, default=6, help="frames per clip (default 6 = 3 fps)")
@@ -1301,6 +1304,13 @@ def build_parser() -> argparse.ArgumentParser:
         "postgresql://user:password@host:5432/db (default: <store>/optuna/<study>.log)",
     )
     se.add_argument("--device", help="torch device for the stages (default: cuda if available)")
+    se.add_argument(
+        "--allow-test-objective",
+        action="store_true",
+        help="let the objective (or prune_on) be scored on the test split (eval.split: test, or "
+        "a stage's test metric); by default trials score the validation split (eval.split: "
+        "val) and a test objective is refused, since tuning on test biases its scores",
+    )
     se.add_argument("--quiet", action="store_true", help="no progress bars or trial lines")
     se.set_defaults(func=cmd_search)
 

@@ -137,6 +137,7 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             **profile.baselines.model_dump(),
             **pairing(data, subject),
             methods=(profile.method,),
+            split=scored_split(profile),
         )
     if name == "mbm":
         return profile.mbm.pretraining(
@@ -160,6 +161,7 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             voxels=profile.encoder.voxels,
             roi_mask=data.corpus_mask,
             training=training,
+            val_segments=data.val_segments,
         )
     if name == "contrastive":
         encoder = profile.encoder.model_dump(exclude={"voxels"})
@@ -212,6 +214,7 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             guidance=profile.guidance,
             decode=profile.decode,
             uncond=profile.cotrain.uncond if profile.cotrain.enabled else "zero_embedding",
+            split=scored_split(profile),
         )
     if name == "interpret":
         if data.source != "synth" and profile.required("interpret.parcellation") is None:
@@ -235,8 +238,35 @@ def stage_config(name: str, profile: Profile, subject: str) -> BaseModel:
             trials=ev.trials,
             exclude_scene_cuts=ev.exclude_scene_cuts,
             samples=ev.samples,
+            split=scored_split(profile),
         )
     raise ConfigError(f"no stage named {name!r}; stages: {', '.join(STAGE_MODULES)}")
+
+
+def scored_split(profile: Profile) -> str:
+    """eval.split, once the data are known to have it: `val` needs validation segments."""
+    split, data = profile.eval.split, profile.data
+    if split == "val" and not data.has_val and not _has_val_folders(data):
+        how = (
+            "e.g. --set data.synth.protocol.val_segments=2 (a dataset of its own)"
+            if data.source == "synth"
+            else "training segments to hold out, e.g. --set 'data.val_segments=[seg18]' or a count"
+        )
+        raise ConfigError(
+            f"{profile.source}: eval.split: val, but the data have no validation segments; set "
+            f"{data.val_key} ({how}), or score on test (eval.split: test)"
+        )
+    return split
+
+
+def _has_val_folders(data) -> bool:
+    """Whether a real dataset has validation segments of its own (subject*/fmri/val*/)."""
+    if data.source == "synth" or data.root is None or not Path(data.root).is_dir():
+        return False
+    root = Path(data.root)
+    return any(root.glob("subject*/fmri/val*/")) or any(
+        root.glob("video_fmri_dataset/subject*/fmri/val*/")
+    )
 
 
 def _check_condition_width(profile: Profile) -> None:

@@ -36,6 +36,11 @@ class EvalSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     protocol: str = "mindvideo"
+    split: Literal["val", "test"] = Field(
+        "test",
+        description="the clips decoded and scored: test (reporting) or val (tuning: the "
+        "validation segments, data.synth.protocol.val_segments or data.val_segments)",
+    )
     frames: int | None = Field(None, ge=1, description="frames per clip scored")
     trials: int | None = Field(None, ge=1, description="N-way trials per sample")
     exclude_scene_cuts: bool | None = None

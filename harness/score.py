@@ -14,7 +14,7 @@ from mindvideo.errors import DataError
 from mindvideo.eval.protocols import ScoreReport
 from mindvideo.eval.video_io import read_clip_set, write_clip_set
 
-CLIP_NAME = re.compile(r"^(?P<segment>(seg|test)\d+)_(?P<clip>\d+)$")
+CLIP_NAME = re.compile(r"^(?P<segment>(seg|test|val)\d+)_(?P<clip>\d+)$")
 SOURCE_FILE = "source.json"  # written by export: which dataset the clips came from
 SCENE_CUTS_FILE = "scene_cuts.txt"
 

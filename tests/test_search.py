@@ -374,7 +374,8 @@ def test_pruning_interrupts_the_training_stage(tmp_path, store):
     """lr 10 makes the MBM diverge: the trial is pruned after its first epoch (of 3), the stage
     is interrupted, its run KILLED and tagged, and nothing of it is cached."""
     spec = write_spec(tmp_path, PRUNED, "pruned.yaml")
-    assert search(spec, store) == 0
+    # contrastive retrieval is scored on the test split: allowed here, the test is the pruning
+    assert search(spec, store, "--allow-test-objective") == 0
     (trial,) = journal(store, "pruned").trials
     assert trial.state.name == "PRUNED"
     # reported negated (a loss while the objective is maximised): -loss < -100

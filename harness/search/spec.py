@@ -28,6 +28,8 @@ Direction = Literal["minimize", "maximize"]
 Choice = str | int | float | bool | None
 # The variant every trial's runs belong to; its grid point is the trial's parameters.
 TRIAL_VARIANT = "trial"
+# The profile key of the split decoded and scored: a search tunes on val unless it says so.
+SPLIT_KEY = "eval.split"
 
 
 class _Strict(BaseModel):
@@ -456,7 +458,11 @@ class SearchSpec(_Strict):
     study: str | None = Field(None, description="name (default: the file's stem)")
     description: str = ""
     profile: str
-    overrides: dict[str, Any] = Field({}, description="dotted overrides for every trial")
+    overrides: dict[str, Any] = Field(
+        {},
+        description="dotted overrides for every trial; eval.split defaults to val (the "
+        "objective is scored on the validation split, never on test unless asked)",
+    )
     seeds: tuple[int, ...] = (0,)
     subjects: tuple[str, ...] | None = None
     search: SearchSection
@@ -530,6 +536,9 @@ def load_search_spec(path: Path | str, profile: str | None = None) -> LoadedSear
         raise ConfigError(
             format_validation_error(path, e).replace("invalid config", "invalid search spec")
         ) from None
+    if SPLIT_KEY not in spec.overrides and SPLIT_KEY not in spec.search.space:
+        # tuning never looks at the test set: trials score the validation split by default
+        spec = spec.model_copy(update={"overrides": {SPLIT_KEY: "val", **spec.overrides}})
     name = profile or spec.profile
     try:
         base = load_profile(name, spec.overrides).model_dump(mode="json")

@@ -25,9 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from harness import tracking as T
-from harness.plan import Plan, build_plan
+from harness.plan import STAGE_MODULES, Plan, build_plan, headline_metrics, stage_module
 from harness.search import storage as S
-from harness.search.spec import LoadedSearch, first_point, load_search_spec, trial_spec
+from harness.search.spec import (
+    SPLIT_KEY,
+    LoadedSearch,
+    first_point,
+    load_search_spec,
+    trial_spec,
+)
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError, MindVideoError
 
@@ -57,6 +63,7 @@ class SearchOptions:
     quiet: bool = False
     device: str | None = None
     threads: int | None = None  # torch CPU threads per worker (None: the executor's default)
+    allow_test_objective: bool = False  # --allow-test-objective: may optimise test scores
     study_run: str = ""  # the study's MLflow run, once created
     deadline: float | None = None  # time.time() after which no trial starts (search.timeout)
 
@@ -97,9 +104,12 @@ def target_trials(loaded: LoadedSearch, options: SearchOptions) -> int | None:
     return options.trials or loaded.search.trials
 
 
-def check_plan(loaded: LoadedSearch, overrides: dict[str, Any]) -> Plan:
-    """Plan one point of the space before any work: the runs resolve, and the objective and
-    pruning metrics are ones the runs log (errors name the spec file and key)."""
+def check_plan(
+    loaded: LoadedSearch, overrides: dict[str, Any], allow_test_objective: bool = False
+) -> Plan:
+    """Plan one point of the space before any work: the runs resolve, the objective and
+    pruning metrics are ones the runs log, and none is scored on the test split unless
+    `allow_test_objective` (errors name the spec file and key)."""
     clash = sorted(set(overrides) & set(loaded.search.space))
     if clash:
         raise ConfigError(
@@ -124,7 +134,53 @@ def check_plan(loaded: LoadedSearch, overrides: dict[str, Any]) -> Plan:
                 f"{loaded.path}: {key}: {metric!r} names stage {stage!r}, which the runs do not "
                 f"have (they run {', '.join(sorted(stages))}); name a metric of one of them"
             )
+    on_test = test_split_metrics(loaded, plan)
+    if on_test and not allow_test_objective:
+        raise ConfigError(
+            f"{loaded.path}: the search would tune on the test set: "
+            + "; ".join(on_test)
+            + ". Optimise metrics of the validation split (the evaluation's under eval.split: "
+            "val, the search's default; the data need validation segments), or pass "
+            "--allow-test-objective to optimise on test knowingly (the best trial's test scores "
+            "are then biased upwards)"
+        )
     return plan
+
+
+def test_split_metrics(loaded: LoadedSearch, plan: Plan) -> list[str]:
+    """The objective and pruning metrics computed on the test split, each with the reason:
+    evaluation metrics under eval.split: test, a stage's test metrics (its TEST_SPLIT_METRICS),
+    and its held-out metrics (HELD_OUT_METRICS) on data without validation segments."""
+    prune = loaded.search.prune_on
+    named = [(f"search.objective.{m}", m) for m in loaded.search.objective]
+    named += [("search.prune_on", prune.metric)] if prune else []
+    profiles = [run.profile for run in plan.runs]
+    headline = {m: node.name for node in plan.nodes.values() for m in headline_metrics(node)}
+    found = []
+    for key, metric in named:
+        stage, _, name = metric.partition(".")
+        if not name and metric in headline:  # a stage's metric, logged without its prefix
+            stage, name = headline[metric], metric
+        if not name:  # the evaluation's: scored on eval.split
+            space = loaded.search.space.get(SPLIT_KEY)
+            if any(p.eval.split == "test" for p in profiles) or (
+                space is not None and space.contains("test")
+            ):
+                found.append(f"{key}: {metric} is scored on eval.split: test")
+            continue
+        if stage not in STAGE_MODULES:
+            continue  # seconds.* and the like: no split
+        module = stage_module(stage)
+        if name.startswith(tuple(getattr(module, "TEST_SPLIT_METRICS", ()))):
+            found.append(f"{key}: {metric} is computed on the test split by stage {stage}")
+        elif name.startswith(tuple(getattr(module, "HELD_OUT_METRICS", ()))) and not all(
+            p.data.has_val for p in profiles
+        ):
+            found.append(
+                f"{key}: {metric} is computed on the test split where the data have no "
+                f"validation segments (set {profiles[0].data.val_key})"
+            )
+    return found
 
 
 def _suggest(trial, loaded: LoadedSearch) -> dict[str, Any]:
@@ -608,7 +664,7 @@ def run_search(options: SearchOptions) -> SearchResult:
     the workers (in this process, or N processes), and close the study's run."""
     started = time.time()
     loaded = load(options)
-    plan = check_plan(loaded, options.overrides)
+    plan = check_plan(loaded, options.overrides, options.allow_test_objective)
     options = resolve_executor(options, plan.runs[0].profile.resources)
     tracker = Tracker(Path(options.store))  # created (or found unreachable) before any work
     study, storage = open_study(loaded, options)

@@ -5,7 +5,9 @@ Real release (video_fmri_dataset/):
     subject{1,2,3}/fmri/test{1..5}/cifti/test{k}_{1..10}_Atlas.dtseries.nii  test, 10 viewings
     stimuli/seg{k}.mp4, stimuli/test{k}.mp4
 SynthCC writes the same fMRI paths and stores stimuli as stimuli/{segment}.npy frames with
-{segment}_frames.csv / _clips.csv annotations. `root` may be the folder holding subject*/
+{segment}_frames.csv / _clips.csv annotations, and may have validation segments val{k}. A
+dataset without them can hold out training segments as validation (`data.val_segments`: names,
+or a count taken from the end of the training list). `root` may be the folder holding subject*/
 or its parent holding video_fmri_dataset/.
 """
 
@@ -15,18 +17,26 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import BeforeValidator
 
 from mindvideo.data.cifti import DtseriesInfo, dtseries_info, read_cortical
 from mindvideo.errors import DataError
 
 RUN_FILE = re.compile(
-    r"^(?P<segment>(?P<kind>seg|test)(?P<index>\d+))_(?P<repeat>\d+)_Atlas"
+    r"^(?P<segment>(?P<kind>seg|test|val)(?P<index>\d+))_(?P<repeat>\d+)_Atlas"
     r"\.dtseries\.nii$"
 )
-SPLIT_OF_KIND = {"seg": "train", "test": "test"}
+SPLIT_OF_KIND = {"seg": "train", "test": "test", "val": "val"}
+SPLITS = ("train", "val", "test")  # val: never trained on, seen like test (repeats averaged)
+# What data.val_segments holds: training segment names (one name alone is a list of one), or
+# how many to take from the end.
+ValSegments = Annotated[
+    tuple[str, ...] | int, BeforeValidator(lambda v: (v,) if isinstance(v, str) else v)
+]
 
 
 def resolve_root(root: Path) -> Path:
@@ -89,7 +99,7 @@ class Recording:
         tr: float | None = None
         n_cortical: int | None = None
         first: Path | None = None
-        for split in ("train", "test"):
+        for split in SPLITS:
             for seg in self.segments(split):
                 paths = self.runs[split][seg]
                 lengths = {}
@@ -134,8 +144,11 @@ class Recording:
         return np.stack(arrays)
 
 
-def open_subject(root: Path, subject: str) -> Recording:
-    """Find every run of `subject`; checks that repeats are numbered 1..n without gaps."""
+def open_subject(root: Path, subject: str, val_segments: ValSegments = ()) -> Recording:
+    """Find every run of `subject`; checks that repeats are numbered 1..n without gaps.
+
+    `val_segments` (data.val_segments) moves training segments to the `val` split: the
+    named ones, or the last n in training order."""
     root = resolve_root(root)
     fmri = root / subject / "fmri"
     if not fmri.is_dir():
@@ -156,8 +169,8 @@ def open_subject(root: Path, subject: str) -> Recording:
         found.setdefault((split, m.group("segment")), {})[int(m.group("repeat"))] = path
     if not found:
         raise DataError(
-            f"{fmri}: no runs named like seg1/cifti/seg1_1_Atlas.dtseries.nii or "
-            "test1/cifti/test1_1_Atlas.dtseries.nii"
+            f"{fmri}: no runs named like seg1/cifti/seg1_1_Atlas.dtseries.nii, "
+            "test1/cifti/test1_1_Atlas.dtseries.nii or val1/cifti/val1_1_Atlas.dtseries.nii"
         )
     for (split, seg), by_rep in found.items():
         expected = list(range(1, max(by_rep) + 1))
@@ -168,7 +181,49 @@ def open_subject(root: Path, subject: str) -> Recording:
                 f"(found {sorted(by_rep)}); restore the files"
             )
         rec.runs.setdefault(split, {})[seg] = [by_rep[r] for r in expected]
+    if val_segments:
+        hold_out(rec, val_segments)
     return rec
+
+
+def hold_out(rec: Recording, val_segments: ValSegments) -> None:
+    """Move the training segments `val_segments` names (or the last n of them) to `val`."""
+    where = rec.root / rec.subject
+    train = rec.segments("train")
+    if rec.segments("val"):
+        raise DataError(
+            f"data.val_segments: {_shown(val_segments)}, but {where} has validation segments of "
+            f"its own ({', '.join(rec.segments('val'))}); remove data.val_segments"
+        )
+    if isinstance(val_segments, int):
+        if not 0 < val_segments < len(train):
+            raise DataError(
+                f"data.val_segments: {val_segments}: {where} has {len(train)} training segments; "
+                f"hold out between 1 and {len(train) - 1} of them"
+            )
+        names = train[-val_segments:]
+    else:
+        names = list(val_segments)
+        unknown = [n for n in names if n not in train]
+        if unknown:
+            other = [n for n in unknown if n in rec.segments("test")]
+            why = f" ({', '.join(other)}: test segments)" if other else ""
+            raise DataError(
+                f"data.val_segments: {', '.join(unknown)} not among the training segments of "
+                f"{where}{why}; name some of: {', '.join(train)} (or give a count, e.g. "
+                "data.val_segments: 1 for the last one)"
+            )
+        if len(names) >= len(train):
+            raise DataError(
+                f"data.val_segments: {_shown(val_segments)} holds out every training segment "
+                f"of {where}; leave at least one to train on"
+            )
+    for name in names:
+        rec.runs.setdefault("val", {})[name] = rec.runs["train"].pop(name)
+
+
+def _shown(val_segments: ValSegments) -> str:
+    return str(val_segments) if isinstance(val_segments, int) else f"[{', '.join(val_segments)}]"
 
 
 @dataclass

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mindvideo.data.cc2017 import ValSegments
+from mindvideo.data.paired import check_val_segments
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.data.synth.config import SimulateConfig
 
@@ -33,6 +35,16 @@ class DataConfig(BaseModel):
     )
     window_edge: Literal["drop", "clamp"] = "drop"
     frames_per_clip: int = Field(6, ge=1, description="video frames sampled per 2 s clip")
+    val_segments: ValSegments = Field(
+        (),
+        description="real data: training segments held out as the validation split, by name "
+        "([seg18]) or a count from the end of the training list (1); never trained on",
+    )
+
+    @field_validator("val_segments")
+    @classmethod
+    def _val_segments(cls, value: ValSegments) -> ValSegments:
+        return check_val_segments(value)
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -40,4 +52,22 @@ class DataConfig(BaseModel):
             raise ValueError("source 'synth' needs a 'synth' section (the simulator config)")
         if self.source != "synth" and self.synth is not None:
             raise ValueError(f"source '{self.source}' reads files: remove the 'synth' section")
+        if self.source == "synth" and self.val_segments:
+            raise ValueError(
+                "data.val_segments holds out training segments of real data; SynthCC "
+                "simulates validation segments of its own: remove it and set "
+                "data.synth.protocol.val_segments instead"
+            )
         return self
+
+    @property
+    def has_val(self) -> bool:
+        """Whether the data have a validation split."""
+        if self.source == "synth":
+            return bool(self.synth.protocol.val_segments)
+        return bool(self.val_segments)
+
+    @property
+    def val_key(self) -> str:
+        """The profile key that gives the data a validation split."""
+        return "data.synth.protocol.val_segments" if self.source == "synth" else "data.val_segments"

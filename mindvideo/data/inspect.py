@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mindvideo.data.cc2017 import list_subjects, open_stimuli, open_subject, read_metadata
+from mindvideo.data.cc2017 import (
+    SPLITS,
+    list_subjects,
+    open_stimuli,
+    open_subject,
+    read_metadata,
+)
 from mindvideo.data.cc2017 import resolve_root as resolve_cc2017
 from mindvideo.data.paired import SubjectFMRI, prepare_fmri
 from mindvideo.data.preprocess import PreprocessConfig
@@ -163,7 +169,8 @@ def inspect_dataset(
         tr, n_cortical = rec.check()
         report["tr"] = tr
         entry: dict = {"cortical_voxels": n_cortical}
-        for split in ("train", "test"):
+        splits = [s for s in SPLITS if s != "val" or rec.segments("val")]  # val: where it is
+        for split in splits:
             segs = rec.segments(split)
             lengths = sorted({rec.info(rec.runs[split][s][0]).n_volumes for s in segs})
             n_samples = sum(
@@ -187,7 +194,7 @@ def inspect_dataset(
                 "samples": n_samples,
             }
         if stimuli is not None:
-            for split in ("train", "test"):
+            for split in splits:
                 for seg in rec.segments(split):
                     if not (stimuli.folder / f"{seg}.npy").exists():
                         missing_frames.add(seg)

@@ -9,8 +9,10 @@
     text_test_{size}_{fps}hz.npy
 
 The fMRI is already preprocessed (selected voxels, z-scored); samples pair fMRI frame i with
-clip i. Arrays are memory-mapped. Caption arrays must hold fixed-width strings: object arrays
-would need pickle, which this loader refuses to run on user files.
+clip i. The layout has no validation split: `hold_out` takes training segments for one
+(`data.val_segments`: names seg{k}, counted from 1 in file order, or a count from the end).
+Arrays are memory-mapped. Caption arrays must hold fixed-width strings: object arrays would
+need pickle, which this loader refuses to run on user files.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mindvideo.data.cc2017 import ValSegments
 from mindvideo.data.paired import Samples
 from mindvideo.data.preprocess import pad_to_patch
 from mindvideo.data.windows import Edge, make_windows, window_indices
@@ -53,6 +56,7 @@ class MindVideoSplit:
     video: np.ndarray  # (samples, frames, H, W, 3) uint8
     text: np.ndarray | None  # (samples,) str
     segments: int | None  # segments in the file, when it kept the segment axis
+    segment_names: tuple[str, ...] | None = None  # None: seg1..segN in file order
 
     def __len__(self) -> int:
         return self.fmri.shape[0]
@@ -118,6 +122,50 @@ def load_split(root: Path, subject: str, split: str) -> MindVideoSplit:
     return MindVideoSplit(fmri=fmri, video=video, text=text, segments=n_seg)
 
 
+def hold_out(
+    train: MindVideoSplit, val_segments: ValSegments, trs_per_segment: int | None = None
+) -> tuple[MindVideoSplit, MindVideoSplit]:
+    """(train, val): the training segments `val_segments` names, or the last n, taken out of
+    `train` as the validation split (names keep their file position: seg18 stays seg18)."""
+    n = len(train)
+    per = trs_per_segment or (n // train.segments if train.segments else None)
+    if per is None or n % per:
+        raise DataError(
+            f"data.val_segments: the training file's {n} samples have no segment axis to hold "
+            "segments out by; give trs_per_segment (240 for CC2017)"
+        )
+    names = list(train.segment_names or [f"seg{k + 1}" for k in range(n // per)])
+    if isinstance(val_segments, int):
+        if not 0 < val_segments < len(names):
+            raise DataError(
+                f"data.val_segments: {val_segments}: the training file has {len(names)} "
+                f"segments; hold out between 1 and {len(names) - 1} of them"
+            )
+        held = names[-val_segments:]
+    else:
+        held = list(val_segments)
+        unknown = [s for s in held if s not in names]
+        if unknown:
+            raise DataError(
+                f"data.val_segments: {', '.join(unknown)} not among the training segments "
+                f"({names[0]}..{names[-1]}); name some of them or give a count"
+            )
+        if len(held) >= len(names):
+            raise DataError("data.val_segments holds out every training segment; keep one")
+
+    def part(segments: list[str]) -> MindVideoSplit:
+        rows = np.concatenate([np.arange(per) + names.index(s) * per for s in segments])
+        return MindVideoSplit(
+            fmri=train.fmri[rows],
+            video=train.video[rows],
+            text=None if train.text is None else train.text[rows],
+            segments=len(segments),
+            segment_names=tuple(segments),
+        )
+
+    return part([s for s in names if s not in held]), part(held)
+
+
 def check_finite(split: MindVideoSplit, path: Path, chunk: int = 512) -> None:
     """Raise if the fMRI holds NaN or Inf (scanned in chunks, memory stays flat)."""
     for start in range(0, len(split), chunk):
@@ -166,7 +214,9 @@ def to_samples(
     rows = (np.arange(n // per)[:, None] * per + clip_idx[None]).ravel()
     return Samples(
         fmri=pad_to_patch(np.concatenate(blocks), patch_size),
-        segment=np.repeat([f"seg{k + 1}" for k in range(n // per)], len(clip_idx)),
+        segment=np.repeat(
+            list(split.segment_names or [f"seg{k + 1}" for k in range(n // per)]), len(clip_idx)
+        ),
         clip=np.tile(clip_idx, n // per),
         repeat=np.full(len(rows), -1),
         caption=[str(t) for t in split.text[rows]] if split.text is not None else None,

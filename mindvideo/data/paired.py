@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mindvideo.data.cc2017 import Recording, Stimuli
+from mindvideo.data.cc2017 import SPLITS, Recording, Stimuli, ValSegments
 from mindvideo.data.preprocess import (
     PreprocessConfig,
     Reproducibility,
@@ -40,6 +40,32 @@ class PairingConfig(BaseModel):
     window_offset: int = 2
     window_edge: Literal["drop", "clamp"] = "drop"
     frames_per_clip: int = 6
+    val_segments: ValSegments = Field(
+        (),
+        description="real data: training segments held out as the validation split (names, "
+        "or a count from the end of the training list); (): none",
+    )
+
+    @field_validator("val_segments")
+    @classmethod
+    def _val_segments(cls, value: ValSegments) -> ValSegments:
+        return check_val_segments(value)
+
+
+def check_val_segments(value: ValSegments) -> ValSegments:
+    """A count >= 0 (0: none, as ()) or distinct segment names."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"give a count >= 0 or segment names, got {value}")
+        return value or ()
+    if len(set(value)) != len(value):
+        raise ValueError(f"segments repeat: {list(value)}")
+    return value
+
+
+# Fields added after results were cached, at the values that behave as before: every stage whose
+# config is a PairingConfig leaves them out of its cache key (its KEY_NEUTRAL).
+PAIRING_KEY_NEUTRAL = {("val_segments",): []}
 
 
 @dataclass
@@ -80,7 +106,7 @@ def prepare_fmri(
             rec, cfg, SubjectFMRI(rec.subject, tr, n_cortical, voxels, None), tick
         )
     zs = []
-    for split in cfg.selection.splits:
+    for split in selection_splits(cfg):
         for seg in rec.segments(split):
             if rec.repeats(split, seg) < 2:
                 continue
@@ -106,12 +132,19 @@ def prepare_fmri(
     return _load_segments(rec, cfg, SubjectFMRI(rec.subject, tr, n_cortical, selected, stats), tick)
 
 
+def selection_splits(cfg: PreprocessConfig) -> list[str]:
+    """The splits whose repeats enter voxel selection: those listed, and validation wherever
+    test is listed (held-out segments are treated alike)."""
+    listed = set(cfg.selection.splits) | ({"val"} if "test" in cfg.selection.splits else set())
+    return [split for split in SPLITS if split in listed]
+
+
 def _load_segments(
     rec: Recording, cfg: PreprocessConfig, out: SubjectFMRI, tick: Progress
 ) -> SubjectFMRI:
     """Clean every run on out.selected and keep (or average) its repeats."""
     selected = out.selected
-    for split in ("train", "test"):
+    for split in SPLITS:  # validation segments are kept as test segments are
         how = cfg.train_repeats if split == "train" else cfg.test_repeats
         for seg in rec.segments(split):
             runs = rec.load(split, seg)
@@ -190,6 +223,12 @@ def make_samples(
                 for column, dtype in ANNOTATIONS.items():
                     has = column in rows.columns
                     found[column].append(rows[column].to_numpy(dtype) if has else None)
+    if not blocks and split == "val" and not fmri.segments.get("val"):
+        raise DataError(
+            f"subject {fmri.subject}: the data have no validation segments; set "
+            "data.synth.protocol.val_segments (SynthCC) or data.val_segments (real data: training "
+            "segments to hold out), or score on test (eval.split: test)"
+        )
     if not blocks:
         raise DataError(
             f"subject {fmri.subject}: no {split} samples (no runs, or windows of "

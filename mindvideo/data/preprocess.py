@@ -27,8 +27,10 @@ class SelectionConfig(BaseModel):
         le=1,
         description="keep at most this fraction of all cortical voxels, most significant first",
     )
-    splits: tuple[Literal["train", "test"], ...] = Field(
-        ("train", "test"), description="which segments' repeats enter the statistics"
+    splits: tuple[Literal["train", "val", "test"], ...] = Field(
+        ("train", "test"),
+        description="which segments' repeats enter the statistics; test brings the validation "
+        "segments too (held-out segments are treated alike), val alone only them",
     )
 
 

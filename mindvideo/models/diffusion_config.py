@@ -114,8 +114,9 @@ class GuidanceConfig(BaseModel):
     scale: float = Field(12.5, ge=1.0, description="1: no guidance (the condition alone)")
     negative: Literal["test_mean", "train_mean", "zeros"] = Field(
         "test_mean",
-        description="the negative condition: the encoder's embedding of the mean test fMRI "
-        "(MinD-Video), of the mean training fMRI (no test statistics), or zeros: the "
+        description="the negative condition: the encoder's embedding of the mean fMRI of the "
+        "split decoded (test_mean: the test fMRI as MinD-Video, the validation fMRI under "
+        "eval.split: val), of the mean training fMRI (no held-out statistics), or zeros: the "
         "unconditional branch of co-training (cotrain.uncond; plain classifier-free guidance)",
     )
 

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mindvideo.data.cc2017 import open_stimuli
-from mindvideo.data.paired import PairingConfig
+from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig
 from mindvideo.errors import DataError
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
@@ -53,6 +53,8 @@ class AlignConfig(AlignOptions, PairingConfig):
 
 
 CONFIG = AlignConfig
+KEY_NEUTRAL = dict(PAIRING_KEY_NEUTRAL)  # options added after results were cached
+TEST_SPLIT_METRICS = ("test_",)  # on the test split whatever eval.split says
 
 
 def work_units(cfg: AlignConfig) -> int:

@@ -9,6 +9,8 @@
 - chance: the average of k random training clips;
 - autoencoder: the true test frames through the generator's autoencoder (the `diffusion`
   stage's VAE, or SD 1.5's): the pixel ceiling of any decoder that generates in its latents.
+The clips decoded are those of `split` (eval.split): test, or validation for tuning; the test
+fMRI above is then the validation fMRI.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mindvideo.data.cc2017 import open_stimuli, open_subject
-from mindvideo.data.paired import PairingConfig, clip_video, make_samples, prepare_fmri
+from mindvideo.data.paired import (
+    PAIRING_KEY_NEUTRAL,
+    PairingConfig,
+    clip_video,
+    make_samples,
+    prepare_fmri,
+)
 from mindvideo.errors import ConfigError
 from mindvideo.models.ridge import RidgeDecoder, retrieve
 from mindvideo.stages.base import (
@@ -76,8 +84,12 @@ class BaselinesConfig(BaselineOptions, PairingConfig):
             )
         return v
 
+    split: Literal["val", "test"] = Field("test", description="the clips decoded (eval.split)")
+
 
 CONFIG = BaselinesConfig
+# Options added after results were cached: left out of the cache key while at these values.
+KEY_NEUTRAL = {("split",): "test", **PAIRING_KEY_NEUTRAL}
 
 
 LABEL_COLUMNS = ("shape", "colour", "direction")
@@ -180,12 +192,12 @@ def _prepare(
             _MEMO.move_to_end(key)
             return _MEMO[key]
     stimuli = open_stimuli(dataset)
-    fmri = prepare_fmri(open_subject(dataset, cfg.subject), cfg.preprocess)
+    fmri = prepare_fmri(open_subject(dataset, cfg.subject, cfg.val_segments), cfg.preprocess)
     tick(1, f"{cfg.subject} preprocessed")
     pad = cfg.preprocess.patch_size
     edge = cfg.window_edge
     train = make_samples(fmri, "train", cfg.window, cfg.window_offset, edge, pad, stimuli)
-    test = make_samples(fmri, "test", cfg.window, cfg.window_offset, edge, pad, stimuli)
+    test = make_samples(fmri, cfg.split, cfg.window, cfg.window_offset, edge, pad, stimuli)
     prepared = _Prepared(
         stimuli,
         train,
@@ -209,7 +221,8 @@ def decode_baselines(
     memo_key: str | None = None,
     vae=None,
 ) -> Decoded:
-    """Decode the test clips of one subject with each baseline in cfg.methods.
+    """Decode the clips of cfg.split (test or val) of one subject with each baseline in
+    cfg.methods.
 
     `memo_key` (the identity of `clip_model`, e.g. its folder) lets later calls in this process
     reuse the subject's preprocessing and ridge fit; None recomputes them. `vae` (an
@@ -314,7 +327,7 @@ def seeded(cfg: BaselinesConfig) -> bool:
 def run(
     cfg: BaselinesConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 ) -> StageResult:
-    """Decode the test set with the single baseline of cfg.methods into out/ (clips.npy,
+    """Decode cfg.split with the single baseline of cfg.methods into out/ (clips.npy,
     names.txt, samples/*.gif), for the `evaluate` stage to score."""
     from mindvideo.stages.foundation import load_scorers
 
@@ -342,7 +355,7 @@ def run(
     artifacts = write_reconstructions(
         out, decoded.names, decoded.clips[method], fps=cfg.frames_per_clip / 2.0
     )
-    metrics = {"test_clips": float(len(decoded.names))}
+    metrics = {f"{cfg.split}_clips": float(len(decoded.names))}
     if decoded.ridge_alpha is not None and method != "random-train-clip":
         metrics["ridge_alpha"] = decoded.ridge_alpha
     for k, v in metrics.items():

@@ -28,7 +28,14 @@ if TYPE_CHECKING:
     from mindvideo.models.fmri_encoder import FmriEncoder
 
 from mindvideo.data.cc2017 import open_stimuli, open_subject
-from mindvideo.data.paired import PairingConfig, clip_video, make_samples, prepare_fmri
+from mindvideo.data.paired import (
+    PAIRING_KEY_NEUTRAL,
+    PairingConfig,
+    SubjectFMRI,
+    clip_video,
+    make_samples,
+    prepare_fmri,
+)
 from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval.metrics import retrieval_top1
@@ -87,6 +94,9 @@ class ContrastiveConfig(ContrastiveTraining, PairingConfig):
 
 
 CONFIG = ContrastiveConfig
+KEY_NEUTRAL = dict(PAIRING_KEY_NEUTRAL)  # options added after results were cached
+# Metrics computed on the test split whatever eval.split says: a search must not optimise them.
+TEST_SPLIT_METRICS = ("retrieval",)
 
 
 def work_units(cfg: ContrastiveConfig) -> int:
@@ -107,18 +117,28 @@ def roi_voxels(dataset: Path, cfg: ContrastiveConfig, n_cortical: int) -> np.nda
     return np.nonzero(read_mask(path, n_cortical))[0]
 
 
-def subject_windows(dataset: Path, cfg, stimuli, voxels: np.ndarray | None = None):
-    """(SubjectFMRI, train Samples, test Samples) of cfg.subject on the encoder's voxels
-    (`voxels`, or the ROI / selection cfg.voxels names), windowed as cfg (PairingConfig)."""
-    rec = open_subject(dataset, cfg.subject)
+def held_out_split(fmri: SubjectFMRI) -> str:
+    """Where a stage measures its held-out loss: validation when the data have it, else test."""
+    return "val" if fmri.segments.get("val") else "test"
+
+
+def subject_windows(
+    dataset: Path, cfg, stimuli, voxels: np.ndarray | None = None, split: str = "test"
+):
+    """(SubjectFMRI, train Samples, Samples of `split`) of cfg.subject on the encoder's voxels
+    (`voxels`, or the ROI / selection cfg.voxels names), windowed as cfg (PairingConfig).
+    `split`: test, val, or held_out (val when the data have it, else test)."""
+    rec = open_subject(dataset, cfg.subject, cfg.val_segments)
     if voxels is None and cfg.voxels == "roi":
         voxels = roi_voxels(dataset, cfg, rec.check()[1])
     fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
     pad = 1  # the encoder wrap-pads to its patch size itself
     edge, offset = cfg.window_edge, cfg.window_offset
+    if split == "held_out":
+        split = held_out_split(fmri)
     train = make_samples(fmri, "train", cfg.window, offset, edge, pad, stimuli)
-    test = make_samples(fmri, "test", cfg.window, offset, edge, pad, stimuli)
-    return fmri, train, test
+    held = make_samples(fmri, split, cfg.window, offset, edge, pad, stimuli)
+    return fmri, train, held
 
 
 def load_encoder(folder: Path, device: str = "cpu") -> tuple[FmriEncoder, np.ndarray]:

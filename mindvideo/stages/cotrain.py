@@ -8,9 +8,9 @@ guidance has an unconditional branch: `uncond` says how (mindvideo/models/uncond
 the encoder's output, the default, or a zero or mean fMRI window before the encoder). Which
 UNet parameters train is configurable: `attention` (self-, cross- and temporal attention:
 MinD-Video's choice) or `all`; the encoder trains too unless `train_encoder: false`. Logged: the
-training loss per epoch and the held-out loss on test clips with the condition and with the
-unconditional one (their gap is what the fMRI tells the generator). Under torch.distributed
-each process takes a slice of every batch.
+training loss per epoch and the held-out loss on validation clips (test clips where the data
+have no validation split) with the condition and with the unconditional one (their gap is what
+the fMRI tells the generator). Under torch.distributed each process takes a slice of every batch.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
 
 from mindvideo.data.cc2017 import open_stimuli
-from mindvideo.data.paired import PairingConfig, clip_video
+from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig, clip_video
 from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.models.diffusion_config import GeneratorConfig
@@ -61,7 +61,9 @@ class CotrainTraining(BaseModel):
     cond_dropout: float = Field(0.1, ge=0, lt=1)
     grad_clip: float | None = Field(1.0, gt=0)
     warmup_steps: int = Field(50, ge=0)
-    val_clips: int = Field(64, ge=1, description="test clips of the held-out loss")
+    val_clips: int = Field(
+        64, ge=1, description="clips of the held-out loss (validation, else test clips)"
+    )
     noise_share: float = Field(
         0.0,
         ge=0.0,
@@ -84,8 +86,10 @@ class CotrainConfig(CotrainTraining, PairingConfig):
 
 
 CONFIG = CotrainConfig
+# On the validation clips where the data have them, else on test: see subject_windows.
+HELD_OUT_METRICS = ("val_loss",)
 # added later: at these values, the keys cached before them hold
-KEY_NEUTRAL = {("noise_share",): 0.0, ("uncond",): "zero_embedding"}
+KEY_NEUTRAL = {("noise_share",): 0.0, ("uncond",): "zero_embedding", **PAIRING_KEY_NEUTRAL}
 
 
 def work_units(cfg: CotrainConfig) -> int:
@@ -149,10 +153,10 @@ def run(
     check_compatible(encoder, model, cfg)
     dataset = dataset_root(inputs["dataset"])
     stimuli = open_stimuli(dataset)
-    _, train, test = subject_windows(dataset, cfg, stimuli, voxels=voxels)
+    _, train, test = subject_windows(dataset, cfg, stimuli, voxels=voxels, split="held_out")
     scale = model.scaling_factor
     latents = video_latents(model.vae, stimuli, train, cfg.frames_per_clip, scale)
-    held = evenly(len(test), cfg.val_clips)
+    held = evenly(len(test), cfg.val_clips)  # of the validation clips where the data have them
     val_latents = video_latents(model.vae, stimuli, test.subset(held), cfg.frames_per_clip, scale)
     ctx.progress(1, f"{cfg.subject}: {len(train)} training clips encoded")
     payload = (

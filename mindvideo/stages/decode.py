@@ -1,4 +1,4 @@
-"""Stage `decode`: reconstruct the test clips of one subject from its fMRI.
+"""Stage `decode`: reconstruct the test (or validation) clips of one subject from its fMRI.
 
 The encoder (co-trained, or as the contrastive stage left it when co-training is off) turns
 each test window into a condition; `MindVideoPipeline` denoises a clip from it with the
@@ -10,7 +10,9 @@ scheduler. Writes clips.npy, names.txt and sample GIFs for the `evaluate` stage,
 time splits between the UNet, the VAE and the rest. `decode.condition: caption` decodes from
 the test captions' CLIP token states instead (the foundation CLIP's, which the align stage and
 the SynthCC diffusion model read): the generator's ceiling, the negative is then the mean
-caption condition of the test or training set, or zeros.
+caption condition of the test or training set, or zeros. `split: val` (eval.split) decodes
+the validation clips instead, for tuning: the test set above is then the validation set
+throughout, the negative `test_mean` included (the mean of the split decoded).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from mindvideo.data.cc2017 import open_stimuli
-from mindvideo.data.paired import PairingConfig
+from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig
 from mindvideo.models.diffusion_config import DecodeOptions, GeneratorConfig, GuidanceConfig
 from mindvideo.models.uncond import Uncond, fill_window, unconditional
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
@@ -50,12 +54,18 @@ class DecodeConfig(PairingConfig):
     # the co-training's unconditional branch (cotrain.uncond), which `guidance.negative: zeros`
     # stands for
     uncond: Uncond = "zero_embedding"
+    split: Literal["val", "test"] = Field("test", description="the clips decoded (eval.split)")
 
 
 CONFIG = DecodeConfig
 # Options added after results were cached: left out of the cache key while at these values, so
 # the entries computed before them stay valid.
-KEY_NEUTRAL = {("decode", "noise_share"): 0.0, ("uncond",): "zero_embedding"}
+KEY_NEUTRAL = {
+    ("decode", "noise_share"): 0.0,
+    ("uncond",): "zero_embedding",
+    ("split",): "test",
+    **PAIRING_KEY_NEUTRAL,
+}
 
 
 def work_units(cfg: DecodeConfig) -> int:
@@ -66,8 +76,9 @@ def negative_condition(
     encoder, which: str, train_fmri, test_fmri, device: str, uncond: Uncond = "zero_embedding"
 ):
     """(1, tokens, dim): the encoder's embedding of the mean fMRI volume (repeated over the
-    window) of the test or training set, or (`zeros`) the unconditional branch the generator
-    was co-trained with (`uncond`: zeros, or the encoder's embedding of a zero or mean window)."""
+    window) of the split decoded (`test_mean`: `test_fmri`, the validation fMRI when that is
+    decoded) or of the training set, or (`zeros`) the unconditional branch the generator was
+    co-trained with (`uncond`: zeros, or the encoder's embedding of a zero or mean window)."""
     import torch
 
     with torch.no_grad():
@@ -106,7 +117,7 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
     unet.to(device).eval()
     dataset = dataset_root(inputs["dataset"])
     stimuli = open_stimuli(dataset)
-    _, train, test = subject_windows(dataset, cfg, stimuli, voxels=voxels)
+    _, train, test = subject_windows(dataset, cfg, stimuli, voxels=voxels, split=cfg.split)
     scheduler = make_scheduler(cfg.decode.scheduler, model.scheduler.config)
     pipe = MindVideoPipeline(model.vae, unet, scheduler)
     if cfg.decode.condition == "caption":
@@ -155,7 +166,7 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
     artifacts = write_reconstructions(out, names, clips, frames / 2.0, cfg.decode.samples)
     ctx.progress(1, f"{len(clips)} clips decoded")
     metrics = {
-        "test_clips": float(len(clips)),
+        f"{cfg.split}_clips": float(len(clips)),
         "frames_per_second": float(clips.shape[0] * clips.shape[1] / loop),
         "unet_share": unet_s / loop,
         "vae_share": vae_s / loop,
@@ -165,8 +176,8 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
 
 
 def caption_conditions(cfg: DecodeConfig, inputs, train, test, width: int, device: str):
-    """(test conditions (n, context, width), negative (1, context, width)) from the captions'
-    token states of the foundation CLIP."""
+    """(conditions of the split decoded (n, context, width), negative (1, context, width)) from
+    the captions' token states of the foundation CLIP."""
     import torch
 
     from mindvideo.errors import ConfigError, DataError
@@ -178,7 +189,7 @@ def caption_conditions(cfg: DecodeConfig, inputs, train, test, width: int, devic
             "decode.condition: caption needs the foundation stage (the planner binds it)"
         )
     if test.caption is None:
-        raise DataError("decode.condition: caption needs a caption per test clip")
+        raise DataError(f"decode.condition: caption needs a caption per {cfg.split} clip")
     clip = load_foundation_clip(inputs["foundation"], device)
     conditions = torch.from_numpy(caption_tokens(clip, test.caption))
     if conditions.shape[-1] != width:

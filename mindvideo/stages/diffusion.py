@@ -46,6 +46,8 @@ class DiffusionStageConfig(BaseModel):
 
 
 CONFIG = DiffusionStageConfig
+# Scored on the test stimuli (the synthetic-domain models' own check, no fMRI): not to tune on.
+TEST_SPLIT_METRICS = ("vae_psnr", "unet_val_loss", "sample_class_top1")
 
 
 def work_units(cfg: DiffusionStageConfig) -> int:

@@ -1,10 +1,12 @@
-"""Stage `evaluate`: score a decoding stage's test reconstructions under a metric protocol."""
+"""Stage `evaluate`: score a decoding stage's test (or validation) reconstructions under a
+metric protocol."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -36,6 +38,9 @@ class EvaluateConfig(BaseModel):
     exclude_scene_cuts: bool | None = None
     samples: int = Field(4, ge=0, description="test clips kept for GIFs and the contact sheet")
     extra_metrics: tuple[str, ...] = Field((), description="scored besides the protocol's")
+    split: Literal["val", "test"] = Field(
+        "test", description="the split the decoding stage decoded (eval.split), as recorded"
+    )
 
     @field_validator("extra_metrics")
     @classmethod
@@ -47,7 +52,7 @@ class EvaluateConfig(BaseModel):
 CONFIG = EvaluateConfig
 # Options added after results were cached: left out of the cache key while at these values, so
 # the entries computed before them stay valid.
-KEY_NEUTRAL = {("extra_metrics",): []}
+KEY_NEUTRAL = {("extra_metrics",): [], ("split",): "test"}
 
 
 def work_units(cfg: EvaluateConfig) -> int:
@@ -147,7 +152,8 @@ def run(
     report = score(list(pred), list(truth), protocol, scorers, scene_cut, ctx.seed)
     ctx.progress(1, f"{report.n_samples} clips scored")
 
-    (out / SCORES).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    scores = report.to_json() | ({"split": cfg.split} if cfg.split != "test" else {})
+    (out / SCORES).write_text(json.dumps(scores, indent=1) + "\n")
     scored = [
         n
         for n, cut in zip(names, scene_cut, strict=True)

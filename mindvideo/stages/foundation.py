@@ -42,6 +42,8 @@ class FoundationConfig(BaseModel):
 
 
 CONFIG = FoundationConfig
+# The judges' and the CLIP's accuracies on the test stimuli (no fMRI): not to tune on.
+TEST_SPLIT_METRICS = ("judges.", "clip.")
 
 
 def work_units(cfg: FoundationConfig) -> int | None:

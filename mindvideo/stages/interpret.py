@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from mindvideo.data.paired import PairingConfig
+from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
 
@@ -86,6 +86,7 @@ class InterpretConfig(InterpretOptions, PairingConfig):
 
 
 CONFIG = InterpretConfig
+KEY_NEUTRAL = dict(PAIRING_KEY_NEUTRAL)  # options added after results were cached
 
 
 def work_units(cfg: InterpretConfig) -> int:
@@ -324,7 +325,7 @@ def run(
 
     out = Path(out)
     dataset = dataset_root(inputs["dataset"])
-    rec = open_subject(dataset, cfg.subject)
+    rec = open_subject(dataset, cfg.subject, cfg.val_segments)
     regions = subject_regions(cfg, dataset, rec, rec.check()[1])
     encoders, voxels = stage_encoders(inputs, ctx.device, ctx.seed)
     _, _, test = subject_windows(dataset, cfg, open_stimuli(dataset), voxels=voxels)

@@ -2,10 +2,11 @@
 
 MinD-Vis adapts the corpus-pretrained MAE to each subject with the same masked-patch objective
 before any paired training; MinD-Video inherits the step. Only the subject's training-split
-volumes are used (no stimulus, no test data); the masked-patch loss and correlation on its
-test-split volumes are logged per epoch, before and after, to show how far the subject's
-signal sits from the corpus. The output has the mbm stage's format, so the contrastive stage
-reads either. On with `mbm.finetune_epochs > 0` (and `encoder.init: mbm`).
+volumes are used (no stimulus, no validation or test data); the masked-patch loss and
+correlation on its validation-split volumes (test-split where it has none) are logged per
+epoch, before and after, to show how far the subject's signal sits from the corpus. The output
+has the mbm stage's format, so the contrastive stage reads either. On with
+`mbm.finetune_epochs > 0` (and `encoder.init: mbm`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mindvideo.data.cc2017 import open_subject
-from mindvideo.data.paired import prepare_fmri
+from mindvideo.data.cc2017 import ValSegments, open_subject
+from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, check_val_segments, prepare_fmri
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.errors import DataError
 from mindvideo.stages.base import StageContext, StageResult, dataset_root
@@ -42,9 +43,18 @@ class FinetuneConfig(BaseModel):
     voxels: Literal["roi", "selected"] = "roi"
     roi_mask: str | None = None
     training: MBMConfig = Field(MBMConfig(), description="epochs, lr, batch, schedule, model")
+    val_segments: ValSegments = Field((), description="data.val_segments: never trained on")
+
+    @field_validator("val_segments")
+    @classmethod
+    def _val_segments(cls, value: ValSegments) -> ValSegments:
+        return check_val_segments(value)
 
 
 CONFIG = FinetuneConfig
+# On the validation volumes where the data have them, else on test: see subject_volumes.
+HELD_OUT_METRICS = ("val_", "pretrained_val_")
+KEY_NEUTRAL = dict(PAIRING_KEY_NEUTRAL)  # options added after results were cached
 
 
 def work_units(cfg: FinetuneConfig) -> int:
@@ -52,21 +62,22 @@ def work_units(cfg: FinetuneConfig) -> int:
 
 
 def subject_volumes(dataset: Path, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The subject's cleaned (train, test) volumes on the encoder's voxels, as (n, V)."""
-    from mindvideo.stages.contrastive import roi_voxels
+    """The subject's cleaned (train, held-out) volumes on the encoder's voxels, as (n, V);
+    held out: the validation segments where the data have them, else the test segments."""
+    from mindvideo.stages.contrastive import held_out_split, roi_voxels
 
-    rec = open_subject(dataset, cfg.subject)
+    rec = open_subject(dataset, cfg.subject, cfg.val_segments)
     voxels = roi_voxels(dataset, cfg, rec.check()[1]) if cfg.voxels == "roi" else None
     fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
     split = {}
-    for name in ("train", "test"):
+    for name in ("train", held_out_split(fmri)):
         runs = fmri.segments.get(name, {})
         if not runs:
             raise DataError(f"{dataset / cfg.subject}: no {name} fMRI to fine-tune MBM on")
         split[name] = np.concatenate([v.reshape(-1, v.shape[-1]) for v in runs.values()]).astype(
             np.float32
         )
-    return split["train"], split["test"]
+    return tuple(split.values())
 
 
 def run(

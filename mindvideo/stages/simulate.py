@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from mindvideo.data.synth.config import SimulateConfig
+from mindvideo.data.synth.config import VAL_NEUTRAL, SimulateConfig
 from mindvideo.data.synth.simulate import FORMAT_VERSION, simulate, work_units
 from mindvideo.stages.base import SYNTHCC_FOLDER, StageContext, StageResult
 
@@ -13,8 +13,10 @@ NAME = "simulate"
 INPUTS: tuple[str, ...] = ()
 SEEDED = False  # the dataset seed is data.synth.seed, part of the config slice
 CONFIG = SimulateConfig
-__all__ = ["CONFIG", "INPUTS", "NAME", "SEEDED", "VERSION", "run", "work_units"]
+__all__ = ["CONFIG", "INPUTS", "KEY_NEUTRAL", "NAME", "SEEDED", "VERSION", "run", "work_units"]
 VERSION = FORMAT_VERSION
+# Options added after datasets were cached: out of the key while at these values.
+KEY_NEUTRAL = {("protocol", name): value for name, value in VAL_NEUTRAL.items()}
 
 
 def run(
@@ -29,6 +31,7 @@ def run(
         "subjects": float(len(summary["subjects"])),
         "train_clips_per_subject": float(p.train_segments * p.train_trs),
         "test_clips_per_subject": float(p.test_segments * p.test_trs),
+        **({"val_clips_per_subject": p.val_segments * p.val_shape[0]} if p.val_segments else {}),
         "cortical_vertices": float(summary["cortical_vertices"]),
         "corpus_subjects": float(len(summary["corpus"]["subjects"])),
     }

@@ -113,6 +113,24 @@ class ProtocolConfig(_Strict):
     test_segments: int = Field(4, ge=1)
     test_trs: int = Field(60, ge=8, description="volumes per test segment")
     test_repeats: int = Field(10, ge=1)
+    val_segments: int = Field(
+        0,
+        ge=0,
+        description="validation segments val1..valN, seen like test segments (repeated, "
+        "averaged), never trained on: what tuning scores (eval.split: val); 0: none",
+    )
+    val_trs: int | None = Field(None, ge=8, description="volumes per validation segment (test_trs)")
+    val_repeats: int | None = Field(None, ge=1, description="viewings per validation segment")
+
+    @property
+    def val_shape(self) -> tuple[int, int]:
+        """(volumes, repeats) of each validation segment: the test values unless given."""
+        return (self.val_trs or self.test_trs, self.val_repeats or self.test_repeats)
+
+
+# The validation options of `protocol`, added after datasets were simulated: at these values a
+# dataset (and its cache key) is what it was before they existed.
+VAL_NEUTRAL = {"val_segments": 0, "val_trs": None, "val_repeats": None}
 
 
 class CorpusConfig(_Strict):

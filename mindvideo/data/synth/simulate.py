@@ -13,9 +13,13 @@ Layout (the real CC2017 release uses the same subject/fmri/segment/cifti naming)
     hcp/roi_mask.npy                          template visual-cortex mask (cortical vertices)
     truth/subject{n}.npz, truth/summary.json  ground truth, read only by validation
 
-Segments are named seg1..segN (training, `train_repeats` viewings) and test1..testM (test,
-`test_repeats` viewings). The whole folder is written under a temporary name and renamed
-when complete, so an interrupted run never leaves a folder that looks finished.
+Segments are named seg1..segN (training, `train_repeats` viewings), test1..testM (test,
+`test_repeats` viewings) and, with protocol.val_segments, val1..valK (validation, seen like the
+test segments). Validation segments draw from streams of their own and are standardised with
+the statistics of the training and test runs, so adding them leaves every other byte of the
+dataset as it was (dataset.json gains its `val` entries). The whole folder is written under a
+temporary name and renamed when complete, so an interrupted run never leaves a folder that
+looks finished.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 from mindvideo.data.cifti import SurfaceModel, brain_axis, write_dtseries
 from mindvideo.data.synth import brain as brain_model
 from mindvideo.data.synth import world
-from mindvideo.data.synth.config import SimulateConfig
+from mindvideo.data.synth.config import VAL_NEUTRAL, SimulateConfig
 from mindvideo.errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
@@ -38,10 +42,13 @@ Progress = Callable[[int, str], None]  # (units done since last call, what is be
 
 # Stream tags: each random draw comes from default_rng([seed, TAG, ...indices]).
 _STIMULUS, _BRAIN, _NOISE, _CORPUS_BRAIN, _CORPUS_STIMULUS, _CORPUS_NOISE = range(1, 7)
+# The split index in those streams: validation comes last, so it changes no other stream.
+_SPLIT_ID = {"train": 0, "test": 1, "val": 2}
+SEGMENT_PREFIX = {"train": "seg", "test": "test", "val": "val"}
 
 
 def segment_names(split: str, n: int) -> list[str]:
-    return [f"{'seg' if split == 'train' else 'test'}{k + 1}" for k in range(n)]
+    return [f"{SEGMENT_PREFIX[split]}{k + 1}" for k in range(n)]
 
 
 def cifti_path(root: Path, subject: str, segment: str, repeat: int) -> Path:
@@ -75,7 +82,7 @@ def _check(cfg: SimulateConfig) -> int:
 def work_units(cfg: SimulateConfig) -> int:
     """How many progress units `simulate` reports (for a progress bar's total)."""
     p = cfg.protocol
-    segments = p.train_segments + p.test_segments
+    segments = p.train_segments + p.test_segments + p.val_segments
     return segments + p.subjects * segments + cfg.corpus.subjects * cfg.corpus.runs
 
 
@@ -102,9 +109,12 @@ def _runs_to_cifti(
     return np.concatenate([cortex, sub], axis=1).astype(np.float32)
 
 
-def _standardised_signal(b: brain_model.SubjectBrain, bolds: list[np.ndarray]) -> list[np.ndarray]:
-    """Scale each voxel's BOLD to its SNR: unit noise, signal std = snr over all runs."""
-    allb = np.concatenate(bolds, axis=0)
+def _standardised_signal(
+    b: brain_model.SubjectBrain, bolds: list[np.ndarray], n_reference: int | None = None
+) -> list[np.ndarray]:
+    """Scale each voxel's BOLD to its SNR: unit noise, signal std = snr over the first
+    `n_reference` runs (default all), applied to every run."""
+    allb = np.concatenate(bolds[:n_reference], axis=0)
     mean = allb.mean(axis=0)
     std = allb.std(axis=0)
     gain = np.where(std > 1e-12, b.snr / np.maximum(std, 1e-12), 0.0)
@@ -159,6 +169,8 @@ def _write(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress, extra: 
         "train": (segment_names("train", p.train_segments), p.train_trs, p.train_repeats),
         "test": (segment_names("test", p.test_segments), p.test_trs, p.test_repeats),
     }
+    if p.val_segments:  # absent otherwise, so that dataset.json stays as it was
+        splits["val"] = (segment_names("val", p.val_segments), *p.val_shape)
     stim = root / "stimuli"
     stim.mkdir()
     (stim / "classes.json").write_text(json.dumps(world.class_names(), indent=1))
@@ -166,9 +178,9 @@ def _write(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress, extra: 
     # Stimuli are shared by all subjects (as in CC2017); keep only the pooled features.
     features: dict[str, np.ndarray] = {}
     tables: dict[str, object] = {}
-    for split_id, (names, n_tr, _) in enumerate(splits.values()):
+    for split, (names, n_tr, _) in splits.items():
         for k, seg in enumerate(names):
-            rng = np.random.default_rng([cfg.seed, _STIMULUS, split_id, k])
+            rng = np.random.default_rng([cfg.seed, _STIMULUS, _SPLIT_ID[split], k])
             scenes = world.make_scenes(rng, n_tr * p.tr, w)
             n_frames = n_tr * per_tr
             frames = world.render_segment(scenes, n_frames, w)
@@ -189,17 +201,19 @@ def _write(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress, extra: 
         b = brain_model.make_brain(np.random.default_rng([cfg.seed, _BRAIN, s]), cfg.brain)
         axis = brain_axis(_surfaces(b, side), cfg.brain.subcortical_voxels)
         segs = [seg for names, _, _ in splits.values() for seg in names]
+        n_reference = p.train_segments + p.test_segments  # validation runs follow them
         bolds = [
             brain_model.bold_response(
                 b, brain_model.neural_drive(b, features[seg], tables[seg]), w.fps, p.tr
             )
             for seg in segs
         ]
-        signals = dict(zip(segs, _standardised_signal(b, bolds), strict=True))
-        for split_id, (names, _, repeats) in enumerate(splits.values()):
+        scaled = _standardised_signal(b, bolds, n_reference)
+        signals = dict(zip(segs, scaled, strict=True))
+        for split, (names, _, repeats) in splits.items():
             for k, seg in enumerate(names):
                 for r in range(repeats):
-                    rng = np.random.default_rng([cfg.seed, _NOISE, s, split_id, k, r])
+                    rng = np.random.default_rng([cfg.seed, _NOISE, s, _SPLIT_ID[split], k, r])
                     data = _runs_to_cifti(signals[seg], b, cfg, rng)
                     write_dtseries(cifti_path(root, subject, seg, r + 1), data, p.tr, axis)
                 tick(1, f"{subject} {seg}")
@@ -234,11 +248,19 @@ def _write(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress, extra: 
         "cortical_vertices": n_cortical,
         "subcortical_voxels": cfg.brain.subcortical_voxels,
         "corpus": {"subjects": corpus_ids, "runs": cfg.corpus.runs, "trs": cfg.corpus.trs},
-        "config": cfg.model_dump(mode="json"),
+        "config": config_record(cfg),
         **extra,
     }
     (root / "dataset.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def config_record(cfg: SimulateConfig) -> dict:
+    """The config as dataset.json records it: without validation segments, their options are
+    left out (such a dataset reads as before they existed)."""
+    if cfg.protocol.val_segments:
+        return cfg.model_dump(mode="json")
+    return cfg.model_dump(mode="json", exclude={"protocol": set(VAL_NEUTRAL)})
 
 
 def _write_corpus(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress) -> list[str]:
