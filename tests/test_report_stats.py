@@ -320,3 +320,24 @@ def test_the_table_names_the_split_chance_and_the_correction(tmp_path):
     assert "Scored on the val split" in tex and "3/(N+2)" in tex
     csv = pd.read_csv(tmp_path / "table.csv")
     assert {"p_value", "p_adjusted", "blocks", "df"} <= set(csv.columns)
+
+
+def test_a_report_refuses_runs_scored_on_different_splits():
+    from types import SimpleNamespace as NS
+
+    from harness.report.build import report_split
+
+    def run(key, variant, split):
+        profile = NS(eval=NS(split=split))
+        return NS(key=key, label=f"{variant} / subject1 / seed 0", profile=profile)
+
+    runs = [run("a", "full", "test"), run("b", "tuned", "val"), run("c", "late", "val")]
+    plan = NS(suite="mixed", runs=runs)
+    with pytest.raises(
+        ConfigError,
+        match=r"different splits \(test: full / subject1 / seed 0; "
+        r"val: tuned / subject1 / seed 0, late",
+    ):
+        report_split(plan, NS(run_ids={"a": 1, "b": 2, "c": 3}))
+    # a run that has not finished does not count
+    assert report_split(plan, NS(run_ids={"b": 2, "c": 3})) == "val"
