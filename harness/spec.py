@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.profiles import BASELINES, format_validation_error, read_yaml
 from mindvideo.errors import ConfigError
 from mindvideo.eval.protocols import PROTOCOLS
+from mindvideo.stages.baselines import refuse_old_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -133,15 +134,7 @@ class Spec(BaseModel):
             raise ValueError("list distinct subjects, or remove the key to run all of them")
         return v
 
-    @field_validator("baselines", mode="before")
-    @classmethod
-    def _renamed(cls, v):
-        if isinstance(v, list | tuple) and "chance" in v:
-            raise ValueError(
-                "'chance' is now 'random-train-clip' (random real training clips: a data "
-                "baseline, not chance level, which the tables' captions give); rename it"
-            )
-        return v
+    _renamed = field_validator("baselines", mode="before")(refuse_old_names)
 
     @field_validator("baselines")
     @classmethod

@@ -300,6 +300,7 @@ def test_search_report_writes_tables_and_figures(ridge_study, tmp_path):
         assert (out / name).stat().st_size > 0, name
     text = (out / "table.md").read_text()
     assert "## Best trials" in text and "## All trials" in text and "baselines.top_k" in text
+    assert "scored on the val split" in text  # searches tune on validation by default
     import pandas as pd
 
     table = pd.read_csv(out / "table.csv")

@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 from harness import tracking as T
 from harness.report.figures import DPI, _figure
 from harness.search import storage as S
-from harness.search.spec import LoadedSearch
+from harness.search.spec import SPLIT_KEY, LoadedSearch
 from harness.search.trials import STUDY_RUN_ATTR, TRIAL, TRIAL_NUMBER
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
@@ -345,14 +345,17 @@ def _table_md(study, loaded, ordered: pd.DataFrame, pareto, found, why) -> str:
         if search.prune_on
         else "no pruning"
     )
+    split = spec.overrides.get(SPLIT_KEY, "test")
+    if SPLIT_KEY in search.space:
+        split = "per trial (eval.split is searched)"
     lines = [
         f"# Search: {loaded.study}",
         "",
         *([spec.description.strip(), ""] if spec.description.strip() else []),
         f"Profile {loaded.profile}; seeds {list(spec.seeds)}; subjects "
         f"{list(spec.subjects) if spec.subjects else 'all'}. Objective: {objective}, the "
-        f"{search.aggregate} over each trial's runs. Sampler {search.sampler.type} "
-        f"(seed {search.sampler.seed}); {pruning}. {done}"
+        f"{search.aggregate} over each trial's runs, scored on the {split} split. Sampler "
+        f"{search.sampler.type} (seed {search.sampler.seed}); {pruning}. {done}"
         + (f"/{target}" if target else "")
         + f" trials done: {counts.get('COMPLETE', 0)} complete, {counts.get('PRUNED', 0)} "
         f"pruned; {counts.get('FAIL', 0)} failed"

@@ -195,31 +195,38 @@ def hold_out(rec: Recording, val_segments: ValSegments) -> None:
             f"data.val_segments: {_shown(val_segments)}, but {where} has validation segments of "
             f"its own ({', '.join(rec.segments('val'))}); remove data.val_segments"
         )
+    for name in held_out_names(val_segments, train, str(where), rec.segments("test")):
+        rec.runs.setdefault("val", {})[name] = rec.runs["train"].pop(name)
+
+
+def held_out_names(
+    val_segments: ValSegments, train: list[str], where: str, test: list[str] = ()
+) -> list[str]:
+    """The training segments `val_segments` names, or the last n of `train`; DataError (naming
+    `where`, the data's folder or file) when they are not training segments or leave none."""
     if isinstance(val_segments, int):
         if not 0 < val_segments < len(train):
             raise DataError(
                 f"data.val_segments: {val_segments}: {where} has {len(train)} training segments; "
                 f"hold out between 1 and {len(train) - 1} of them"
             )
-        names = train[-val_segments:]
-    else:
-        names = list(val_segments)
-        unknown = [n for n in names if n not in train]
-        if unknown:
-            other = [n for n in unknown if n in rec.segments("test")]
-            why = f" ({', '.join(other)}: test segments)" if other else ""
-            raise DataError(
-                f"data.val_segments: {', '.join(unknown)} not among the training segments of "
-                f"{where}{why}; name some of: {', '.join(train)} (or give a count, e.g. "
-                "data.val_segments: 1 for the last one)"
-            )
-        if len(names) >= len(train):
-            raise DataError(
-                f"data.val_segments: {_shown(val_segments)} holds out every training segment "
-                f"of {where}; leave at least one to train on"
-            )
-    for name in names:
-        rec.runs.setdefault("val", {})[name] = rec.runs["train"].pop(name)
+        return train[-val_segments:]
+    names = list(val_segments)
+    unknown = [n for n in names if n not in train]
+    if unknown:
+        other = [n for n in unknown if n in test]
+        why = f" ({', '.join(other)}: test segments)" if other else ""
+        raise DataError(
+            f"data.val_segments: {', '.join(unknown)} not among the training segments of "
+            f"{where}{why}; name some of: {', '.join(train)} (or give a count, e.g. "
+            "data.val_segments: 1 for the last one)"
+        )
+    if len(names) >= len(train):
+        raise DataError(
+            f"data.val_segments: {_shown(val_segments)} holds out every training segment "
+            f"of {where}; leave at least one to train on"
+        )
+    return names
 
 
 def _shown(val_segments: ValSegments) -> str:

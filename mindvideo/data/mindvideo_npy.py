@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mindvideo.data.cc2017 import ValSegments
+from mindvideo.data.cc2017 import ValSegments, held_out_names
 from mindvideo.data.paired import Samples
 from mindvideo.data.preprocess import pad_to_patch
 from mindvideo.data.windows import Edge, make_windows, window_indices
@@ -135,23 +135,7 @@ def hold_out(
             "segments out by; give trs_per_segment (240 for CC2017)"
         )
     names = list(train.segment_names or [f"seg{k + 1}" for k in range(n // per)])
-    if isinstance(val_segments, int):
-        if not 0 < val_segments < len(names):
-            raise DataError(
-                f"data.val_segments: {val_segments}: the training file has {len(names)} "
-                f"segments; hold out between 1 and {len(names) - 1} of them"
-            )
-        held = names[-val_segments:]
-    else:
-        held = list(val_segments)
-        unknown = [s for s in held if s not in names]
-        if unknown:
-            raise DataError(
-                f"data.val_segments: {', '.join(unknown)} not among the training segments "
-                f"({names[0]}..{names[-1]}); name some of them or give a count"
-            )
-        if len(held) >= len(names):
-            raise DataError("data.val_segments holds out every training segment; keep one")
+    held = held_out_names(val_segments, names, "the training file")
 
     def part(segments: list[str]) -> MindVideoSplit:
         rows = np.concatenate([np.arange(per) + names.index(s) * per for s in segments])

@@ -69,21 +69,21 @@ class BaselineOptions(BaseModel):
 KEY_RENAMED = {("methods",): {"random-train-clip": "chance"}}
 
 
+def refuse_old_names(methods):
+    """A list of baseline names as given, or ValueError for a name that has changed."""
+    if isinstance(methods, list | tuple) and "chance" in methods:
+        raise ValueError(
+            "'chance' is now 'random-train-clip' (random real training clips: a data baseline, "
+            "not chance level, which is analytic and in the tables' captions); rename it"
+        )
+    return methods
+
+
 class BaselinesConfig(BaselineOptions, PairingConfig):
     """Which baselines, on which subject, decoding which features."""
 
     methods: tuple[Method, ...] = ("ridge", "shuffled", "random-train-clip")
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _renamed(cls, v):
-        if isinstance(v, list | tuple) and "chance" in v:
-            raise ValueError(
-                "the 'chance' baseline is now 'random-train-clip' (random real training clips: "
-                "a data baseline; chance level is analytic and in the tables' captions)"
-            )
-        return v
-
+    _renamed = field_validator("methods", mode="before")(refuse_old_names)
     split: Literal["val", "test"] = Field("test", description="the clips decoded (eval.split)")
 
 
