@@ -237,10 +237,50 @@ def profile_path(name: str) -> Path:
     return path
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse YAML safely (plain data only: no tags, no code)."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a repeated key: YAML would keep the last
+    value silently, and a copy-pasted variant or override would vanish."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {key!r} appears twice in one mapping (lines {seen[key]} and "
+                    f"{line}); YAML would keep only the last: rename or remove one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """Plain data from YAML text (no tags, no code); repeated keys are an error."""
+    loader = _UniqueKeyLoader(text)
     try:
-        return yaml.safe_load(path.read_text())
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file safely (plain data only: no tags, no code; UTF-8; no repeated keys)."""
+    try:
+        return parse_yaml(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r}); "
+            "save the file as UTF-8 (is it a spec at all?)"
+        ) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context = f" ({e.context})" if e.context else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {e.problem}{context}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     except OSError as e:
@@ -375,7 +415,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {text!r}: expected key.path=value, e.g. data.window=3")
     key, value = text.split("=", 1)
     try:
-        parsed = yaml.safe_load(value) if value else None
+        parsed = parse_yaml(value) if value else None
     except yaml.YAMLError:
         parsed = value
     return key.strip(), parsed

@@ -478,3 +478,17 @@ report: {metrics: [contrastive.retrieval50_image_top1]}
 def test_the_chance_baseline_is_renamed_with_a_message(tmp_path):
     msg = spec_error(tmp_path, BASE.replace("random-train-clip]", "chance]"))
     assert "'chance' is now 'random-train-clip'" in msg and "not chance level" in msg
+
+
+def test_a_repeated_key_is_an_error_naming_both_lines(tmp_path):
+    # YAML keeps the last of two equal keys: a copy-pasted variant would vanish without a word
+    msg = spec_error(tmp_path, BASE + "variants:\n  full: {}\n  full: {data.window: 3}\n")
+    assert "the key 'full' appears twice" in msg and "rename or remove one" in msg
+    assert str(tmp_path) in msg
+
+
+def test_a_file_that_is_not_utf8_text_says_so(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"suite: x\nprofile: smoke\n\xff\xfe\x00binary\n")
+    with pytest.raises(ConfigError, match=r"spec.yaml: not UTF-8 text \(byte 24"):
+        load_spec(path)
