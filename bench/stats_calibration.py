@@ -18,7 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.report.calibration import Design, block_sign_flip, calibrate  # noqa: E402
+from harness.report.calibration import (  # noqa: E402
+    Design,
+    block_sign_flip,
+    calibrate,
+    two_way_bootstrap,
+)
 
 DESIGNS = {
     "measured seed effects": Design(),
@@ -29,6 +34,7 @@ METHODS = {
     "block (default)": dict(method="block"),
     "clip (Wilcoxon, independent clips)": dict(method="clip"),
     "block sign-flip (no CI)": dict(method="flip", tester=block_sign_flip),
+    "seeds x scenes percentile bootstrap": dict(method="two-way", tester=two_way_bootstrap),
 }
 
 

@@ -148,3 +148,28 @@ def block_sign_flip(per, reference: str, n_perm: int = 2000, seed: int = 0):
     null = np.abs(signs @ sums) / total
     p = (1 + np.sum(null >= observed - 1e-15)) / (n_perm + 1)
     return np.nan, np.nan, float(p)
+
+
+def two_way_bootstrap(per, reference: str, n_boot: int = 1000, seed: int = 0):
+    """The percentile bootstrap that resamples seeds and scenes together (each jointly for all
+    subjects), for comparison only: with three seeds its seed draws cannot show the seeds'
+    spread as a t with 2 degrees of freedom would, so it is liberal when seed effects are large."""
+    from harness.report.stats import seed_differences
+
+    variant = next(v for (v, _, _) in per if v != reference)
+    subjects = sorted({s for (v, s, _) in per if v == variant})
+    d = np.stack([seed_differences(per, variant, reference, s, "score")[0] for s in subjects])
+    scores = per[(variant, subjects[0], 0)]
+    labels, block_of = np.unique(scores[BLOCKS_KEY], return_inverse=True)
+    S, K, _ = d.shape
+    B = len(labels)
+    sums = np.stack([d[:, :, block_of == b].sum(axis=-1) for b in range(B)], axis=-1)
+    counts = np.bincount(block_of, minlength=B).astype(float)
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(B, np.full(B, 1.0 / B), size=n_boot).astype(float)
+    v = rng.multinomial(K, np.full(K, 1.0 / K), size=n_boot).astype(float)
+    means = np.einsum("nb,skb->nsk", w, sums) / (w @ counts)[:, None, None]
+    stats = np.einsum("nk,nsk->n", v, means) / (K * S)
+    low, high = np.percentile(stats, [2.5, 97.5])
+    p = min(1.0, 2 * min((stats <= 0).mean(), (stats >= 0).mean()))
+    return float(low), float(high), float(p)
