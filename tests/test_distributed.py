@@ -76,6 +76,7 @@ def test_contrastive_two_gloo_processes_match_one(one_torch_thread):
     assert not torch.equal(weights["to_cond.weight"], state["to_cond.weight"])  # it trained
 
 
+@pytest.mark.slow  # 13 s of gloo processes
 def test_cotrain_two_gloo_processes_match_one(one_torch_thread):
     import copy
 
@@ -127,6 +128,7 @@ def test_processes_own_their_copy_of_the_payload():
     assert weights.tolist() == [0.0, 0.0, 0.0]  # the caller's tensor is untouched
 
 
+@pytest.mark.slow  # 10 s of gloo processes
 def test_launch_returns_rank_zero_and_raises_the_first_error():
     seen = []
     assert launch(_returns_rank, "p", 2, progress=lambda n, w: seen.append(w)) == (0, 2, "p")

@@ -85,6 +85,7 @@ def _argv(spec: Path, store: Path, *extra: str) -> list[str]:
     return ["run", str(spec), "--store", str(store), *extra]
 
 
+@pytest.mark.slow  # 40 s of subprocesses; the lease is tested in-process
 def test_pool_of_two_workers_gives_the_local_table_and_runs_each_run_once(
     harness_run, tmp_path, capsys
 ):
@@ -101,6 +102,7 @@ def test_pool_of_two_workers_gives_the_local_table_and_runs_each_run_once(
     _assert_local_table(harness_run, spec, store, tmp_path)
 
 
+@pytest.mark.slow  # 13 s of submitit jobs; the job's command is unit-tested
 def test_slurm_jobs_through_submitit_local_give_the_local_table(harness_run, tmp_path, capsys):
     spec = write_spec(tmp_path, ONE_SEED)
     store = _store(harness_run, tmp_path, ALL_STAGES)  # a job starts in seconds: keep them light
@@ -353,6 +355,7 @@ def test_pool_gives_each_worker_one_gpu_or_its_share_of_the_cores():
     assert [s.threads for s in pinned] == [3, 3] and pinned[0].env["OMP_NUM_THREADS"] == "3"
 
 
+@pytest.mark.slow  # 7 s; search --threads (test_search) runs the same context in the default run
 def test_threads_option_sets_the_stages_torch_threads_and_restores_them(
     harness_run, tmp_path, capsys
 ):

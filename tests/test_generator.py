@@ -263,6 +263,7 @@ def test_whole_pipeline_runs_is_tracked_and_reports(generator_store, capsys):
     assert "no-cotrain" in (out / "table.md").read_text()
 
 
+@pytest.mark.slow  # the whole pipeline's run and report stay in the default run
 def test_the_same_spec_gives_the_same_numbers(generator_store, harness_run, tmp_path):
     """The full variant again from an empty store (past the per-dataset stages, copied): MBM,
     contrastive, the diffusion models, the adapter, co-training, decoding and scoring give
@@ -278,6 +279,7 @@ def test_the_same_spec_gives_the_same_numbers(generator_store, harness_run, tmp_
     assert_same_numbers(first, second, "two stores on this machine")
 
 
+@pytest.mark.slow  # 20 s; the gpu tests run the same paths on a GPU
 def test_the_gpus_bf16_paths_run_on_a_cpu(harness_run, tmp_path, monkeypatch):
     """MBM, co-training and decoding under bf16 autocast as on a GPU (through torch's CPU
     autocast): a dtype mistake that would stop every GPU run fails here."""

@@ -196,6 +196,7 @@ def test_fail_fast_stops_before_the_next_run(harness_run, tmp_path, monkeypatch,
     assert parent.info.status == "FAILED"
 
 
+@pytest.mark.slow  # 24 s; the atomic cache write is unit-tested in test_harness_cache
 def test_kill_9_mid_stage_then_resume(harness_run, tmp_path, capsys):
     spec = write_spec(tmp_path, SMOKE_SUITE)
     store = _fresh_store(harness_run, tmp_path)
@@ -244,6 +245,7 @@ def test_kill_9_mid_stage_then_resume(harness_run, tmp_path, capsys):
     )
 
 
+@pytest.mark.slow  # a subprocess per signal; a failed stage's record stays in the default run
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_marks_the_run_killed_and_keeps_nothing_half_written(harness_run, tmp_path, signum):
     spec = write_spec(tmp_path, SMOKE_SUITE)

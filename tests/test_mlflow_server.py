@@ -128,6 +128,7 @@ def server_uri(mlflow_server, harness_run, monkeypatch) -> str:
     return mlflow_server.uri
 
 
+@pytest.mark.slow  # 33 s with an mlflow server; the SQLite store stays in the default run
 def test_suite_tracked_and_reported_over_http(
     mlflow_server, harness_run, server_uri, one_torch_thread, tmp_path, capsys, monkeypatch
 ):

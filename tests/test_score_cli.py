@@ -37,6 +37,7 @@ def test_export_writes_named_clips(truth_dir):
     assert json.loads((truth_dir / "source.json").read_text())["split"] == "test"
 
 
+@pytest.mark.slow  # 15 s; the metrics' known values are unit-tested in test_metrics
 def test_truth_scored_against_itself_is_perfect(dataset, truth_dir, capsys):
     motion = ["--metric", "motion_direction", "--metric", "motion_speed"]
     code, out, _ = run(

@@ -524,6 +524,7 @@ def _cli_env() -> dict:
     return env
 
 
+@pytest.mark.slow  # 25 s of worker processes; retries are unit-tested in-process
 def test_killed_worker_trial_is_retried_and_the_count_reached(tmp_path, store):
     """SIGKILL one of 2 workers in the middle of a trial: the other finds the trial's worker
     gone, marks it FAIL, runs it again with the same values and the study reaches its count."""

@@ -82,6 +82,7 @@ def test_finetune_on_the_subject(smoke_dataset, tmp_path, one_torch_thread):
         mbm_finetune.run(other, inputs, tmp_path / "ft", ctx)
 
 
+@pytest.mark.slow  # two gloo processes; the one-process stage stays in the default run
 def test_stage_in_two_processes_matches_one(smoke_dataset, tmp_path, one_torch_thread):
     one, logged_one = run_stage(smoke_dataset, tmp_path / "one")
     logged = []

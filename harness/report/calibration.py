@@ -114,7 +114,13 @@ def calibrate(
         if tester is not None:
             return tester(per, "ref")
         t = paired_tests(
-            per, "ref", ["score"], n_boot=n_boot, seed=int(rng.integers(2**31)), method=method
+            per,
+            "ref",
+            ["score"],
+            n_boot=n_boot,
+            seed=int(rng.integers(2**31)),
+            method=method,
+            per_subject=False,
         )
         row = t[t["subject"] == "average"].iloc[0]
         return row["ci_low"], row["ci_high"], row["p_value"]

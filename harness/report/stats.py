@@ -83,6 +83,8 @@ def _aligned(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], metric: s
         return None
     x, y = np.asarray(a[metric], float), np.asarray(b[metric], float)
     if NAMES_KEY in a and NAMES_KEY in b:
+        if np.array_equal(a[NAMES_KEY], b[NAMES_KEY]):  # the usual case: the same clips in order
+            return x, y, [str(n) for n in b[NAMES_KEY]]
         index = {str(n): i for i, n in enumerate(a[NAMES_KEY])}
         common = [(index[str(n)], j) for j, n in enumerate(b[NAMES_KEY]) if str(n) in index]
         if not common:
@@ -228,8 +230,13 @@ def block_design(per_sample: PerSample, blocks: str = "auto", block_clips: int =
     if blocks == "contiguous" or sceneless:
         return BlockDesign("contiguous", block_clips, {})
     scenes: dict[str, str] = {}
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
     for ident, scores in per_sample.items():
-        for name, block in zip(scores[NAMES_KEY], scores[BLOCKS_KEY], strict=True):
+        names, blocks = scores[NAMES_KEY], scores[BLOCKS_KEY]
+        if any(np.array_equal(names, n) and np.array_equal(blocks, b) for n, b in seen):
+            continue  # most runs score the same clips: check each labelling once
+        seen.append((names, blocks))
+        for name, block in zip(names.tolist(), blocks.tolist(), strict=True):
             name, block = str(name), str(block)
             if scenes.setdefault(name, block) != block:
                 raise ConfigError(
@@ -347,9 +354,11 @@ def paired_tests(
     blocks: str = "auto",
     block_clips: int = 5,
     correction: str = "holm",
+    per_subject: bool = True,
 ) -> pd.DataFrame:
-    """One row per (variant, subject or "average", metric) that pairs with the reference; the
-    CIs cover 1 - alpha. `attrs` holds the method, correction and blocking used."""
+    """One row per (variant, subject or "average", metric) that pairs with the reference (only
+    the average's without `per_subject`); the CIs cover 1 - alpha. `attrs` holds the method,
+    correction and blocking used."""
     if method not in METHODS:
         raise ConfigError(f"report.significance.method: {method!r}; use {', '.join(METHODS)}")
     if correction not in CORRECTIONS:
@@ -367,7 +376,8 @@ def paired_tests(
                 diff = seed_differences(per_sample, variant, reference, subject, metric)
                 if diff is not None:
                     found[subject] = diff
-            scopes = [(s, [s]) for s in found] + ([(AVERAGE, list(found))] if found else [])
+            scopes = [(s, [s]) for s in found] if per_subject else []
+            scopes += [(AVERAGE, list(found))] if found else []
             for scope, members in scopes:
                 stream = _stream(seed, variant, metric, scope)
                 n = sum(found[s][0].shape[1] for s in members)
