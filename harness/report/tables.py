@@ -534,7 +534,8 @@ def _caption(
     parts.append("Bold = best per column.")
     if average[["ci_low", "ci_high"]].notna().any(axis=None):
         parts.append(
-            f"95{d.escape('%')} CIs = mean over runs of each run's bootstrap CI over test samples."
+            f"95{d.escape('%')} CIs = mean over runs of each run's bootstrap CI over test samples "
+            "(clips resampled as if independent: narrower than the paired tests' CIs)."
         )
     if _partial_variants(average, n_subjects):
         parts.append(f"{d.dagger} = averaged over fewer subjects than the others.")
