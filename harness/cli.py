@@ -736,7 +736,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     plan = _load_plan(args)
     tracker = _tracker_with_runs(args, plan)
     out = Path(args.out) if args.out else Path("results") / plan.suite
-    written, found = write_report(plan, tracker, out)
+    reference = getattr(args, "reference", None)
+    if reference is not None:
+        names = list(dict.fromkeys(r.variant.name for r in plan.runs))
+        if reference not in names:
+            raise ConfigError(
+                f"--reference {reference}: not a variant of {plan.spec.path} as planned "
+                f"({', '.join(names)})"
+            )
+    written, found = write_report(plan, tracker, out, reference)
     n = len(found.runs)
     selection = {k: v for k in ("variant", "subject", "seed") if (v := getattr(args, k, None))}
     picked = ", ".join(f"{k} {' '.join(map(str, v))}" for k, v in selection.items())
@@ -1219,6 +1227,12 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_arguments(rep, what="either")
     _selection_arguments(rep)
     rep.add_argument("--out", help="output folder (default results/<suite>/)")
+    rep.add_argument(
+        "--reference",
+        metavar="VARIANT",
+        help="compare every row with this variant instead of the spec's reference (e.g. plain "
+        "guidance against its adversarial twin); write it elsewhere with --out",
+    )
     rep.add_argument(
         "--storage",
         help="a search spec's Optuna storage, if `mvbench search` was given one (default: the "

@@ -108,6 +108,19 @@ def test_report_reads_runs_back_from_mlflow(harness_run, tmp_path, capsys):
     assert delta["ssim"] == pytest.approx(expected["ssim"])
 
 
+def test_report_against_another_reference(harness_run, tmp_path, capsys):
+    spec, store = harness_run
+    out = tmp_path / "other"
+    argv = ["report", str(spec), "--store", str(store), "--out", str(out)]
+    assert main([*argv, "--reference", "random-train-clip"]) == 0
+    assert "random-train-clip (ref.)" in capsys.readouterr().out
+    table = pd.read_csv(out / "table.csv")
+    ridge = table[(table.table == "average") & (table.variant == "ridge")]
+    assert ridge["p_value"].notna().all() and ridge["delta"].notna().all()
+    assert main([*argv, "--reference", "lasso"]) == 2
+    assert "--reference lasso: not a variant" in capsys.readouterr().err
+
+
 def test_a_report_written_again_with_fewer_metrics_leaves_no_stale_figure(
     harness_run, tmp_path, capsys
 ):

@@ -200,8 +200,11 @@ def _sweep_point(plan: Plan, run: Run, swept: set[str]) -> dict:
     return {}
 
 
-def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], Collected]:
-    """Tables, figures and samples of the suite under `out`; returns the files written."""
+def write_report(
+    plan: Plan, tracker: Tracker, out: Path, reference: str | None = None
+) -> tuple[list[Path], Collected]:
+    """Tables, figures and samples of the suite under `out`, compared with `reference` (None:
+    the spec's); returns the files written."""
     from harness.report.attention import write_attention
     from harness.report.figures import write_figures
     from harness.report.tables import write_tables
@@ -218,7 +221,7 @@ def write_report(plan: Plan, tracker: Tracker, out: Path) -> tuple[list[Path], C
             )
         )
     report = plan.spec.spec.report
-    reference = plan.spec.spec.reference
+    reference = reference or plan.spec.spec.reference
     if reference is not None and reference not in set(found.runs["variant"]):
         if reference in {r.variant.name for r in plan.runs}:
             why = "has no finished run yet"
