@@ -320,6 +320,12 @@ def test_the_table_names_the_split_chance_and_the_correction(tmp_path):
     assert "Scored on the val split" in tex and "3/(N+2)" in tex
     csv = pd.read_csv(tmp_path / "table.csv")
     assert {"p_value", "p_adjusted", "blocks", "df"} <= set(csv.columns)
+    assert "with one seed the seeds' variance cannot be estimated" in md  # one seed here
+    per[("full", "s1", 1)] = per[("full", "s1", 0)]
+    per[("better", "s1", 1)] = block_scores(ref + 0.12)
+    tests = paired_tests(per, "full", ["ssim"], n_boot=300)
+    write_tables(runs_of(per), ["ssim"], tmp_path, "full", formats=("md",), tests=tests)
+    assert "with one seed" not in (tmp_path / "table.md").read_text()
 
 
 def test_a_report_refuses_runs_scored_on_different_splits():

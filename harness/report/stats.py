@@ -368,7 +368,7 @@ def paired_tests(
     design = block_design(per_sample, blocks, block_clips) if method == "block" else None
     variants = list(dict.fromkeys(v for (v, _, _) in per_sample if v != reference))
     subjects = list(dict.fromkeys(sub for (_, sub, _) in per_sample))
-    rows = []
+    rows, most_seeds = [], 0
     for variant in variants:
         for metric in metrics:
             found = {}
@@ -376,6 +376,7 @@ def paired_tests(
                 diff = seed_differences(per_sample, variant, reference, subject, metric)
                 if diff is not None:
                     found[subject] = diff
+            most_seeds = max([most_seeds, *(len(found[s][1]) for s in found)])
             scopes = [(s, [s]) for s in found] if per_subject else []
             scopes += [(AVERAGE, list(found))] if found else []
             for scope, members in scopes:
@@ -407,5 +408,6 @@ def paired_tests(
         "method": method,
         "correction": correction,
         "blocking": design.describe() if design is not None else "",
+        "seeds": most_seeds,  # the most seeds any test paired
     }
     return out

@@ -498,6 +498,11 @@ def _significance_caption(average: pd.DataFrame, d: _Dialect) -> str:
             "subjects and seeds, who share the stimuli) and the variance between seeds (a "
             "random effect), with Satterthwaite's degrees of freedom; p from the same t test"
         )
+        if average.attrs.get("seeds", 2) == 1:
+            how += (
+                "; with one seed the seeds' variance cannot be estimated, so these tests speak "
+                "for this seed's trained models only"
+            )
     else:
         how = (
             f"the paired bootstrap {ci} CI over test clips (seeds averaged per clip) and the "
