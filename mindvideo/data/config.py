@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mindvideo.data.cc2017 import ValSegments
-from mindvideo.data.paired import check_val_segments
+from mindvideo.data.paired import CheckedValSegments
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.data.synth.config import SimulateConfig
 
@@ -35,16 +34,11 @@ class DataConfig(BaseModel):
     )
     window_edge: Literal["drop", "clamp"] = "drop"
     frames_per_clip: int = Field(6, ge=1, description="video frames sampled per 2 s clip")
-    val_segments: ValSegments = Field(
+    val_segments: CheckedValSegments = Field(
         (),
         description="real data: training segments held out as the validation split, by name "
         "([seg18]) or a count from the end of the training list (1); never trained on",
     )
-
-    @field_validator("val_segments")
-    @classmethod
-    def _val_segments(cls, value: ValSegments) -> ValSegments:
-        return check_val_segments(value)
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from mindvideo.data.cc2017 import SPLITS, Recording, Stimuli, ValSegments
 from mindvideo.data.preprocess import (
@@ -27,6 +27,21 @@ Progress = Callable[[int, str], None]
 ANNOTATIONS = {"scene_cut": bool, "video_class": np.int64, "frame_class": np.int64, "caption": str}
 
 
+def check_val_segments(value: ValSegments) -> ValSegments:
+    """A count >= 0 (0: none, as ()) or distinct segment names."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"give a count >= 0 or segment names, got {value}")
+        return value or ()
+    if len(set(value)) != len(value):
+        raise ValueError(f"segments repeat: {list(value)}")
+    return value
+
+
+# val_segments as a config field reads it: checked once, wherever it is declared
+CheckedValSegments = Annotated[ValSegments, AfterValidator(check_val_segments)]
+
+
 class PairingConfig(BaseModel):
     """One subject's (fMRI window, clip) pairs: cleaning and voxels, window, frames per clip.
 
@@ -40,27 +55,11 @@ class PairingConfig(BaseModel):
     window_offset: int = 2
     window_edge: Literal["drop", "clamp"] = "drop"
     frames_per_clip: int = 6
-    val_segments: ValSegments = Field(
+    val_segments: CheckedValSegments = Field(
         (),
         description="real data: training segments held out as the validation split (names, "
         "or a count from the end of the training list); (): none",
     )
-
-    @field_validator("val_segments")
-    @classmethod
-    def _val_segments(cls, value: ValSegments) -> ValSegments:
-        return check_val_segments(value)
-
-
-def check_val_segments(value: ValSegments) -> ValSegments:
-    """A count >= 0 (0: none, as ()) or distinct segment names."""
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"give a count >= 0 or segment names, got {value}")
-        return value or ()
-    if len(set(value)) != len(value):
-        raise ValueError(f"segments repeat: {list(value)}")
-    return value
 
 
 # Fields added after results were cached, at the values that behave as before: every stage whose
