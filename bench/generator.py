@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from harness.plan import typed_section
 from harness.profiles import load_profile
+from mindvideo.errors import typed_section
 from mindvideo.models import diffusion as D
 from mindvideo.models.clip_config import ClipConfig
 from mindvideo.models.inflated_unet import InflatedUNet

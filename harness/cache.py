@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -18,10 +19,81 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from harness.plan import StageNode
+from pydantic import BaseModel
+
+from mindvideo.stages.base import Stage
+
+# The key of a stage's entry: its name and version, its config as key_config reads it, the keys
+# of its inputs and, if it is seeded, the seed. Every run key hashes its stages' keys.
+
+
+def stage_key(stage: Stage, cfg: BaseModel, inputs: Mapping[str, str], seed: int | None) -> str:
+    """The content key of one execution of `stage` (the folder name of its cache entry)."""
+    return digest(
+        {
+            "stage": stage.name,
+            "version": stage.version,
+            "config": key_config(cfg, stage.key_neutral, stage.key_renamed),
+            "inputs": dict(inputs),
+            "seed": seed,
+        }
+    )
+
+
+def key_config(
+    cfg: BaseModel,
+    neutral: dict[tuple[str, ...], Any],
+    renamed: dict[tuple[str, ...], dict[str, str]] | None = None,
+) -> dict:
+    """A stage config as its cache key reads it: the fields a stage added later (`neutral`:
+    path -> the value that behaves as before the field existed) are left out while they hold
+    that value, and values renamed since (`renamed`: path -> {new: old}) read as before, so
+    entries cached before either keep their keys."""
+    config = cfg.model_dump(mode="json")
+    for path, names in (renamed or {}).items():
+        *parents, leaf = path
+        section = config
+        for part in parents:
+            section = section.get(part) or {}
+        if isinstance(section.get(leaf), list):
+            section[leaf] = [names.get(v, v) for v in section[leaf]]
+        elif leaf in section:
+            section[leaf] = names.get(section[leaf], section[leaf])
+    for path, value in neutral.items():
+        *parents, leaf = path
+        section = config
+        for part in parents:
+            section = section.get(part) or {}
+        if leaf in section and section[leaf] == value:
+            del section[leaf]
+    return config
+
+
+def digest(payload: Any, n: int = 20) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class StageNode:
+    """One stage execution, identified by its content key."""
+
+    name: str
+    key: str
+    config: BaseModel | None
+    inputs: dict[str, str]  # role -> key of the upstream node
+    seed: int | None  # None: the stage does not depend on the run seed
+    external: Path | None = None  # a real dataset read in place
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.key}"
+
 
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"

@@ -328,8 +328,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_baselines(args: argparse.Namespace) -> int:
-    from harness.plan import pairing
     from mindvideo.data.cc2017 import list_subjects
+    from mindvideo.data.paired import pairing
     from mindvideo.stages.baselines import BaselinesConfig, run_baselines
 
     root = Path(args.dir)

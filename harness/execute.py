@@ -16,12 +16,13 @@ from pathlib import Path
 import yaml
 
 from harness import tracking as T
-from harness.cache import StageCache
+from harness.cache import StageCache, StageNode
 from harness.lease import DEFAULT_TIMEOUT_S, RunLease, store_id
-from harness.plan import Plan, Run, StageNode, headline_metrics, stage_module
+from harness.plan import Plan, Run, headline_metrics
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
 from mindvideo.stages.base import StageContext
+from mindvideo.stages.registry import get_stage
 
 HEADLINE_STAGE = "evaluate"  # its metrics are logged unprefixed: they are the suite's results
 # Stage metrics go to MLflow in one write per run, except after a stage that took this long
@@ -455,14 +456,13 @@ class LocalExecutor:
         return outcome
 
     def _stage(self, node: StageNode) -> tuple[dict, bool]:
-        module = stage_module(node.name) if node.external is None else None
+        stage = get_stage(node.name)
 
         def produce(out: Path) -> dict:
             series: list[tuple[str, float, int | None]] = []
             t0 = time.perf_counter()
-            units = getattr(module, "work_units", None)
             bar = _bar(
-                units(node.config) if units else None,
+                stage.work_units(node.config) if stage.work_units else None,
                 node.name,
                 self.quiet,
                 position=1,
@@ -487,14 +487,14 @@ class LocalExecutor:
             )
             inputs = {role: self.cache.path(self.plan.node(k)) for role, k in node.inputs.items()}
             try:
-                result = module.run(node.config, inputs, out, ctx)
+                result = stage.run(node.config, inputs, out, ctx)
             finally:
                 self.stage_seconds += time.perf_counter() - t0
                 bar.close()
             import torch
 
             return {
-                "version": module.VERSION,
+                "version": stage.version,
                 # provenance: numbers computed on a GPU differ from a CPU's in the last digits
                 "device": self.device,
                 # on a CPU, torch's thread count changes float sums in the last digits too

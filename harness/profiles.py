@@ -12,20 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from mindvideo.data.config import DataConfig
 from mindvideo.errors import ConfigError
-from mindvideo.models.diffusion_config import (
-    DecodeOptions,
-    DiffusionConfig,
-    GeneratorConfig,
-    GuidanceConfig,
-)
-from mindvideo.models.encoder_config import EncoderConfig
-from mindvideo.stages.align import AlignOptions
-from mindvideo.stages.baselines import BaselineOptions
-from mindvideo.stages.contrastive import ContrastiveTraining
-from mindvideo.stages.cotrain import CotrainTraining
-from mindvideo.stages.interpret import InterpretOptions
-from mindvideo.stages.mbm import MBMConfig
-from mindvideo.stages.video_pretrain import VideoPretrainTraining
+from mindvideo.errors import typed_section as typed_section  # the stages' lazily typed sections
 
 
 class EvalSection(BaseModel):
@@ -41,10 +28,12 @@ class EvalSection(BaseModel):
         description="the clips decoded and scored: test (reporting) or val (tuning: the "
         "validation segments, data.synth.protocol.val_segments or data.val_segments)",
     )
-    frames: int | None = Field(None, ge=1, description="frames per clip scored")
-    trials: int | None = Field(None, ge=1, description="N-way trials per sample")
+    frames: int | None = Field(None, ge=1, le=1000, description="frames per clip scored")
+    trials: int | None = Field(None, ge=1, le=1_000_000, description="N-way trials per sample")
     exclude_scene_cuts: bool | None = None
-    samples: int = Field(4, ge=0, description="test clips kept as GIFs and in contact sheets")
+    samples: int = Field(
+        4, ge=0, le=1000, description="test clips kept as GIFs and in contact sheets"
+    )
     extra_metrics: list[str] = Field(
         [], description="metrics scored besides the protocol's, e.g. motion_direction"
     )
@@ -62,62 +51,6 @@ METHODS = ("mindvideo", "ridge", "shuffled", "random-train-clip", "autoencoder")
 BASELINES = METHODS[1:]
 
 
-class MBMSection(MBMConfig):
-    """The mbm stage's pretraining, and the optional fine-tune on each target subject."""
-
-    finetune_epochs: int = Field(
-        0, ge=0, description="MBM epochs on the subject's own training fMRI (0: no fine-tune)"
-    )
-    finetune_lr: float | None = Field(None, gt=0, description="None: mbm.lr")
-
-    def pretraining(self, **update) -> MBMConfig:
-        """The mbm stage's config (without the fine-tune fields)."""
-        fields = self.model_dump(exclude={"finetune_epochs", "finetune_lr"})
-        return MBMConfig(**(fields | update))
-
-
-class DiffusionSection(DiffusionConfig):
-    """The image diffusion model: trained on SynthCC (these sizes), or SD 1.5 by path."""
-
-    pretrained: str | None = Field(
-        None, description="real data: a local diffusers Stable Diffusion 1.5 folder"
-    )
-
-
-class AlignSection(AlignOptions):
-    enabled: bool = Field(
-        True,
-        description="false: the generator reads the encoder's condition as it is (MinD-Video)",
-    )
-
-
-class CotrainSection(CotrainTraining):
-    enabled: bool = Field(True, description="false: the encoder as trained so far, UNet frozen")
-
-
-class VideoPretrainSection(VideoPretrainTraining):
-    enabled: bool = Field(
-        False,
-        description="true: pretrain the inflated SynthCC UNet text-to-video on fresh clips "
-        "before co-training (the video_pretrain stage); false: inflate the image UNet "
-        "(MinD-Video)",
-    )
-
-
-class InterpretSection(InterpretOptions):
-    enabled: bool = Field(
-        False,
-        description="true: after the encoder's training, its attention per brain region after "
-        "each training stage (the interpret stage)",
-    )
-
-
-class EncoderSection(EncoderConfig):
-    """The spatiotemporal encoder's switches (its transformer sizes are `mbm.model`)."""
-
-    voxels: Literal["roi", "selected"] = "roi"
-
-
 class ResourcesSection(BaseModel):
     """What one run asks of a cluster (`mvbench run --executor slurm`: one job per run). Part
     of no stage's config, so changing it changes no cache key and no run key."""
@@ -125,10 +58,10 @@ class ResourcesSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     partition: str | None = Field(None, description="Slurm partition (None: the default)")
-    gpus_per_job: int = Field(0, ge=0)
-    cpus_per_job: int = Field(2, ge=1, description="also the torch threads of the job")
-    mem_gb: float = Field(8.0, gt=0)
-    timeout_min: int = Field(120, ge=1, description="the job's time limit")
+    gpus_per_job: int = Field(0, ge=0, le=64)
+    cpus_per_job: int = Field(2, ge=1, le=1024, description="also the torch threads of the job")
+    mem_gb: float = Field(8.0, gt=0, le=100.0_000)
+    timeout_min: int = Field(120, ge=1, le=60 * 24 * 60, description="the job's time limit")
     slurm_array_parallelism: int = Field(
         32, ge=1, description="jobs of the suite's array running at once"
     )
@@ -138,7 +71,8 @@ class ResourcesSection(BaseModel):
 
 
 class Profile(BaseModel):
-    """A resolved base config. Sections are added as stages land."""
+    """A resolved base config: the harness's own sections here, and the sections the
+    registered stages own (mindvideo.stages.registry), added by `profile_model()`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -148,18 +82,6 @@ class Profile(BaseModel):
         "mindvideo"
     )
     data: DataConfig
-    baselines: BaselineOptions = BaselineOptions()
-    mbm: MBMSection = MBMSection()
-    encoder: EncoderSection = EncoderSection()
-    contrastive: ContrastiveTraining = ContrastiveTraining()
-    diffusion: DiffusionSection = DiffusionSection()
-    generator: GeneratorConfig = GeneratorConfig()
-    video_pretrain: VideoPretrainSection = VideoPretrainSection()
-    align: AlignSection = AlignSection()
-    cotrain: CotrainSection = CotrainSection()
-    guidance: GuidanceConfig = GuidanceConfig()
-    decode: DecodeOptions = DecodeOptions()
-    interpret: InterpretSection = InterpretSection()
     stop_after: Literal["contrastive"] | None = Field(
         None,
         description="end the mindvideo pipeline after this stage (contrastive: the encoder "
@@ -188,20 +110,27 @@ class Profile(BaseModel):
         return value
 
 
-def typed_section(profile: Profile, key: str, model: type[BaseModel]) -> BaseModel:
-    """Validate a lazily typed section (e.g. eval.judges) with errors naming file and keys."""
-    raw = profile
-    for part in key.split("."):
-        raw = getattr(raw, part)
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        lines = [f"{profile.source or profile.profile}: invalid config"]
-        for err in e.errors():
-            loc = ".".join([key, *(str(x) for x in err["loc"])])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"  {loc}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+_MODELS: dict[tuple, type[Profile]] = {}
+
+
+def profile_model() -> type[Profile]:
+    """Profile with a section for each one the registered stages own (their defaults when a
+    profile leaves one out)."""
+    from pydantic import create_model
+
+    from mindvideo.stages.registry import profile_sections
+
+    sections = profile_sections()
+    key = tuple(sorted((name, id(model)) for name, model in sections.items()))
+    if key not in _MODELS:
+        clash = set(sections) & set(Profile.model_fields)
+        if clash:
+            raise ConfigError(
+                f"stage profile sections {sorted(clash)} clash with the harness's own sections"
+            )
+        fields: dict[str, Any] = {name: (model, model()) for name, model in sections.items()}
+        _MODELS[key] = create_model("Profile", __base__=Profile, **fields)
+    return _MODELS[key]
 
 
 def experiments_dir() -> Path:
@@ -306,6 +235,8 @@ def format_validation_error(
         ]
         if given:
             msg += f" (given by the override {given[-1]}={overrides[given[-1]]!r}, not the file)"
+        elif not unknown and "input" in e and not isinstance(e["input"], dict | list):
+            msg += f" (got {e['input']!r})"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
@@ -328,20 +259,18 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
         unset = {k: v for k, v in unset.items() if k != key and not k.startswith(key + ".")}
     raw["source"] = str(path)
     try:
-        profile = Profile.model_validate(raw)
+        profile = profile_model().model_validate(raw)
     except ValidationError as e:
         for err in e.errors():  # a field that cannot be None: say which variable is missing
             loc = ".".join(str(x) for x in err["loc"])
             if loc in unset:
                 raise unset_variable_error(path, loc, *unset[loc]) from None
         raise ConfigError(format_validation_error(path, e, overrides)) from None
-    model_patch, data_patch = profile.mbm.model.patch_size, profile.data.preprocess.patch_size
-    if model_patch != data_patch:  # the encoder patches by one, the windows pad by the other
-        raise ConfigError(
-            f"{path}: mbm.model.patch_size {model_patch} but data.preprocess.patch_size "
-            f"{data_patch}: the encoder cuts the voxels into patches of the first and the windows "
-            "are padded for the second; make them equal"
-        )
+    from mindvideo.stages.registry import stages
+
+    for stage in stages().values():  # checks across sections, e.g. mbm's patches vs data's
+        if stage.check_profile is not None:
+            stage.check_profile(profile)
     profile._unset = unset
     return profile
 

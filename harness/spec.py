@@ -176,6 +176,13 @@ class LoadedSpec:
     suite: str
     profile: str  # the profile actually used (--profile swaps the spec's)
     hash: str  # of the parsed spec, to tag runs with
+    # key path -> the file that gave it, the spec or an include (for errors)
+    origin: dict[tuple, Path] = field(default_factory=dict, hash=False, compare=False)
+
+    def given_by(self, loc: tuple) -> Path:
+        """The file that gave a key path, e.g. ("overrides", "eval.extra_metrics"): the spec or
+        one of its includes."""
+        return _given_by(loc, self.origin, self.path)
 
 
 def _format_value(v: Any) -> str:
@@ -200,8 +207,104 @@ def expand_variants(spec: Spec) -> list[Variant]:
     return rows
 
 
+def merge_included(base: dict, top: dict) -> dict:
+    """`top` over `base`: mappings merge key by key (recursively), anything else in `top`
+    (lists, scalars) replaces. `top`'s keys come after `base`'s, so an including spec's
+    `overrides` apply after its includes'."""
+    merged = {k: v for k, v in base.items() if k not in top}
+    for k, v in top.items():
+        below = base.get(k)
+        merged[k] = (
+            merge_included(below, v) if isinstance(below, dict) and isinstance(v, dict) else v
+        )
+    return merged
+
+
+def _origins(tree: dict, source: Path, prefix: tuple = ()) -> dict[tuple, Path]:
+    """Every key path of a parsed file (mappings only) -> the file."""
+    found: dict[tuple, Path] = {}
+    for k, v in tree.items():
+        found[(*prefix, k)] = source
+        if isinstance(v, dict):
+            found |= _origins(v, source, (*prefix, k))
+    return found
+
+
+def read_spec_tree(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict[tuple, Path]]:
+    """A spec file's mapping with its `include:` files merged under it (later includes over
+    earlier ones, the file over all), and which file gave each key path (for errors)."""
+    by = f" (included by {chain[-1]})" if chain else ""
+    try:
+        raw = read_yaml(path)
+    except ConfigError as e:
+        raise ConfigError(f"{e}{by}") from None
+    if not isinstance(raw, dict):
+        what = "an included file" if chain else "a spec"
+        raise ConfigError(
+            f"{path}{by}: {what} must be a mapping (profile:, variants:, seeds:, ...), "
+            f"got {type(raw).__name__}"
+        )
+    if chain and "suite" in raw:
+        raise ConfigError(
+            f"{path}{by}: suite: an included file must not name the suite (it names "
+            "results/<suite>/ of each spec including it); set it in the spec"
+        )
+    names = raw.pop("include", [])
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(
+            f"{path}{by}: include: {names!r}: give a file or a list of files (paths relative "
+            f"to {path.parent})"
+        )
+    here = path.resolve()
+    merged: dict = {}
+    origin: dict[tuple, Path] = {}
+    for name in names:
+        included = path.parent / name
+        if included.resolve() in (*(p.resolve() for p in chain), here):
+            loop = " -> ".join(str(p) for p in (*chain, path, included))
+            raise ConfigError(f"{path}: include: {name}: a cycle of includes: {loop}")
+        if not included.is_file():
+            raise ConfigError(
+                f"{path}: include: {name}: file not found ({included}); paths are relative to "
+                "the including file"
+            )
+        tree, given = read_spec_tree(included, (*chain, path))
+        merged = merge_included(merged, tree)
+        origin |= given
+    return merge_included(merged, raw), origin | _origins(raw, path)
+
+
+def _given_by(loc: tuple, origin: dict[tuple, Path], path: Path) -> Path:
+    """The file that gave a key path (its longest prefix that a file gave), else `path`."""
+    return next((origin[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origin), path)
+
+
+def _invalid_spec(path: Path, err: ValidationError, origin: dict[tuple, Path]) -> str:
+    """The validation errors, each with the value given (where short) and the included file
+    that gave the key, if one did."""
+    text = format_validation_error(path, err).replace("invalid config", "invalid spec")
+    lines = text.split("\n")
+    if len(lines) != 1 + err.error_count():  # a message over several lines: leave as is
+        return text
+    for i, e in enumerate(err.errors(), start=1):
+        shown = repr(e["input"])
+        fresh = "(got " not in lines[i]  # format_validation_error may have shown it
+        if fresh and e["type"] != "extra_forbidden" and e["loc"] and len(shown) <= 80:
+            lines[i] += f" (got {shown})"
+        given = _given_by(tuple(e["loc"]), origin, path)
+        if given != path:
+            lines[i] += f" (from {given}, included by {path})"
+    return "\n".join(lines)
+
+
 def load_spec(path: Path | str, profile: str | None = None) -> LoadedSpec:
-    """Read and validate a suite spec; `profile` replaces the spec's profile (--profile)."""
+    """Read and validate a suite spec; `profile` replaces the spec's profile (--profile).
+
+    `include:` names YAML files (relative to the spec) merged under it: the spec's own values
+    win, mappings merge key by key, lists replace. The hash is of the merged spec, so inlining
+    an include keeps it."""
     path = Path(path)
     if not path.exists():
         hint = ""
@@ -210,17 +313,11 @@ def load_spec(path: Path | str, profile: str | None = None) -> LoadedSpec:
             have = sorted(p.name for p in suites.glob("*.yaml"))
             hint = f"; {suites} holds: {', '.join(have)}" if have else ""
         raise ConfigError(f"{path}: spec file not found{hint}")
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{path}: a spec must be a mapping (profile:, variants:, seeds:, ...), "
-            f"got {type(raw).__name__}"
-        )
+    raw, origin = read_spec_tree(path)
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as e:
-        message = format_validation_error(path, e).replace("invalid config", "invalid spec")
-        raise ConfigError(message) from None
+        raise ConfigError(_invalid_spec(path, e, origin)) from None
     names = [v.name for v in expand_variants(spec)]
     if spec.reference is not None and spec.reference not in names:
         raise ConfigError(
@@ -236,4 +333,5 @@ def load_spec(path: Path | str, profile: str | None = None) -> LoadedSpec:
         suite=spec.suite or path.stem,
         profile=profile or spec.profile,
         hash=digest,
+        origin=origin,
     )

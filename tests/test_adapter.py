@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from mindvideo.models.adapter import ConditionAdapter, fit_adapter, r2
-from mindvideo.models.fmri_encoder import EncoderConfig, FmriEncoder
+from mindvideo.models.fmri_encoder import EncoderConfig, FmriEncoder, load_encoder, save_encoder
 from mindvideo.models.fmri_mae import MAEConfig
-from mindvideo.stages.contrastive import load_encoder, save_encoder
 
 MAE = MAEConfig(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_num_heads=2)
 
@@ -81,7 +80,7 @@ def test_generator_width_mismatch_names_the_fix():
     from types import SimpleNamespace
 
     from mindvideo.errors import ConfigError
-    from mindvideo.stages.cotrain import check_compatible
+    from mindvideo.models.inflated_unet import check_compatible
 
     enc = FmriEncoder(MAE, EncoderConfig(cond_tokens=3, cond_dim=4), 40, 2)
     model, cfg = SimpleNamespace(cond_dim=7), SimpleNamespace(window=2)

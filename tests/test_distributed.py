@@ -15,6 +15,7 @@ from mindvideo.models.encoder_config import EncoderConfig
 from mindvideo.models.fmri_encoder import FmriEncoder
 from mindvideo.models.fmri_mae import MAEConfig
 from mindvideo.stages import contrastive, mbm
+from mindvideo.train.mbm import train_mbm
 
 MAE = MAEConfig(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_num_heads=2)
 CFG = mbm.MBMConfig(model=MAE, epochs=2, batch_size=16, warmup_epochs=0.5)
@@ -144,4 +145,4 @@ def test_batch_must_split_evenly(monkeypatch):
     monkeypatch.setattr(dist, "get_world_size", lambda: 3)
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
     with pytest.raises(ConfigError, match="mbm.batch_size 16 must be a multiple of the 3"):
-        mbm.train_mbm(CFG, volumes(0, 64), volumes(1, 16), seed=0)
+        train_mbm(CFG, volumes(0, 64), volumes(1, 16), seed=0)

@@ -13,7 +13,7 @@ from mindvideo.errors import ConfigError
 from mindvideo.models import diffusion as D
 from mindvideo.models.diffusion_config import DiffusionConfig, VAEConfig
 from mindvideo.models.pipeline import MindVideoPipeline, make_scheduler
-from mindvideo.stages.cotrain import trainable_unet_parameters
+from mindvideo.train.video_diffusion import trainable_unet_parameters
 
 COND_DIM = 12
 

@@ -80,16 +80,19 @@ def _tmp_folders(store: Path) -> list[Path]:
 
 def _fail_chance(monkeypatch) -> None:
     """Make the baselines stage raise for the chance baseline; ridge runs as usual."""
-    import mindvideo.stages.baselines as baselines
+    from dataclasses import replace
 
-    original = baselines.run
+    from mindvideo.stages.registry import stages
+
+    registered = stages()
+    original = registered["baselines"].run
 
     def run(cfg, inputs, out, ctx):
         if cfg.methods == ("random-train-clip",):
             raise RuntimeError("boom")
         return original(cfg, inputs, out, ctx)
 
-    monkeypatch.setattr(baselines, "run", run)
+    monkeypatch.setitem(registered, "baselines", replace(registered["baselines"], run=run))
 
 
 def _env() -> dict[str, str]:

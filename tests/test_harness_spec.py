@@ -269,7 +269,7 @@ def test_options_added_later_keep_the_keys_cached_before_them(tmp_path):
     """decode.noise_share, cotrain.noise_share and eval.extra_metrics came after results were
     cached: at 0 or [] (what the stages did before they existed) they are not in the keys; any
     other value is."""
-    from harness.plan import key_config
+    from harness.cache import key_config
     from mindvideo.stages import decode
 
     spec = load_spec(write_spec(tmp_path, BASE + "variants: {full: {}}\n"))

@@ -15,6 +15,7 @@ from mindvideo.errors import ConfigError, DataError
 from mindvideo.models import diffusion as D
 from mindvideo.models.clip import load_captioned_frames, train_domain_clip
 from mindvideo.models.clip_config import ClipConfig
+from mindvideo.models.diffusion import load_diffusion
 from mindvideo.models.diffusion_config import DiffusionConfig, UNetConfig, VAEConfig
 from mindvideo.stages import diffusion
 from mindvideo.stages.base import StageContext
@@ -64,7 +65,7 @@ def test_trains_the_synthetic_model_reports_and_reloads(
     side = smoke_dataset_side(smoke_dataset)
     assert sheet.size == (3 * side, 2 * side)  # real frames over generated ones
     assert len(json.loads((tmp_path / "a" / "samples.json").read_text())) == 3
-    model = diffusion.load_diffusion(tmp_path / "a")
+    model = load_diffusion(tmp_path / "a")
     assert model.cond_dim == 16  # the CLIP's text width
     assert model.scaling_factor == pytest.approx(m["scaling_factor"])
     again, _ = run(diffusion.CONFIG(model=TOY), smoke_dataset, foundation, tmp_path / "b")
@@ -93,7 +94,7 @@ def test_real_weights_path_loads_an_sd_folder(tmp_path):
     (tmp_path / "out").mkdir()
     result = diffusion.run(cfg, {}, tmp_path / "out", StageContext())
     assert result.metrics["cond_dim"] == 24
-    loaded = diffusion.load_diffusion(tmp_path / "out")
+    loaded = load_diffusion(tmp_path / "out")
     for (k, v), w in zip(
         written.unet.state_dict().items(), loaded.unet.state_dict().values(), strict=True
     ):
@@ -109,4 +110,4 @@ def test_real_weights_errors(tmp_path):
     with pytest.raises(DataError, match="no unet, scheduler/"):
         diffusion.run(cfg, {}, tmp_path, StageContext())
     with pytest.raises(DataError, match="run the diffusion stage first"):
-        diffusion.load_diffusion(tmp_path)
+        load_diffusion(tmp_path)

@@ -10,6 +10,7 @@ import torch
 from conftest import TINY_CLIP_ARCH, tiny_videomae_judge, tiny_vit_judge
 
 from mindvideo.errors import ConfigError, DataError
+from mindvideo.eval.foundation import load_scorers
 from mindvideo.eval.judges import Judge
 from mindvideo.models.clip import ClipModel
 from mindvideo.stages import foundation
@@ -35,7 +36,7 @@ def test_real_data_records_paths_and_loads_them(tmp_path):
     assert result.artifacts == [out.joinpath(foundation.POINTERS).relative_to(out)]
     recorded = json.loads((out / foundation.POINTERS).read_text())
     assert recorded["clip_model"] == "mvbench-test-found"
-    scorers = foundation.load_scorers(out)
+    scorers = load_scorers(out)
     assert isinstance(scorers.frame_judge, Judge) and scorers.frame_judge.kind == "frame"
     assert isinstance(scorers.video_judge, Judge) and scorers.video_judge.kind == "video"
     assert isinstance(scorers.clip, ClipModel)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mindvideo.errors import DataError
-from mindvideo.models.fmri_mae import MAEConfig
+from mindvideo.models.fmri_mae import MAEConfig, load_mbm
 from mindvideo.stages import mbm
 from mindvideo.stages.base import StageContext
 
@@ -32,12 +32,12 @@ def test_pretrains_logs_curves_and_saves(smoke_dataset, tmp_path, one_torch_thre
     assert m["val_loss"] < m["untrained_val_loss"]  # it learned something
     assert [s for n, _, s in logged if n == "val_corr"] == [0, 1, 2]
     assert {n for n, _, _ in logged} == {"train_loss", "val_loss", "val_corr"}
-    model = mbm.load_mbm(tmp_path / "a")
+    model = load_mbm(tmp_path / "a")
     assert model.cfg == SMALL.model
     assert not (tmp_path / "a" / mbm.SCRATCH).exists()  # the on-disk corpus is not published
     again, _ = run_stage(smoke_dataset, tmp_path / "b")
     assert again.metrics["val_loss"] == m["val_loss"]  # same seed, same numbers
-    other = mbm.load_mbm(tmp_path / "b")
+    other = load_mbm(tmp_path / "b")
     for (k, v), w in zip(model.state_dict().items(), other.state_dict().values(), strict=True):
         assert torch.equal(v, w), k
     third, _ = run_stage(smoke_dataset, tmp_path / "c", seed=1)
@@ -52,7 +52,7 @@ def test_corpus_errors(smoke_dataset, tmp_path):
     with pytest.raises(DataError, match="corpus folder not found"):
         run_stage(smoke_dataset, tmp_path / "y", cfg)
     with pytest.raises(DataError, match="run the mbm stage first"):
-        mbm.load_mbm(tmp_path)
+        load_mbm(tmp_path)
 
 
 def test_finetune_on_the_subject(smoke_dataset, tmp_path, one_torch_thread):
@@ -71,7 +71,7 @@ def test_finetune_on_the_subject(smoke_dataset, tmp_path, one_torch_thread):
     assert m["train_volumes"] == len(train) and train.shape[1] == test.shape[1]
     assert m["val_loss"] < m["pretrained_val_loss"]  # adapted to the subject's own signal
     assert [s for n, _, s in logged if n == "val_loss"] == [0, 1]
-    tuned, pretrained = mbm.load_mbm(tmp_path / "ft"), mbm.load_mbm(tmp_path / "mbm")
+    tuned, pretrained = load_mbm(tmp_path / "ft"), load_mbm(tmp_path / "mbm")
     assert tuned.cfg == pretrained.cfg
     assert not torch.equal(
         tuned.state_dict()["blocks.0.mlp.0.weight"],

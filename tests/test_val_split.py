@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import make_cc2017
 
-from harness.plan import build_plan, key_config, stage_config, stage_module
+from harness.cache import key_config
+from harness.plan import build_plan, stage_config
 from harness.profiles import load_profile
 from harness.spec import load_spec
 from mindvideo.data.cc2017 import open_subject
@@ -21,6 +22,7 @@ from mindvideo.data.preprocess import PreprocessConfig, SelectionConfig
 from mindvideo.data.synth.config import SimulateConfig
 from mindvideo.data.synth.simulate import simulate
 from mindvideo.errors import ConfigError, DataError
+from mindvideo.stages.registry import get_stage
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -193,7 +195,7 @@ def test_new_options_are_key_neutral_at_their_defaults_only(name):
     finetune = {"mbm.finetune_epochs": 2} if name == "mbm_finetune" else {}
     profile = load_profile("tiny", {"method": method, **finetune})
     cfg = stage_config(name, profile, "subject1")
-    neutral = getattr(stage_module(name), "KEY_NEUTRAL", {})
+    neutral = get_stage(name).key_neutral
     dumped = key_config(cfg, neutral)
     for field in ("val_segments", "split"):
         assert field not in dumped
@@ -211,7 +213,7 @@ def test_new_options_are_key_neutral_at_their_defaults_only(name):
 
 
 def test_val_split_without_val_segments_names_the_key_to_set():
-    from harness.plan import scored_split
+    from mindvideo.stages.base import scored_split
 
     quickstart = load_spec(REPO / "experiments" / "suites" / "quickstart.yaml")
     with pytest.raises(
@@ -235,8 +237,8 @@ def test_val_split_decodes_the_val_clips(smoke_dataset, smoke_profile):
     the held-out loss of co-training takes them too); evaluate's ground truth follows names."""
     from harness.plan import stage_config
     from mindvideo.data.cc2017 import open_stimuli
+    from mindvideo.data.paired import subject_windows
     from mindvideo.stages.baselines import decode_baselines
-    from mindvideo.stages.contrastive import subject_windows
     from mindvideo.stages.evaluate import ground_truth
 
     assert smoke_profile.data.synth.protocol.val_segments == 2

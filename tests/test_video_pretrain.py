@@ -16,8 +16,8 @@ from mindvideo.data.synth.world import DIRECTIONS, sample_clips
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.models.diffusion import build_scheduler
 from mindvideo.models.diffusion_config import DiffusionConfig, GeneratorConfig
+from mindvideo.models.inflated_unet import GENERATOR_FILE, UNET_WEIGHTS, inflate, load_pretrained
 from mindvideo.stages import video_pretrain as vp
-from mindvideo.stages.cotrain import inflate
 
 WORLD = WorldConfig(height=24, width=24, fps=6)
 
@@ -69,14 +69,14 @@ def test_the_pretrained_unet_must_match_the_runs_inflation(tmp_path):
 
     generator = GeneratorConfig(temporal_heads=2)
     unet = inflate(toy_image_unet(12), generator, 0)
-    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, tmp_path / vp.UNET_WEIGHTS)
-    (tmp_path / vp.GENERATOR_FILE).write_text('{"generator": ' + generator.model_dump_json() + "}")
-    state = vp.load_pretrained(tmp_path, generator)
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, tmp_path / UNET_WEIGHTS)
+    (tmp_path / GENERATOR_FILE).write_text('{"generator": ' + generator.model_dump_json() + "}")
+    state = load_pretrained(tmp_path, generator)
     fresh = inflate(toy_image_unet(12, seed=1), generator, 1)
     fresh.load_state_dict(state)
     assert all(torch.equal(v, state[k]) for k, v in fresh.state_dict().items())
     with pytest.raises(DataError, match="inflated as"):
-        vp.load_pretrained(tmp_path, GeneratorConfig(temporal_heads=2, frame_attention="none"))
+        load_pretrained(tmp_path, GeneratorConfig(temporal_heads=2, frame_attention="none"))
 
 
 def test_off_by_default_and_on_only_for_synthcc():

@@ -16,9 +16,9 @@ import pandas as pd
 from harness import tracking as T
 from harness.plan import Plan, Run
 from harness.report import listed_files, remove_stale
-from harness.report.tables import is_stimulus_level
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
+from mindvideo.eval.registry import metric_info
 
 
 @dataclass
@@ -253,7 +253,7 @@ def write_report(
         tests = paired_tests(
             per_sample_scores(found, tracker, models),
             reference,
-            [m for m in report.metrics if not is_stimulus_level(m)],
+            [m for m in report.metrics if not metric_info(m).stimulus_level],
             n_boot=sig.n_boot,
             seed=sig.seed,
             alpha=sig.level,

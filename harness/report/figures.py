@@ -14,14 +14,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.report.tables import (
-    PARAM_PREFIX,
-    STIMULUS_LEVELS,
-    check_runs,
-    direction_arrow,
-    is_stimulus_level,
-    metric_label,
-)
+from harness.report.tables import PARAM_PREFIX, chance_text, check_runs, direction_arrow
+from mindvideo.eval.registry import metric_info
 
 DPI = 150
 MODEL_COLOR, BASELINE_COLOR, REFERENCE_COLOR = "tab:blue", "0.72", "tab:orange"
@@ -36,7 +30,7 @@ def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, list[Ax
 
 
 def _axis_label(metric: str) -> str:
-    return metric_label(metric) + direction_arrow(metric)
+    return metric_info(metric).label + direction_arrow(metric)
 
 
 def _per_seed(rows: pd.DataFrame, metric: str, keys: list[str]) -> pd.DataFrame:
@@ -53,9 +47,9 @@ def _level(runs: pd.DataFrame, variant: str | None, metric: str) -> float:
 
 
 def _stimulus_line(ax: Axes, runs: pd.DataFrame, metric: str) -> bool:
-    """Draw the level of the metric's STIMULUS_LEVELS counterpart (the mean over seeds of the
-    mean over runs); False if it has none or no run has it."""
-    truth = STIMULUS_LEVELS.get(metric)
+    """Draw the level of the metric's stimulus counterpart (the registry's `stimulus`: the mean
+    over seeds of the mean over runs); False if it has none or no run has it."""
+    truth = metric_info(metric).stimulus
     if truth is None or truth not in runs or runs[truth].isna().all():
         return False
     level = float(_per_seed(runs, truth, [])[truth].mean())
@@ -67,14 +61,13 @@ def _stimulus_line(ax: Axes, runs: pd.DataFrame, metric: str) -> bool:
 
 
 def _chance_line(ax: Axes, metric: str) -> bool:
-    """Draw the analytic chance level of an N-way metric; False for other metrics."""
-    from harness.report.tables import chance_text
-    from mindvideo.eval.protocols import chance_level
-
-    level = chance_level(metric.rsplit(".", 1)[-1])
-    if level is None:
+    """Draw the analytic chance level of an N-way metric (those the tables' captions give);
+    False for other metrics."""
+    text = chance_text(metric)
+    if not text:
         return False
-    ax.axhline(level, linestyle="--", color="0.3", linewidth=1, label=chance_text(metric))
+    level = metric_info(metric).chance()
+    ax.axhline(level, linestyle="--", color="0.3", linewidth=1, label=text)
     return True
 
 
@@ -146,7 +139,7 @@ def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) ->
     ax.legend(fontsize="small", title=None, loc="best")
     ax.set_xlabel("")
     ax.set_ylabel(_axis_label(metric))
-    ax.set_title(metric_label(metric))
+    ax.set_title(metric_info(metric).label)
     _slant_labels(ax, order)
     fig.savefig(path, dpi=DPI)
     return True
@@ -176,7 +169,7 @@ def _subject_bars(runs: pd.DataFrame, metric: str, reference: str | None, path: 
     ax.legend(fontsize="small", title=None, loc="best")
     ax.set_xlabel("")
     ax.set_ylabel(_axis_label(metric))
-    ax.set_title(f"{metric_label(metric)} per subject")
+    ax.set_title(f"{metric_info(metric).label} per subject")
     if reference in order:
         ticks = ax.get_xticklabels()
         ticks[order.index(reference)].set_fontweight("bold")
@@ -185,16 +178,13 @@ def _subject_bars(runs: pd.DataFrame, metric: str, reference: str | None, path: 
     return True
 
 
-SEMANTIC_PREFIXES = ("video_", "frame_", "retrieval")
-PIXEL_METRICS = ("ssim", "psnr")
-
-
 def _tradeoff(runs: pd.DataFrame, column: str, metrics: list[str], path: Path) -> bool:
     """Semantic (N-way) metrics on the left axis and pixel metrics (SSIM, PSNR) on the right,
     against one numeric parameter (e.g. the guidance scale); False unless it has both kinds."""
     numbers = _numeric_param(runs[column])
-    semantic = [m for m in metrics if m.startswith(SEMANTIC_PREFIXES) and runs[m].notna().any()]
-    pixel = [m for m in metrics if m in PIXEL_METRICS and runs[m].notna().any()]
+    shown = [m for m in metrics if runs[m].notna().any()]
+    semantic = [m for m in shown if metric_info(m).aspect == "semantic"]
+    pixel = [m for m in shown if metric_info(m).aspect == "pixel"]
     if numbers is None or not semantic or not pixel:
         return False
     grid = runs[numbers.notna()].assign(**{column: numbers[numbers.notna()]})
@@ -205,7 +195,7 @@ def _tradeoff(runs: pd.DataFrame, column: str, metrics: list[str], path: Path) -
     def draw(ax: Axes, metric: str, line: str, marker: str) -> str:
         means = _per_seed(grid, metric, [column]).groupby(column)[metric].mean()
         colour = next(colours)
-        label = metric_label(metric)
+        label = metric_info(metric).label
         (h,) = ax.plot(means.index, means.values, line, marker=marker, color=colour, label=label)
         handles.append(h)
         return colour
@@ -288,10 +278,11 @@ def write_figures(
     """Write out/bars_<metric>.png per metric (and subjects_<metric>.png with several subjects),
     out/line_<param>.png per numeric grid parameter (and tradeoff_<param>.png when semantic and
     pixel metrics are both shown); dots in a path become underscores; metrics no run has are
-    skipped, and so are the stimuli's levels (STIMULUS_LEVELS), drawn in their metric's figure."""
+    skipped, and so are the stimuli's levels (the registry's `stimulus_level`), drawn in their
+    metric's figure."""
     metrics = list(dict.fromkeys(metrics))
     check_runs(runs, metrics, reference)
-    metrics = [m for m in metrics if not is_stimulus_level(m)]
+    metrics = [m for m in metrics if not metric_info(m).stimulus_level]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = runs.copy()

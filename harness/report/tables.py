@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mindvideo.errors import ConfigError
+from mindvideo.eval.registry import metric_info
 
 ID_COLUMNS = ("variant", "base", "kind", "subject", "seed")
 OPTIONAL_ID_COLUMNS = ("series",)  # the line a figure draws a run on (harness/report/build.py)
@@ -45,79 +46,23 @@ TEST_COLUMNS = ("p_value", "p_adjusted", "delta_ci_low", "delta_ci_high", "pairs
 FORMATS = ("md", "tex", "csv")
 GROUPINGS = ("average", "subject")
 
-_NWAY = re.compile(r"^(video|frame)_(\d+)way_top(\d+)(_strict)?$")
-_RETRIEVAL = re.compile(r"^retrieval(\d+)_(image|text)_top(\d+)$")
-_LABELS = {
-    "ssim": "SSIM",
-    "psnr": "PSNR",
-    "epe": "EPE",
-    "clip_pcc_adjacent": "CLIP-pcc (adj.)",
-    "clip_pcc_allpairs": "CLIP-pcc (all)",
-    "hue_sim": "Hue sim.",
-    "motion_direction": "Motion dir.",
-    # mean optical-flow magnitude over the whole frame (mostly static background), not the
-    # object's displacement
-    "motion_speed": "Mean flow (px/frame)",
-    "motion_speed_truth": "Stimulus mean flow",
-}
-
-
-# Metrics with no better direction: a speed is compared with the stimulus's, not ranked.
-UNRANKED = ("motion_speed", "motion_speed_truth")
-# A metric -> the same quantity measured on the test stimuli. Tables show both; figures draw the
-# stimulus's as a level line in the metric's figure and give it no figure of its own.
-STIMULUS_LEVELS = {"motion_speed": "motion_speed_truth"}
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric: lower is better for EPE (`epe`, `*_epe`) and losses (`*loss`)."""
-    return not (metric == "epe" or metric.endswith(("loss", "_epe")))
-
-
-def is_ranked(metric: str) -> bool:
-    """False for metrics with no better direction (UNRANKED): no arrow, nothing in bold."""
-    return metric.rsplit(".", 1)[-1] not in UNRANKED
-
-
-def is_stimulus_level(metric: str) -> bool:
-    """True for a measure of the test stimuli (STIMULUS_LEVELS' values): context for its
-    metric, compared with nothing (no delta, no paired test)."""
-    return metric.rsplit(".", 1)[-1] in STIMULUS_LEVELS.values()
-
 
 def chance_text(metric: str) -> str:
     """e.g. "chance 0.750 (3/(N+2))" for an N-way metric under the published rule, "chance
-    0.500 (1/N)" for its strict variant; "" for a metric without a chance level."""
-    from mindvideo.eval.protocols import chance_level
-
-    name = metric.rsplit(".", 1)[-1]
-    level = chance_level(name)
-    if level is None:
+    0.500 (1/N)" for its strict variant; "" for other metrics (the caption explains the N-way
+    rules only)."""
+    info = metric_info(metric)
+    if info.family != "n_way":
         return ""
-    rule = "1/N" if name.endswith("_strict") else "3/(N+2)"
-    return f"chance {level:.3f} ({rule})"
+    return f"chance {info.chance():.3f} ({info.chance_rule})"
 
 
 def direction_arrow(metric: str, up: str = " ↑", down: str = " ↓") -> str:
-    if not is_ranked(metric):
+    """The arrow of the metric's better direction; "" for one without (a speed)."""
+    better = metric_info(metric).higher_is_better
+    if better is None:
         return ""
-    return up if higher_is_better(metric) else down
-
-
-def metric_label(metric: str) -> str:
-    """Short column header: `video_2way_top1` -> `Video 2-way`, `ssim` -> `SSIM`."""
-    match = _NWAY.match(metric)
-    if match:
-        unit, n, k, strict = match.groups()
-        label = f"{unit.capitalize()} {n}-way"
-        if k != "1":
-            label += f" top-{k}"
-        return label + (" (strict)" if strict else "")
-    match = _RETRIEVAL.match(metric)
-    if match:
-        n, modality, k = match.groups()
-        return f"Retrieval {n}-way ({modality})" + ("" if k == "1" else f" top-{k}")
-    return _LABELS.get(metric, metric)
+    return up if better else down
 
 
 def metric_columns(runs: pd.DataFrame) -> list[str]:
@@ -170,15 +115,16 @@ def _annotate(frame: pd.DataFrame, keys: list[str], reference: str | None) -> pd
         frame = frame.merge(ref, on=keys, how="left")
         frame["delta"] = frame["mean"] - frame["_ref"]
         frame.loc[frame["variant"] == reference, "delta"] = math.nan
-        frame.loc[frame["metric"].map(is_stimulus_level).astype(bool), "delta"] = math.nan
+        stimulus = frame["metric"].map(lambda m: metric_info(m).stimulus_level).astype(bool)
+        frame.loc[stimulus, "delta"] = math.nan
         frame = frame.drop(columns="_ref")
     else:
         frame["delta"] = math.nan
-    higher = frame["metric"].map(higher_is_better).astype(bool)
-    signed = frame["mean"].where(higher, -frame["mean"])
+    better = frame["metric"].map(lambda m: metric_info(m).higher_is_better)
+    signed = frame["mean"].where(better.ne(False), -frame["mean"])
     top = signed.groupby([frame[k] for k in keys]).transform("max")
     frame["best"] = signed.notna() & np.isclose(signed, top, rtol=1e-9, atol=1e-12)
-    frame.loc[~frame["metric"].map(is_ranked).astype(bool), "best"] = False
+    frame.loc[better.isna(), "best"] = False
     return frame
 
 
@@ -196,7 +142,8 @@ def summarise_runs(
     over seeds; NaN when the runs logged none. `delta` = mean - the reference's mean at the same
     subject (or in the average); NaN for the reference itself, without a reference, or where the
     reference has no value. `best` marks the best mean per metric (per subject), in the direction
-    of `higher_is_better`; ties are all best; never for an UNRANKED metric. A metric NaN for
+    of the registry's `higher_is_better`; ties are all best; never for a metric with no better
+    direction; a stimulus measure has no delta. A metric NaN for
     some runs is left out of their means; a metric no run has raises ConfigError.
     """
     metrics = list(dict.fromkeys(metrics))
@@ -338,12 +285,16 @@ def _partial_variants(frame: pd.DataFrame, n_subjects: int) -> set[str]:
 
 
 def _decimals(metric: str, means: pd.Series) -> int:
-    """3 decimals; 2 for PSNR and any metric whose values exceed 10; for a metric whose values
-    are all below 0.01 in size (not all 0), enough for the largest to show two significant
-    digits (at most 8), so that e.g. a loss difference of 5e-5 does not read 0.000."""
+    """The registry's decimals for the metric (PSNR: 2), else 3; 2 for any metric whose values
+    exceed 10; for a metric whose values are all below 0.01 in size (not all 0), enough for the
+    largest to show two significant digits (at most 8), so that e.g. a loss difference of 5e-5
+    does not read 0.000."""
+    fixed = metric_info(metric).decimals
+    if fixed is not None:
+        return fixed
     finite = means.dropna().abs()
     largest = finite.max() if len(finite) else 0.0
-    if metric == "psnr" or largest > 10:
+    if largest > 10:
         return 2
     if 0 < largest < 0.01:
         return min(8, 1 - math.floor(math.log10(largest)))
@@ -424,7 +375,7 @@ def _grid(
     header = ["Variant"]
     for m in metrics:
         arrow = direction_arrow(m, d.up, d.down) if arrows else ""
-        header.append(d.escape(metric_label(m)) + arrow)
+        header.append(d.escape(metric_info(m).label) + arrow)
     decimals = {m: _decimals(m, frame.loc[frame["metric"] == m, "mean"]) for m in metrics}
     by_key = frame.set_index(["variant", "metric"])
     partial = _partial_variants(frame, n_subjects)
@@ -473,7 +424,7 @@ def _seeds_text(frame: pd.DataFrame, d: _Dialect) -> str:
 
 def _chance_caption(metrics: Sequence[str], d: _Dialect) -> str:
     """The analytic chance level of each N-way metric shown, or ""."""
-    levels = [f"{metric_label(m)} {chance_text(m)}" for m in metrics if chance_text(m)]
+    levels = [f"{metric_info(m).label} {chance_text(m)}" for m in metrics if chance_text(m)]
     if not levels:
         return ""
     return d.escape(

@@ -19,9 +19,9 @@ from pydantic import (
 )
 
 from harness.profiles import format_validation_error, load_profile, read_yaml
-from harness.report.tables import higher_is_better, is_ranked
 from harness.spec import NAME_PATTERN, LoadedSpec, ReportSpec, Spec
 from mindvideo.errors import ConfigError
+from mindvideo.eval.registry import metric_info
 
 Direction = Literal["minimize", "maximize"]
 # A categorical choice: plain values only (they go into YAML, JSON, MLflow and Optuna).
@@ -326,7 +326,7 @@ class PruneOn(_Strict):
 
     @model_validator(mode="after")
     def _has_a_direction(self) -> PruneOn:
-        if self.direction is None and not is_ranked(self.metric):
+        if self.direction is None and not metric_info(self.metric).ranked:
             raise ValueError(
                 f"{self.metric!r} has no better direction (it is compared with the stimulus's); "
                 "give prune_on: {metric: ..., direction: maximize or minimize}"
@@ -337,7 +337,7 @@ class PruneOn(_Strict):
     def resolved_direction(self) -> Direction:
         if self.direction is not None:
             return self.direction
-        return "maximize" if higher_is_better(self.metric.rsplit(".", 1)[-1]) else "minimize"
+        return "maximize" if metric_info(self.metric).higher_is_better else "minimize"
 
 
 class SearchSection(_Strict):

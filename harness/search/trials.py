@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import tracking as T
-from harness.plan import STAGE_MODULES, Plan, build_plan, headline_metrics, stage_module
+from harness.plan import Plan, build_plan, headline_metrics
 from harness.search import storage as S
 from harness.search.spec import (
     SPLIT_KEY,
@@ -36,6 +36,7 @@ from harness.search.spec import (
 )
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError, MindVideoError
+from mindvideo.stages.registry import stages
 
 POLL_S = 2.0  # a worker with nothing to start checks the study this often
 STUDY = "study"  # mvbench.kind of the study's MLflow run
@@ -168,12 +169,12 @@ def test_split_metrics(loaded: LoadedSearch, plan: Plan) -> list[str]:
             ):
                 found.append(f"{key}: {metric} is scored on eval.split: test")
             continue
-        if stage not in STAGE_MODULES:
+        if stage not in stages():
             continue  # seconds.* and the like: no split
-        module = stage_module(stage)
-        if name.startswith(tuple(getattr(module, "TEST_SPLIT_METRICS", ()))):
+        described = stages()[stage]
+        if name.startswith(described.test_split_metrics):
             found.append(f"{key}: {metric} is computed on the test split by stage {stage}")
-        elif name.startswith(tuple(getattr(module, "HELD_OUT_METRICS", ()))) and not all(
+        elif name.startswith(described.held_out_metrics) and not all(
             p.data.has_val for p in profiles
         ):
             found.append(

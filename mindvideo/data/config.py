@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mindvideo.data.paired import CheckedValSegments
+from mindvideo.data.paired import CheckedValSegments, FramesPerClip, Window, WindowOffset
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.data.synth.config import SimulateConfig
 
@@ -28,12 +28,13 @@ class DataConfig(BaseModel):
     )
     corpus_mask: str | None = Field(None, description="ROI mask over cortical grayordinates")
     preprocess: PreprocessConfig = PreprocessConfig()
-    window: int = Field(2, ge=1, le=16, description="fMRI frames per sample (paper: 2)")
-    window_offset: int = Field(
-        2, ge=-8, le=16, description="first fMRI frame of the window, in TRs after the clip"
+    # bounds: the pairing's (mindvideo/data/paired.py), 10-100x beyond any sane value
+    window: Window = Field(2, description="fMRI frames per sample (paper: 2)")
+    window_offset: WindowOffset = Field(
+        2, description="first fMRI frame of the window, in TRs after the clip"
     )
     window_edge: Literal["drop", "clamp"] = "drop"
-    frames_per_clip: int = Field(6, ge=1, description="video frames sampled per 2 s clip")
+    frames_per_clip: FramesPerClip = Field(6, description="video frames sampled per 2 s clip")
     val_segments: CheckedValSegments = Field(
         (),
         description="real data: training segments held out as the validation split, by name "

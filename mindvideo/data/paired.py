@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from mindvideo.data.cc2017 import SPLITS, Recording, Stimuli, ValSegments
+from mindvideo.data.cc2017 import SPLITS, Recording, Stimuli, ValSegments, open_subject
 from mindvideo.data.preprocess import (
     PreprocessConfig,
     Reproducibility,
@@ -20,7 +21,7 @@ from mindvideo.data.preprocess import (
     select_voxels,
 )
 from mindvideo.data.windows import Edge, make_windows, window_indices
-from mindvideo.errors import DataError
+from mindvideo.errors import ConfigError, DataError
 
 Progress = Callable[[int, str], None]
 # The per-clip annotation columns of stimuli/<segment>_clips.csv a sample carries, and types.
@@ -41,6 +42,14 @@ def check_val_segments(value: ValSegments) -> ValSegments:
 # val_segments as a config field reads it: checked once, wherever it is declared
 CheckedValSegments = Annotated[ValSegments, AfterValidator(check_val_segments)]
 
+# The window and frame counts, bounded alike here and in the profile's `data` section (which
+# fills them in). Bounds sit 10-100x beyond any sane value (paper: window 2, offset 2, 6 frames
+# per 2 s clip; 60 fps would be 120) so that a typo fails at validation; they only validate,
+# so no cache key changes.
+Window = Annotated[int, Field(ge=1, le=16)]
+WindowOffset = Annotated[int, Field(ge=-8, le=16)]
+FramesPerClip = Annotated[int, Field(ge=1, le=1000)]
+
 
 class PairingConfig(BaseModel):
     """One subject's (fMRI window, clip) pairs: cleaning and voxels, window, frames per clip.
@@ -51,10 +60,10 @@ class PairingConfig(BaseModel):
 
     subject: str = "subject1"
     preprocess: PreprocessConfig = PreprocessConfig()
-    window: int = 2
-    window_offset: int = 2
+    window: Window = 2
+    window_offset: WindowOffset = 2
     window_edge: Literal["drop", "clamp"] = "drop"
-    frames_per_clip: int = 6
+    frames_per_clip: FramesPerClip = 6
     val_segments: CheckedValSegments = Field(
         (),
         description="real data: training segments held out as the validation split (names, "
@@ -65,6 +74,13 @@ class PairingConfig(BaseModel):
 # Fields added after results were cached, at the values that behave as before: every stage whose
 # config is a PairingConfig leaves them out of its cache key (its KEY_NEUTRAL).
 PAIRING_KEY_NEUTRAL = {("val_segments",): []}
+
+
+def pairing(data: Any, subject: str) -> dict[str, Any]:
+    """The PairingConfig fields of a stage's config slice: the run's subject and the profile's
+    `data` settings."""
+    fields = set(PairingConfig.model_fields) - {"subject"}
+    return {"subject": subject, **{k: getattr(data, k) for k in fields}}
 
 
 @dataclass
@@ -262,3 +278,41 @@ def clip_video(stimuli: Stimuli, samples: Samples, n_frames: int) -> np.ndarray:
             for seg, c in zip(samples.segment, samples.clip, strict=True)
         ]
     )
+
+
+def roi_voxels(dataset: Path, cfg, n_cortical: int) -> np.ndarray:
+    """Indices of the ROI's cortical vertices (the MBM corpus's mask by default)."""
+    from mindvideo.data.cifti import read_mask
+    from mindvideo.data.hcp import default_mask
+
+    path = Path(cfg.roi_mask) if cfg.roi_mask else default_mask(dataset / "hcp")
+    if path is None:
+        raise ConfigError(
+            f"{dataset}: no ROI mask for encoder.voxels: roi; give data.corpus_mask (the mask "
+            "the MBM corpus uses) or set encoder.voxels: selected"
+        )
+    return np.nonzero(read_mask(path, n_cortical))[0]
+
+
+def held_out_split(fmri: SubjectFMRI) -> str:
+    """Where a stage measures its held-out loss: validation when the data have it, else test."""
+    return "val" if fmri.segments.get("val") else "test"
+
+
+def subject_windows(
+    dataset: Path, cfg, stimuli, voxels: np.ndarray | None = None, split: str = "test"
+):
+    """(SubjectFMRI, train Samples, Samples of `split`) of cfg.subject on the encoder's voxels
+    (`voxels`, or the ROI / selection cfg.voxels names), windowed as cfg (PairingConfig).
+    `split`: test, val, or held_out (val when the data have it, else test)."""
+    rec = open_subject(dataset, cfg.subject, cfg.val_segments)
+    if voxels is None and cfg.voxels == "roi":
+        voxels = roi_voxels(dataset, cfg, rec.check()[1])
+    fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
+    pad = 1  # the encoder wrap-pads to its patch size itself
+    edge, offset = cfg.window_edge, cfg.window_offset
+    if split == "held_out":
+        split = held_out_split(fmri)
+    train = make_samples(fmri, "train", cfg.window, offset, edge, pad, stimuli)
+    held = make_samples(fmri, split, cfg.window, offset, edge, pad, stimuli)
+    return fmri, train, held

@@ -37,6 +37,9 @@ class SelectionConfig(BaseModel):
 class PreprocessConfig(BaseModel):
     """How raw runs become model inputs (the `data.preprocess` slice of a profile)."""
 
+    # Sizes are bounded 10-100x beyond any sane value (paper: 16 voxels per patch, order 4) so
+    # that a typo fails at validation; bounds only validate, so no cache key changes.
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     detrend_order: int = Field(4, ge=0, le=10, description="polynomial order removed per run")
@@ -44,7 +47,9 @@ class PreprocessConfig(BaseModel):
     selection: SelectionConfig = SelectionConfig()
     train_repeats: Literal["average", "separate"] = "average"
     test_repeats: Literal["average", "separate"] = "average"
-    patch_size: int = Field(16, ge=1, description="pad the voxel vector to a multiple of this")
+    patch_size: int = Field(
+        16, ge=1, le=1024, description="pad the voxel vector to a multiple of this"
+    )
 
 
 def detrend(x: np.ndarray, order: int = 4) -> np.ndarray:

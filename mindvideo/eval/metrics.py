@@ -9,27 +9,6 @@ import cv2
 import numpy as np
 from scipy import ndimage, stats
 
-# The base names under which the project reports metrics; each has `_se`, `_ci_low` and
-# `_ci_high` companions (see `summarise`).
-METRIC_NAMES: tuple[str, ...] = (
-    "video_2way_top1",
-    "video_50way_top1",
-    "frame_2way_top1",
-    "frame_50way_top1",
-    "ssim",
-    "psnr",
-    "clip_pcc_adjacent",
-    "clip_pcc_allpairs",
-    "hue_sim",
-    "epe",
-)
-
-# Which standard error `summarise` uses for each metric: the N-way scores are success
-# proportions; the rest are means of continuous per-sample values.
-METRIC_KINDS: dict[str, Literal["proportion", "mean"]] = {
-    name: "proportion" if "way_top" in name else "mean" for name in METRIC_NAMES
-}
-
 # SSIM as in skimage.metrics.structural_similarity with its defaults.
 SSIM_WIN_SIZE = 7
 SSIM_K1 = 0.01

@@ -11,13 +11,14 @@ span a scene cut can be excluded.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from mindvideo.data.frames import resize_frames  # noqa: F401  (also scored here)
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval import metrics as M
+from mindvideo.eval.registry import PUBLISHED_GT_TOP, metric_info
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Protocol:
     n_frames: int | None = 6  # frames per clip scored; None: the ground truth's count
     size: int | None = None  # square side both are resized to; None: the ground truth's
     trials: int = 100  # N-way trials per sample
-    gt_top: int = 3  # ground-truth top classes that count as correct (1: strict)
+    gt_top: int = PUBLISHED_GT_TOP  # ground-truth top classes that count as correct (1: strict)
     top_k: int = 1
     exclude_scene_cuts: bool = False
     n_boot: int = 1000
@@ -69,7 +70,6 @@ MOTION = ("motion_direction", "motion_speed", "motion_speed_truth")
 KNOWN_METRICS = tuple(dict.fromkeys(m for p in PROTOCOLS.values() for m in p.metrics)) + MOTION
 # Identical frames have infinite PSNR; scores are capped here so that means stay finite.
 PSNR_CAP_DB = 100.0
-PROPORTIONS = set(SEMANTIC)
 
 
 def get_protocol(name: str, extra_metrics=(), **overrides) -> Protocol:
@@ -92,21 +92,6 @@ def resample_frames(clip: np.ndarray, n_frames: int) -> np.ndarray:
     """Pick n_frames evenly spaced frames (repeats frames when upsampling): (n_frames, ...)."""
     idx = np.floor(np.arange(n_frames) * clip.shape[0] / n_frames).astype(int)
     return clip[idx]
-
-
-def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear, antialiased resize of (..., H, W, 3) uint8 frames."""
-    if frames.shape[-3:-1] == (height, width):
-        return frames
-    import torch  # here, so that naming a protocol does not load torch
-    import torch.nn.functional as F
-
-    lead = frames.shape[:-3]
-    x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, *frames.shape[-3:])
-    x = x.permute(0, 3, 1, 2).float()
-    y = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    y = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return y.reshape(*lead, height, width, 3)
 
 
 def normalise(clips: list[np.ndarray], n_frames: int, height: int, width: int) -> np.ndarray:
@@ -144,25 +129,14 @@ class ScoreReport:
         }
 
 
-def _n_way_of(name: str) -> int:
-    return int(name.split("_")[1].removesuffix("way"))
-
-
 def chance_level(name: str, protocol: str = "mindvideo") -> float | None:
     """The analytic chance level of an N-way metric (`video_2way_top1`, `..._strict`) under
-    `protocol`'s rule; None for a metric with no chance level (SSIM, PSNR, ...)."""
-    from mindvideo.eval.metrics import n_way_chance
-
-    match = re.match(r"^(video|frame)_(\d+)way_top(\d+)(_strict)?$", name)
-    if match is None:
+    `protocol`'s rule; None for a metric with no chance level (SSIM, PSNR, ...). The metric
+    registry (mindvideo/eval/registry.py) holds the rule."""
+    info = metric_info(name)
+    if info.family != "n_way":
         return None
-    _, n, k, strict = match.groups()
-    gt_top = 1 if strict else PROTOCOLS[protocol].gt_top
-    return n_way_chance(int(n), int(k), gt_top)
-
-
-def _gt_top(name: str, protocol: Protocol) -> int:
-    return 1 if name.endswith("_strict") else protocol.gt_top
+    return info.chance(PROTOCOLS[protocol].gt_top)
 
 
 def score(
@@ -202,6 +176,7 @@ def score(
     positions: dict[str, list[float]] = {}
     skipped: dict[str, str] = {}
     wanted = protocol.metrics
+    info = {m: metric_info(m) for m in wanted}
     rng_seed = np.random.SeedSequence(seed)
     seeds = {
         name: int(s.generate_state(1)[0])
@@ -212,14 +187,14 @@ def score(
         return M.n_way_top_k(
             pred_probs,
             gt_probs,
-            n_way=_n_way_of(m),
+            n_way=info[m].n_way,
             top_k=protocol.top_k,
             trials=protocol.trials,
-            gt_top=_gt_top(m, protocol),
+            gt_top=1 if info[m].strict else protocol.gt_top,
             seed=seeds[m],
         )
 
-    frame_metrics = [m for m in wanted if m.startswith("frame_")]
+    frame_metrics = [m for m in wanted if "frame_judge" in info[m].needs]
     if frame_metrics:
         if scorers.frame_judge is None:
             skipped.update({m: "no frame judge" for m in frame_metrics})
@@ -231,7 +206,7 @@ def score(
                 s = n_way(m, pp, gp).reshape(n, n_frames)
                 per[m] = s.mean(axis=1)
                 positions[m] = [float(v) for v in s.mean(axis=0)]
-    video_metrics = [m for m in wanted if m.startswith("video_")]
+    video_metrics = [m for m in wanted if "video_judge" in info[m].needs]
     if video_metrics:
         if scorers.video_judge is None:
             skipped.update({m: "no video judge" for m in video_metrics})
@@ -244,7 +219,7 @@ def score(
         per["ssim"] = M.ssim(p, t).mean(axis=1)
     if "psnr" in wanted:
         per["psnr"] = M.psnr(p, t, max_db=PSNR_CAP_DB).mean(axis=1)
-    clip_metrics = [m for m in wanted if m.startswith("clip_pcc")]
+    clip_metrics = [m for m in wanted if "clip" in info[m].needs]
     if clip_metrics:
         if scorers.clip is None:
             skipped.update({m: "no CLIP model" for m in clip_metrics})
@@ -254,7 +229,7 @@ def score(
             emb = scorers.clip.image_embeddings(p.reshape(-1, height, width, 3))
             emb = emb.reshape(n, n_frames, -1)
             for m in clip_metrics:
-                per[m] = M.clip_pcc(emb, variant=m.removeprefix("clip_pcc_"))
+                per[m] = M.clip_pcc(emb, variant=info[m].variant)
     if "hue_sim" in wanted:
         per["hue_sim"] = M.hue_sim(p, t)
     if "epe" in wanted:
@@ -273,8 +248,9 @@ def score(
     for m in wanted:
         if m not in per:
             continue
-        kind = "proportion" if m in PROPORTIONS else "mean"
-        summary.update(M.summarise(m, per[m], seed=seeds[m], n_boot=protocol.n_boot, kind=kind))
+        summary.update(
+            M.summarise(m, per[m], seed=seeds[m], n_boot=protocol.n_boot, kind=info[m].kind)
+        )
     return ScoreReport(
         protocol=protocol.name,
         n_samples=n,

@@ -680,3 +680,10 @@ def load_clip(path: Path | str, model_name: str | None = None, device: str = "cp
             "(e.g. 'ViT-L-14', see open_clip.list_models())"
         )
     return _load_open_clip(path, model_name, device)
+
+
+def caption_tokens(clip, captions) -> np.ndarray:
+    """(n, context, width) token states, computed once per distinct caption."""
+    captions = np.asarray(captions)
+    unique, index = np.unique(captions, return_inverse=True)
+    return clip.text_tokens(list(unique))[index]

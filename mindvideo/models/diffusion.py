@@ -9,6 +9,7 @@ ours: 1 / the latents' standard deviation) before diffusion.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ def load_vae(folder: Path | str, device: str = "cpu") -> AutoencoderKL:
 def round_trip(vae: AutoencoderKL, clips: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """uint8 clips (n, F, H, W, 3) through the autoencoder (the latent mean, decoded), at the
     autoencoder's own resolution (`sample_size`): the pixel ceiling of a latent generator."""
-    from mindvideo.eval.protocols import resize_frames
+    from mindvideo.data.frames import resize_frames
 
     n, f = clips.shape[:2]
     size = int(vae.config.sample_size)
@@ -324,3 +325,26 @@ def validation_loss(
         x, c = latents[i : i + 64].to(device), cond[i : i + 64].to(device)
         losses.append(diffusion_loss(predict, scheduler, x, c, g).item() * len(x))
     return float(sum(losses) / len(latents))
+
+
+MODEL = "model"  # diffusers layout: model/vae, model/unet, model/scheduler
+
+
+POINTER = "pretrained.json"  # real data: {"path": the SD folder}
+
+
+def model_folder(folder: Path) -> Path:
+    """The SD-format folder a diffusion stage trained (or pointed at)."""
+    folder = Path(folder)
+    if (folder / POINTER).exists():
+        return Path(json.loads((folder / POINTER).read_text())["path"])
+    if not (folder / MODEL).is_dir():
+        raise DataError(f"{folder}: no {MODEL}/; run the diffusion stage first")
+    return folder / MODEL
+
+
+def load_diffusion(folder: Path, device: str = "cpu"):
+    """The image diffusion model a diffusion stage trained (or pointed at)."""
+    from mindvideo.models.diffusion import load_image_diffusion
+
+    return load_image_diffusion(model_folder(folder), device)

@@ -3,9 +3,14 @@ Diffusion (no torch here: cheap to import for config validation)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Sizes are bounded 10-100x beyond any sane value (SD 1.5: channels up to 1280, 1,000 training
+# timesteps, 50-200 DDIM steps; the tiny UNet's 6,000 optimiser steps; 6-12 frames per 2 s
+# clip) so that a typo fails at validation; bounds only validate, so no cache key changes.
+Channels = Annotated[int, Field(ge=1, le=16384)]
 
 
 class VAEConfig(BaseModel):
@@ -13,20 +18,26 @@ class VAEConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    block_out_channels: tuple[int, ...] = Field(
-        (16, 32, 32), description="one entry per level; the frame shrinks 2x per level but one"
+    block_out_channels: tuple[Channels, ...] = Field(
+        (16, 32, 32),
+        min_length=1,
+        max_length=8,
+        description="one entry per level; the frame shrinks 2x per level but one",
     )
-    layers_per_block: int = Field(1, ge=1)
-    latent_channels: int = Field(4, ge=1)
-    norm_num_groups: int = Field(8, ge=1)
-    steps: int = Field(800, ge=1, description="optimiser steps")
-    batch_size: int = Field(16, ge=1)
+    layers_per_block: int = Field(1, ge=1, le=16)
+    latent_channels: int = Field(4, ge=1, le=256)
+    norm_num_groups: int = Field(8, ge=1, le=1024)
+    steps: int = Field(800, ge=1, le=1_000_000, description="optimiser steps")
+    batch_size: int = Field(16, ge=1, le=4096)
     crop: int | None = Field(
-        32, ge=8, description="train on random square crops of this side (None: whole frames)"
+        32,
+        ge=8,
+        le=4096,
+        description="train on random square crops of this side (None: whole frames)",
     )
     lr: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0, description="SD's autoencoder uses ~1e-6")
-    frame_stride: int = Field(2, ge=1, description="train on every k-th frame")
+    frame_stride: int = Field(2, ge=1, le=1000, description="train on every k-th frame")
 
     @model_validator(mode="after")
     def _groups(self) -> VAEConfig:
@@ -46,20 +57,20 @@ class UNetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
-    layers_per_block: int = Field(1, ge=1)
-    attention_head_dim: int = Field(8, ge=1)
-    norm_num_groups: int = Field(16, ge=1)
+    block_out_channels: tuple[Channels, ...] = Field((32, 64, 64), min_length=1, max_length=8)
+    layers_per_block: int = Field(1, ge=1, le=16)
+    attention_head_dim: int = Field(8, ge=1, le=1024)
+    norm_num_groups: int = Field(16, ge=1, le=1024)
     cross_attention_levels: tuple[bool, ...] = Field(
         (True, True, False), description="which levels have spatial transformers"
     )
-    steps: int = Field(3000, ge=1, description="optimiser steps")
-    batch_size: int = Field(32, ge=1)
+    steps: int = Field(3000, ge=1, le=1_000_000, description="optimiser steps")
+    batch_size: int = Field(32, ge=1, le=4096)
     lr: float = Field(5e-4, gt=0)
     cond_dropout: float = Field(
         0.1, ge=0, lt=1, description="share of steps with the zero condition (for guidance)"
     )
-    frame_stride: int = Field(2, ge=1)
+    frame_stride: int = Field(2, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _levels(self) -> UNetConfig:
@@ -80,12 +91,12 @@ class DiffusionConfig(BaseModel):
 
     vae: VAEConfig = VAEConfig()
     unet: UNetConfig = UNetConfig()
-    train_timesteps: int = Field(1000, ge=10)
+    train_timesteps: int = Field(1000, ge=10, le=100_000)
     beta_start: float = Field(0.00085, gt=0)
     beta_end: float = Field(0.012, gt=0)
     beta_schedule: str = "scaled_linear"  # SD 1.5's
-    samples: int = Field(8, ge=0, description="test captions drawn in the samples figure")
-    sample_steps: int = Field(25, ge=1, description="DDIM steps of the samples figure")
+    samples: int = Field(8, ge=0, le=1000, description="test captions drawn in the samples figure")
+    sample_steps: int = Field(25, ge=1, le=10_000, description="DDIM steps of the samples figure")
     guidance_scale: float = Field(3.0, ge=1, description="of the samples figure")
     seed: int = 0
 
@@ -103,7 +114,7 @@ class GeneratorConfig(BaseModel):
     temporal_layers: bool = Field(
         True, description="a zero-initialised temporal attention per block"
     )
-    temporal_heads: int = Field(8, ge=1)
+    temporal_heads: int = Field(8, ge=1, le=256)
 
 
 class GuidanceConfig(BaseModel):
@@ -127,11 +138,11 @@ class DecodeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     scheduler: str = Field("DDIMScheduler", description="any diffusers scheduler class name")
-    steps: int = Field(50, ge=1)
+    steps: int = Field(50, ge=1, le=10_000)
     eta: float = Field(0.0, ge=0)
-    frames: int | None = Field(None, ge=1, description="None: data.frames_per_clip")
-    batch_size: int = Field(8, ge=1, description="clips per pipeline call")
-    samples: int = Field(4, ge=0, description="GIFs written")
+    frames: int | None = Field(None, ge=1, le=1000, description="None: data.frames_per_clip")
+    batch_size: int = Field(8, ge=1, le=4096, description="clips per pipeline call")
+    samples: int = Field(4, ge=0, le=1000, description="GIFs written")
     shuffle_fmri: bool = Field(
         False,
         description="control: decode each test clip from another clip's fMRI (a permutation "

@@ -7,20 +7,26 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Sizes are bounded 10-100x beyond any sane value (paper: 16 voxels per patch, width 1024, depth
+# 24, 16 heads, decoder 512 x 8; SD 1.5's condition 77 x 768) so that a typo fails at
+# validation; bounds only validate, so no cache key changes.
+
 
 class MAEConfig(BaseModel):
     """Sizes of the fMRI MAE (defaults: tiny; `paper()` gives MinD-Video's)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    patch_size: int = Field(16, ge=1, description="voxels per patch (Conv1d kernel and stride)")
-    embed_dim: int = Field(64, ge=8)
-    depth: int = Field(2, ge=1)
-    num_heads: int = Field(4, ge=1)
-    mlp_ratio: float = Field(1.0, gt=0)
-    decoder_embed_dim: int = Field(32, ge=8)
-    decoder_depth: int = Field(1, ge=1)
-    decoder_num_heads: int = Field(4, ge=1)
+    patch_size: int = Field(
+        16, ge=1, le=1024, description="voxels per patch (Conv1d kernel and stride)"
+    )
+    embed_dim: int = Field(64, ge=8, le=16384)
+    depth: int = Field(2, ge=1, le=256)
+    num_heads: int = Field(4, ge=1, le=256)
+    mlp_ratio: float = Field(1.0, gt=0, le=64)
+    decoder_embed_dim: int = Field(32, ge=8, le=16384)
+    decoder_depth: int = Field(1, ge=1, le=256)
+    decoder_num_heads: int = Field(4, ge=1, le=256)
     mask_ratio: float = Field(0.75, ge=0, lt=1)
 
     @model_validator(mode="after")
@@ -60,8 +66,8 @@ class EncoderConfig(BaseModel):
 
     init: Literal["mbm", "scratch"] = "mbm"
     temporal_attention: bool = True
-    cond_tokens: int = Field(8, ge=1, description="condition tokens (77 for SD 1.5)")
-    cond_dim: int = Field(64, ge=1, description="condition width (768 for SD 1.5)")
+    cond_tokens: int = Field(8, ge=1, le=4096, description="condition tokens (77 for SD 1.5)")
+    cond_dim: int = Field(64, ge=1, le=16384, description="condition width (768 for SD 1.5)")
 
     @classmethod
     def paper(cls) -> EncoderConfig:

@@ -12,10 +12,16 @@ into CLIP's embedding space for contrastive learning.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mindvideo.distributed import cpu_weights
+from mindvideo.errors import DataError
 from mindvideo.models.encoder_config import EncoderConfig, MAEConfig
 from mindvideo.models.fmri_mae import (
     Attention,
@@ -141,3 +147,58 @@ class FmriEncoder(nn.Module):
         if self.clip_head is None:
             raise ValueError("encoder built without clip_dim: no CLIP head")
         return F.normalize(self.clip_head(cond.mean(dim=1)), dim=-1)
+
+
+ENCODER_WEIGHTS = "encoder.safetensors"
+
+
+ENCODER_FILE = "encoder.json"  # sizes, window, voxels: what load_encoder needs
+
+
+VOXELS_FILE = "voxels.npy"  # the cortical vertices the encoder reads, in order
+
+
+def load_encoder(folder: Path, device: str = "cpu") -> tuple[FmriEncoder, np.ndarray]:
+    """The encoder a contrastive (or cotrain) stage wrote, and the voxels it reads."""
+    from safetensors.torch import load_file
+
+    from mindvideo.models.fmri_encoder import FmriEncoder
+
+    folder = Path(folder)
+    for name in (ENCODER_WEIGHTS, ENCODER_FILE, VOXELS_FILE):
+        if not (folder / name).exists():
+            raise DataError(f"{folder}: no {name}; run the contrastive stage first")
+    info = json.loads((folder / ENCODER_FILE).read_text())
+    encoder = FmriEncoder(
+        MAEConfig.model_validate(info["model"]),
+        EncoderConfig.model_validate(info["encoder"]),
+        info["n_voxels"],
+        info["window"],
+        info["clip_dim"],
+    )
+    if info.get("adapter"):
+        from mindvideo.models.adapter import ConditionAdapter
+
+        spec = info["adapter"]
+        encoder.adapter = ConditionAdapter(spec["in_shape"], spec["out_shape"], spec["rank"])
+    encoder.load_state_dict(load_file(str(folder / ENCODER_WEIGHTS), device="cpu"))
+    return encoder.to(device).eval(), np.load(folder / VOXELS_FILE)
+
+
+def save_encoder(out: Path, encoder: FmriEncoder, voxels: np.ndarray) -> list[Path]:
+    """Write an encoder as load_encoder reads it; the files (relative to `out`)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    save_file(cpu_weights(encoder), str(out / ENCODER_WEIGHTS))
+    np.save(out / VOXELS_FILE, voxels)
+    info = {
+        "model": encoder.mae_cfg.model_dump(mode="json"),
+        "encoder": encoder.cfg.model_dump(mode="json"),
+        "n_voxels": encoder.n_voxels,
+        "window": encoder.window,
+        "clip_dim": encoder.clip_head.out_features if encoder.clip_head is not None else None,
+        "adapter": encoder.adapter.spec() if encoder.adapter is not None else None,
+    }
+    (out / ENCODER_FILE).write_text(json.dumps(info, indent=1))
+    return [Path(ENCODER_WEIGHTS), Path(ENCODER_FILE), Path(VOXELS_FILE)]

@@ -10,12 +10,16 @@ space can encode vectors of another length.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mindvideo.errors import DataError
 from mindvideo.models.encoder_config import MAEConfig
 
 
@@ -197,3 +201,46 @@ class FmriMAE(nn.Module):
         hidden = mask.sum()
         loss = (per_patch * mask).sum() / hidden if hidden > 0 else per_patch.mean()
         return loss, pred, mask
+
+
+MAE_WEIGHTS = "mae.safetensors"
+
+
+MAE_CONFIG_FILE = "mae_config.json"
+
+
+def seeded_mae(cfg: MAEConfig, seed: int) -> FmriMAE:
+    """A fresh MAE whose initial weights come from `seed` alone (the global RNG untouched)."""
+    import torch
+
+    from mindvideo.models.fmri_mae import FmriMAE
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FmriMAE(cfg)
+
+
+def save_mae(out: Path, state: Mapping, model_cfg: MAEConfig) -> list[Path]:
+    """Write an MAE as load_mbm reads it; the files written (relative to `out`)."""
+    from safetensors.torch import save_file
+
+    save_file(dict(state), str(Path(out) / MAE_WEIGHTS))
+    (Path(out) / MAE_CONFIG_FILE).write_text(
+        json.dumps(model_cfg.model_dump(mode="json"), indent=1)
+    )
+    return [Path(MAE_WEIGHTS), Path(MAE_CONFIG_FILE)]
+
+
+def load_mbm(folder: Path, device: str = "cpu") -> FmriMAE:
+    """The MAE an mbm stage wrote."""
+    from safetensors.torch import load_file
+
+    from mindvideo.models.fmri_mae import FmriMAE
+
+    folder = Path(folder)
+    if not (folder / MAE_WEIGHTS).exists():
+        raise DataError(f"{folder}: no {MAE_WEIGHTS}; run the mbm stage first")
+    cfg = MAEConfig.model_validate_json((folder / MAE_CONFIG_FILE).read_text())
+    model = FmriMAE(cfg)
+    model.load_state_dict(load_file(str(folder / MAE_WEIGHTS), device="cpu"))
+    return model.to(device)

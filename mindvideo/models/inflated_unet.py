@@ -17,7 +17,9 @@ The condition (tokens, dim) is shared by every frame of a clip.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -26,6 +28,9 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
+
+from mindvideo.errors import ConfigError, DataError
+from mindvideo.models.diffusion_config import GeneratorConfig
 
 FrameAttention = Literal["prev2", "first_prev", "full", "none"]
 FRAME_ATTENTION: tuple[str, ...] = ("prev2", "first_prev", "full", "none")
@@ -230,3 +235,57 @@ class InflatedUNet(nn.Module):
         self.state.frames = f
         out = self.unet(x, t, encoder_hidden_states=cond).sample  # (b * f, c_out, h, w)
         return out.view(b, f, -1, h, w).transpose(1, 2)
+
+
+def load_pretrained(folder: Path, generator: GeneratorConfig) -> dict:
+    """The video-pretrained UNet's state dict, after checking it was inflated as `generator`
+    asks (cotrain and decode inflate the same way, then load it)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    saved = json.loads((folder / GENERATOR_FILE).read_text())["generator"]
+    if saved != generator.model_dump(mode="json"):
+        raise DataError(
+            f"{folder}: the video-pretrained UNet was inflated as {saved}, this run asks for "
+            f"{generator.model_dump(mode='json')}; the planner pairs them, so this entry was "
+            "moved or edited: remove it and run again"
+        )
+    return load_file(str(folder / UNET_WEIGHTS), device="cpu")
+
+
+UNET_WEIGHTS = "unet.safetensors"  # the inflated UNet's state dict (unet.* and temporal layers)
+
+
+GENERATOR_FILE = "generator.json"
+
+
+def inflate(unet, cfg: GeneratorConfig, seed: int):
+    """The inflated UNet, its new temporal layers initialised from `seed`."""
+    import torch
+
+    from mindvideo.models.inflated_unet import InflatedUNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return InflatedUNet(unet, cfg.frame_attention, cfg.temporal_layers, cfg.temporal_heads)
+
+
+def check_compatible(encoder, model, cfg) -> None:
+    if encoder.adapter is not None and encoder.cond_shape[1] != model.cond_dim:
+        raise ConfigError(
+            f"the align stage mapped the condition onto {encoder.cond_shape[1]}-wide CLIP token "
+            f"states but the diffusion UNet reads {model.cond_dim}-wide conditions: the "
+            "foundation CLIP must be the generator's text encoder (SD 1.5: ViT-L/14), or set "
+            "align.enabled: false"
+        )
+    if encoder.cond_shape[1] != model.cond_dim:
+        raise ConfigError(
+            f"the encoder's condition is {encoder.cond_shape[1]} wide but the diffusion UNet reads "
+            f"{model.cond_dim}-wide conditions (SD 1.5: 768; SynthCC: eval.clip.text_width); "
+            "make encoder.cond_dim equal, or enable the align stage (align.enabled)"
+        )
+    if encoder.window != cfg.window:
+        raise DataError(
+            f"the encoder reads windows of {encoder.window} frames, the config asks for "
+            f"{cfg.window}; re-run the contrastive stage with this profile"
+        )

@@ -24,9 +24,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mindvideo.data.cc2017 import open_stimuli
-from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig
+from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig, pairing
 from mindvideo.errors import DataError
-from mindvideo.stages.base import StageContext, StageResult, dataset_root
+from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root, decodes_fmri
 
 NAME = "align"
 INPUTS: tuple[str, ...] = ("dataset", "foundation", "contrastive")
@@ -39,7 +39,9 @@ class AlignOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rank: int = Field(256, ge=1, description="principal components of the conditions kept")
+    rank: int = Field(
+        256, ge=1, le=100_000, description="principal components of the conditions kept"
+    )
     alphas: tuple[float, ...] = Field(
         (0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
         min_length=1,
@@ -61,13 +63,6 @@ def work_units(cfg: AlignConfig) -> int:
     return 3
 
 
-def caption_tokens(clip, captions) -> np.ndarray:
-    """(n, context, width) token states, computed once per distinct caption."""
-    captions = np.asarray(captions)
-    unique, index = np.unique(captions, return_inverse=True)
-    return clip.text_tokens(list(unique))[index]
-
-
 def conditions(encoder, fmri: np.ndarray, device: str, batch: int = 128) -> np.ndarray:
     import torch
 
@@ -83,9 +78,11 @@ def conditions(encoder, fmri: np.ndarray, device: str, batch: int = 128) -> np.n
 def run(cfg: AlignConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext) -> StageResult:
     import torch
 
+    from mindvideo.data.paired import subject_windows
+    from mindvideo.eval.foundation import load_foundation_clip
     from mindvideo.models.adapter import fit_adapter, r2
-    from mindvideo.stages.contrastive import load_encoder, save_encoder, subject_windows
-    from mindvideo.stages.foundation import load_foundation_clip
+    from mindvideo.models.clip import caption_tokens
+    from mindvideo.models.fmri_encoder import load_encoder, save_encoder
 
     started = time.perf_counter()
     encoder, voxels = load_encoder(inputs["contrastive"], ctx.device)
@@ -120,3 +117,38 @@ def run(cfg: AlignConfig, inputs: Mapping[str, Path], out: Path, ctx: StageConte
         ctx.log_metric("alpha_tried", alpha, i)
     ctx.progress(1, f"test R^2 {metrics['test_r2']:.3f}")
     return StageResult(metrics=metrics, artifacts=save_encoder(out, encoder.cpu(), voxels))
+
+
+class AlignSection(AlignOptions):
+    """The profile's `align` section."""
+
+    enabled: bool = Field(
+        True,
+        description="false: the generator reads the encoder's condition as it is (MinD-Video)",
+    )
+
+
+def configure(profile, subject: str) -> AlignConfig:
+    return AlignConfig(
+        **profile.align.model_dump(exclude={"enabled"}), **pairing(profile.data, subject)
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=60,
+    inputs=INPUTS,
+    enabled=lambda profile: decodes_fmri(profile) and profile.align.enabled,
+    provides="contrastive",  # the encoder with its adapter, as cotrain and decode read it
+    sections={"align": AlignSection},
+    reads=("data",),
+    seeded=SEEDED,
+    artifacts=("encoder.safetensors", "encoder.json", "voxels.npy"),
+    work_units=work_units,
+    key_neutral=KEY_NEUTRAL,
+    test_split_metrics=TEST_SPLIT_METRICS,
+)

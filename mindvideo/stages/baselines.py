@@ -32,6 +32,7 @@ from mindvideo.data.paired import (
     PairingConfig,
     clip_video,
     make_samples,
+    pairing,
     prepare_fmri,
 )
 from mindvideo.errors import ConfigError
@@ -39,9 +40,12 @@ from mindvideo.models.ridge import RidgeDecoder, retrieve
 from mindvideo.stages.base import (
     NAMES,
     RECONSTRUCTIONS,
+    Stage,
     StageContext,
     StageResult,
     dataset_root,
+    scored_split,
+    write_reconstructions,
 )
 
 NAME = "baselines"
@@ -58,9 +62,11 @@ class BaselineOptions(BaseModel):
 
     features: tuple[Literal["clip", "pixels", "labels"], ...] = ("clip", "pixels", "labels")
     pixel_size: int = Field(8, ge=2, le=64, description="pixel features: frames resized to this")
-    top_k: int = Field(1, ge=1, description="training clips averaged into a reconstruction")
+    top_k: int = Field(
+        1, ge=1, le=10_000, description="training clips averaged into a reconstruction"
+    )
     alphas: tuple[float, ...] = (1e1, 1e2, 1e3, 1e4, 1e5)
-    folds: int = Field(4, ge=2)
+    folds: int = Field(4, ge=2, le=100)
 
 
 # Baselines renamed since results were cached, new name -> the name in the cache key: random
@@ -124,7 +130,7 @@ def clip_features(
 
     "labels" (one-hot annotations) is used where given and skipped otherwise.
     """
-    from mindvideo.eval.protocols import resize_frames
+    from mindvideo.data.frames import resize_frames
 
     n, f = clips.shape[:2]
     blocks = []
@@ -270,20 +276,6 @@ def decode_baselines(
     )
 
 
-def write_reconstructions(
-    folder: Path, names: list[str], clips: np.ndarray, fps: float, n_gifs: int = 4
-) -> list[Path]:
-    """The layout every decoding stage writes: clips.npy, names.txt and a few sample GIFs."""
-    from mindvideo.eval.video_io import write_clip_set
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / RECONSTRUCTIONS, clips)
-    (folder / NAMES).write_text("".join(f"{n}\n" for n in names))
-    write_clip_set(folder / "samples", names[:n_gifs], clips[:n_gifs], fmt="gif", fps=fps)
-    return [Path(RECONSTRUCTIONS), Path(NAMES)]
-
-
 def run_baselines(
     dataset: Path,
     cfg: BaselinesConfig,
@@ -329,7 +321,7 @@ def run(
 ) -> StageResult:
     """Decode cfg.split with the single baseline of cfg.methods into out/ (clips.npy,
     names.txt, samples/*.gif), for the `evaluate` stage to score."""
-    from mindvideo.stages.foundation import load_scorers
+    from mindvideo.eval.foundation import load_scorers
 
     if len(cfg.methods) != 1:
         raise ConfigError(
@@ -339,8 +331,7 @@ def run(
     dataset = dataset_root(inputs["dataset"])
     vae, clip_model = None, None
     if method == "autoencoder":
-        from mindvideo.models.diffusion import load_vae
-        from mindvideo.stages.diffusion import model_folder
+        from mindvideo.models.diffusion import load_vae, model_folder
 
         if "diffusion" not in inputs:
             raise ConfigError(
@@ -364,3 +355,32 @@ def run(
 
 
 SEEDED = seeded
+
+
+def configure(profile, subject: str) -> BaselinesConfig:
+    return BaselinesConfig(
+        **profile.baselines.model_dump(),
+        **pairing(profile.data, subject),
+        methods=(profile.method,),
+        split=scored_split(profile),
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=95,
+    inputs=INPUTS,
+    optional_inputs=OPTIONAL_INPUTS,
+    enabled=lambda profile: profile.method != "mindvideo",
+    provides="decode",  # evaluate scores its reconstructions
+    sections={"baselines": BaselineOptions},
+    reads=("data", "eval"),
+    seeded=seeded,
+    artifacts=(RECONSTRUCTIONS, NAMES),
+    key_neutral=KEY_NEUTRAL,
+    key_renamed=KEY_RENAMED,
+)

@@ -12,7 +12,6 @@ candidates from other scenes, by image and by text (chance 0.02).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -27,20 +26,19 @@ if TYPE_CHECKING:
 
     from mindvideo.models.fmri_encoder import FmriEncoder
 
-from mindvideo.data.cc2017 import open_stimuli, open_subject
+from mindvideo.data.cc2017 import open_stimuli
 from mindvideo.data.paired import (
     PAIRING_KEY_NEUTRAL,
     PairingConfig,
-    SubjectFMRI,
     clip_video,
-    make_samples,
-    prepare_fmri,
+    pairing,
+    subject_windows,
 )
 from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval.metrics import retrieval_top1
 from mindvideo.models.encoder_config import EncoderConfig, MAEConfig
-from mindvideo.stages.base import StageContext, StageResult, dataset_root
+from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
 
 NAME = "contrastive"
 INPUTS: tuple[str, ...] = ("dataset", "foundation", "mbm")
@@ -55,9 +53,6 @@ def headline_metrics(cfg: ContrastiveConfig) -> tuple[str, ...]:
     return tuple(f"retrieval{cfg.retrieval_n}_{m}_top1" for m in ("image", "text"))
 
 
-WEIGHTS = "encoder.safetensors"
-ENCODER_FILE = "encoder.json"  # sizes, window, voxels: what load_encoder needs
-VOXELS_FILE = "voxels.npy"  # the cortical vertices the encoder reads, in order
 MAX_LOGIT_SCALE = math.log(100.0)
 
 Modality = Literal["image", "text"]
@@ -70,14 +65,14 @@ class ContrastiveTraining(BaseModel):
 
     enabled: bool = True
     modalities: tuple[Modality, ...] = ("image", "text")
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=2)
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=2, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=100.0)
     weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: float = Field(1, ge=0)
+    warmup_epochs: float = Field(1, ge=0, le=10_000)
     grad_clip: float | None = Field(1.0, gt=0)
     logit_scale_init: float = Field(math.log(1 / 0.07), description="log inverse temperature")
-    retrieval_n: int = Field(50, ge=2, description="candidates per retrieval trial")
+    retrieval_n: int = Field(50, ge=2, le=100_000, description="candidates per retrieval trial")
 
 
 class ContrastiveConfig(ContrastiveTraining, PairingConfig):
@@ -101,90 +96,6 @@ TEST_SPLIT_METRICS = ("retrieval",)
 
 def work_units(cfg: ContrastiveConfig) -> int:
     return 3 + (cfg.epochs if cfg.enabled else 0)
-
-
-def roi_voxels(dataset: Path, cfg: ContrastiveConfig, n_cortical: int) -> np.ndarray:
-    """Indices of the ROI's cortical vertices (the MBM corpus's mask by default)."""
-    from mindvideo.data.cifti import read_mask
-    from mindvideo.data.hcp import default_mask
-
-    path = Path(cfg.roi_mask) if cfg.roi_mask else default_mask(dataset / "hcp")
-    if path is None:
-        raise ConfigError(
-            f"{dataset}: no ROI mask for encoder.voxels: roi; give data.corpus_mask (the mask "
-            "the MBM corpus uses) or set encoder.voxels: selected"
-        )
-    return np.nonzero(read_mask(path, n_cortical))[0]
-
-
-def held_out_split(fmri: SubjectFMRI) -> str:
-    """Where a stage measures its held-out loss: validation when the data have it, else test."""
-    return "val" if fmri.segments.get("val") else "test"
-
-
-def subject_windows(
-    dataset: Path, cfg, stimuli, voxels: np.ndarray | None = None, split: str = "test"
-):
-    """(SubjectFMRI, train Samples, Samples of `split`) of cfg.subject on the encoder's voxels
-    (`voxels`, or the ROI / selection cfg.voxels names), windowed as cfg (PairingConfig).
-    `split`: test, val, or held_out (val when the data have it, else test)."""
-    rec = open_subject(dataset, cfg.subject, cfg.val_segments)
-    if voxels is None and cfg.voxels == "roi":
-        voxels = roi_voxels(dataset, cfg, rec.check()[1])
-    fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
-    pad = 1  # the encoder wrap-pads to its patch size itself
-    edge, offset = cfg.window_edge, cfg.window_offset
-    if split == "held_out":
-        split = held_out_split(fmri)
-    train = make_samples(fmri, "train", cfg.window, offset, edge, pad, stimuli)
-    held = make_samples(fmri, split, cfg.window, offset, edge, pad, stimuli)
-    return fmri, train, held
-
-
-def load_encoder(folder: Path, device: str = "cpu") -> tuple[FmriEncoder, np.ndarray]:
-    """The encoder a contrastive (or cotrain) stage wrote, and the voxels it reads."""
-    from safetensors.torch import load_file
-
-    from mindvideo.models.fmri_encoder import FmriEncoder
-
-    folder = Path(folder)
-    for name in (WEIGHTS, ENCODER_FILE, VOXELS_FILE):
-        if not (folder / name).exists():
-            raise DataError(f"{folder}: no {name}; run the contrastive stage first")
-    info = json.loads((folder / ENCODER_FILE).read_text())
-    encoder = FmriEncoder(
-        MAEConfig.model_validate(info["model"]),
-        EncoderConfig.model_validate(info["encoder"]),
-        info["n_voxels"],
-        info["window"],
-        info["clip_dim"],
-    )
-    if info.get("adapter"):
-        from mindvideo.models.adapter import ConditionAdapter
-
-        spec = info["adapter"]
-        encoder.adapter = ConditionAdapter(spec["in_shape"], spec["out_shape"], spec["rank"])
-    encoder.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
-    return encoder.to(device).eval(), np.load(folder / VOXELS_FILE)
-
-
-def save_encoder(out: Path, encoder: FmriEncoder, voxels: np.ndarray) -> list[Path]:
-    """Write an encoder as load_encoder reads it; the files (relative to `out`)."""
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    save_file(cpu_weights(encoder), str(out / WEIGHTS))
-    np.save(out / VOXELS_FILE, voxels)
-    info = {
-        "model": encoder.mae_cfg.model_dump(mode="json"),
-        "encoder": encoder.cfg.model_dump(mode="json"),
-        "n_voxels": encoder.n_voxels,
-        "window": encoder.window,
-        "clip_dim": encoder.clip_head.out_features if encoder.clip_head is not None else None,
-        "adapter": encoder.adapter.spec() if encoder.adapter is not None else None,
-    }
-    (out / ENCODER_FILE).write_text(json.dumps(info, indent=1))
-    return [Path(WEIGHTS), Path(ENCODER_FILE), Path(VOXELS_FILE)]
 
 
 def clip_targets(clip_model, stimuli, samples, frames_per_clip: int) -> dict[str, np.ndarray]:
@@ -246,9 +157,9 @@ def run(
     import torch
 
     from mindvideo.distributed import launch
-    from mindvideo.models.fmri_encoder import FmriEncoder
-    from mindvideo.stages.foundation import load_foundation_clip
-    from mindvideo.stages.mbm import load_mbm
+    from mindvideo.eval.foundation import load_foundation_clip
+    from mindvideo.models.fmri_encoder import FmriEncoder, save_encoder
+    from mindvideo.models.fmri_mae import load_mbm
 
     started = time.perf_counter()
     out = Path(out)
@@ -418,3 +329,46 @@ def train_worker(payload, device: str, report) -> tuple[dict, float, dict[str, f
         *callbacks(report),
     )
     return cpu_weights(encoder), float(scale.detach()), metrics
+
+
+class EncoderSection(EncoderConfig):
+    """The profile's `encoder` section: the spatiotemporal encoder's switches (its transformer
+    sizes are `mbm.model`)."""
+
+    voxels: Literal["roi", "selected"] = "roi"
+
+
+def configure(profile, subject: str) -> ContrastiveConfig:
+    encoder = profile.encoder.model_dump(exclude={"voxels"})
+    return ContrastiveConfig(
+        **profile.contrastive.model_dump(),
+        **pairing(profile.data, subject),
+        model=profile.mbm.model,
+        encoder=encoder,
+        voxels=profile.encoder.voxels,
+        roi_mask=profile.data.corpus_mask,
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=30,
+    inputs=INPUTS,
+    optional_inputs=OPTIONAL_INPUTS,
+    enabled=lambda profile: profile.method == "mindvideo",
+    sections={"contrastive": ContrastiveTraining, "encoder": EncoderSection},
+    reads=("data", "mbm"),
+    seeded=SEEDED,
+    headline=headline_metrics,
+    artifacts=("encoder.safetensors", "encoder.json", "voxels.npy"),  # models/fmri_encoder.py
+    work_units=work_units,
+    key_neutral=KEY_NEUTRAL,
+    test_split_metrics=TEST_SPLIT_METRICS,
+    local_paths=lambda profile: (
+        {"data.corpus_mask": "file"} if profile.encoder.voxels == "roi" else {}
+    ),
+)

@@ -26,10 +26,20 @@ import numpy as np
 from pydantic import Field
 
 from mindvideo.data.cc2017 import open_stimuli
-from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig
+from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig, pairing
+from mindvideo.models.clip_config import check_condition_width
 from mindvideo.models.diffusion_config import DecodeOptions, GeneratorConfig, GuidanceConfig
 from mindvideo.models.uncond import Uncond, fill_window, unconditional
-from mindvideo.stages.base import StageContext, StageResult, dataset_root
+from mindvideo.stages.base import (
+    NAMES,
+    RECONSTRUCTIONS,
+    Stage,
+    StageContext,
+    StageResult,
+    dataset_root,
+    decodes_fmri,
+    scored_split,
+)
 
 NAME = "decode"
 INPUTS: tuple[str, ...] = (
@@ -96,12 +106,17 @@ def run(cfg: DecodeConfig, inputs: Mapping[str, Path], out: Path, ctx: StageCont
     import torch
     from safetensors.torch import load_file
 
+    from mindvideo.data.paired import subject_windows
+    from mindvideo.models.diffusion import load_diffusion
+    from mindvideo.models.fmri_encoder import load_encoder
+    from mindvideo.models.inflated_unet import (
+        UNET_WEIGHTS,
+        check_compatible,
+        inflate,
+        load_pretrained,
+    )
     from mindvideo.models.pipeline import MindVideoPipeline, make_scheduler
-    from mindvideo.stages.baselines import write_reconstructions
-    from mindvideo.stages.contrastive import load_encoder, subject_windows
-    from mindvideo.stages.cotrain import UNET_WEIGHTS, check_compatible, inflate
-    from mindvideo.stages.diffusion import load_diffusion
-    from mindvideo.stages.video_pretrain import load_pretrained
+    from mindvideo.stages.base import write_reconstructions
 
     started = time.perf_counter()
     device = ctx.device
@@ -181,8 +196,8 @@ def caption_conditions(cfg: DecodeConfig, inputs, train, test, width: int, devic
     import torch
 
     from mindvideo.errors import ConfigError, DataError
-    from mindvideo.stages.align import caption_tokens
-    from mindvideo.stages.foundation import load_foundation_clip
+    from mindvideo.eval.foundation import load_foundation_clip
+    from mindvideo.models.clip import caption_tokens
 
     if "foundation" not in inputs:
         raise ConfigError(
@@ -205,3 +220,42 @@ def caption_conditions(cfg: DecodeConfig, inputs, train, test, width: int, devic
     else:
         negative = torch.from_numpy(caption_tokens(clip, train.caption)).mean(dim=0, keepdim=True)
     return conditions, negative.to(device)
+
+
+def configure(profile, subject: str) -> DecodeConfig:
+    check_condition_width(profile)
+    return DecodeConfig(
+        **pairing(profile.data, subject),
+        generator=profile.generator,
+        guidance=profile.guidance,
+        decode=profile.decode,
+        uncond=profile.cotrain.uncond if profile.cotrain.enabled else "zero_embedding",
+        split=scored_split(profile),
+    )
+
+
+def uses(profile) -> tuple[str, ...]:
+    """The co-trained and video-pretrained UNets where they exist; the foundation's CLIP only
+    to decode from captions (the generator's ceiling)."""
+    caption = ("foundation",) if profile.decode.condition == "caption" else ()
+    return ("cotrain", "video_pretrain", *caption)
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=90,
+    inputs=INPUTS,
+    optional_inputs=OPTIONAL_INPUTS,
+    enabled=decodes_fmri,
+    uses=uses,
+    sections={"generator": GeneratorConfig, "guidance": GuidanceConfig, "decode": DecodeOptions},
+    reads=("data", "cotrain", "align", "encoder", "eval"),
+    seeded=SEEDED,
+    artifacts=(RECONSTRUCTIONS, NAMES),
+    work_units=work_units,
+    key_neutral=KEY_NEUTRAL,
+)

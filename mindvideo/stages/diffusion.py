@@ -20,18 +20,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from mindvideo.errors import ConfigError, DataError
+from mindvideo.errors import ConfigError
 from mindvideo.models.diffusion_config import DiffusionConfig
-from mindvideo.stages.base import StageContext, StageResult, dataset_root
+from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
 
 NAME = "diffusion"
 INPUTS: tuple[str, ...] = ("dataset", "foundation")
 VERSION = 2  # 2: samples scored by frame class
 SEEDED = False
-MODEL = "model"  # diffusers layout: model/vae, model/unet, model/scheduler
-POINTER = "pretrained.json"  # real data: {"path": the SD folder}
 SAMPLES = "samples.png"
 
 
@@ -59,7 +57,7 @@ def work_units(cfg: DiffusionStageConfig) -> int:
 def run(
     cfg: DiffusionStageConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 ) -> StageResult:
-    from mindvideo.models.diffusion import load_image_diffusion
+    from mindvideo.models.diffusion import POINTER, load_image_diffusion
 
     out = Path(out)
     if not cfg.synthetic:
@@ -84,9 +82,10 @@ def _train(
 ) -> StageResult:
     import torch
 
+    from mindvideo.eval.foundation import load_foundation_clip
     from mindvideo.models import diffusion as D
     from mindvideo.models.clip import load_captioned_frames
-    from mindvideo.stages.foundation import load_foundation_clip
+    from mindvideo.models.diffusion import MODEL
 
     started = time.perf_counter()
     dataset = dataset_root(inputs["dataset"])
@@ -199,18 +198,46 @@ def _samples(model, clip, test, held, test_frames, cfg: DiffusionConfig, out, de
     }
 
 
-def model_folder(folder: Path) -> Path:
-    """The SD-format folder a diffusion stage trained (or pointed at)."""
-    folder = Path(folder)
-    if (folder / POINTER).exists():
-        return Path(json.loads((folder / POINTER).read_text())["path"])
-    if not (folder / MODEL).is_dir():
-        raise DataError(f"{folder}: no {MODEL}/; run the diffusion stage first")
-    return folder / MODEL
+class DiffusionSection(DiffusionConfig):
+    """The profile's `diffusion` section: the image diffusion model trained on SynthCC (these
+    sizes), or SD 1.5 by path."""
+
+    pretrained: str | None = Field(
+        None, description="real data: a local diffusers Stable Diffusion 1.5 folder"
+    )
 
 
-def load_diffusion(folder: Path, device: str = "cpu"):
-    """The image diffusion model a diffusion stage trained (or pointed at)."""
-    from mindvideo.models.diffusion import load_image_diffusion
+def configure(profile, subject: str) -> DiffusionStageConfig:
+    synthetic = profile.data.source == "synth"
+    section = profile.diffusion.model_dump(exclude={"pretrained"})
+    return DiffusionStageConfig(
+        synthetic=synthetic,
+        pretrained=None if synthetic else profile.diffusion.pretrained,
+        model=section if synthetic else {},
+    )
 
-    return load_image_diffusion(model_folder(folder), device)
+
+def enabled(profile) -> bool:
+    """The generator's image model; for the autoencoder baseline, its VAE."""
+    if profile.method == "mindvideo":
+        return profile.stop_after is None
+    return profile.method == "autoencoder"
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=40,
+    inputs=INPUTS,
+    enabled=enabled,
+    sections={"diffusion": DiffusionSection},
+    reads=("data",),
+    seeded=SEEDED,
+    artifacts=("model", "pretrained.json", SAMPLES),  # models/diffusion.py: MODEL, POINTER
+    work_units=work_units,
+    test_split_metrics=TEST_SPLIT_METRICS,
+    local_paths=lambda profile: {"diffusion.pretrained": "dir"},
+)

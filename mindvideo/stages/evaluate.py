@@ -13,7 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mindvideo.data.cc2017 import open_stimuli
 from mindvideo.errors import DataError
-from mindvideo.stages.base import NAMES, RECONSTRUCTIONS, StageContext, StageResult, dataset_root
+from mindvideo.stages.base import (
+    NAMES,
+    RECONSTRUCTIONS,
+    Stage,
+    StageContext,
+    StageResult,
+    dataset_root,
+    scored_split,
+)
 
 NAME = "evaluate"
 INPUTS: tuple[str, ...] = ("dataset", "foundation", "decode")
@@ -33,10 +41,16 @@ class EvaluateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     protocol: str = "mindvideo"
-    frames: int | None = Field(None, ge=1, description="frames per clip scored (protocol's)")
-    trials: int | None = Field(None, ge=1, description="N-way trials per sample (protocol's)")
+    frames: int | None = Field(
+        None, ge=1, le=1000, description="frames per clip scored (protocol's)"
+    )
+    trials: int | None = Field(
+        None, ge=1, le=1_000_000, description="N-way trials per sample (protocol's)"
+    )
     exclude_scene_cuts: bool | None = None
-    samples: int = Field(4, ge=0, description="test clips kept for GIFs and the contact sheet")
+    samples: int = Field(
+        4, ge=0, le=1000, description="test clips kept for GIFs and the contact sheet"
+    )
     extra_metrics: tuple[str, ...] = Field((), description="scored besides the protocol's")
     split: Literal["val", "test"] = Field(
         "test", description="the split the decoding stage decoded (eval.split), as recorded"
@@ -131,8 +145,8 @@ def sample_indices(n: int, k: int) -> list[int]:
 def run(
     cfg: EvaluateConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 ) -> StageResult:
+    from mindvideo.eval.foundation import load_scorers
     from mindvideo.eval.protocols import get_protocol, normalise, score
-    from mindvideo.stages.foundation import load_scorers
 
     out = Path(out)
     protocol = get_protocol(
@@ -179,3 +193,36 @@ def run(
     for name, value in metrics.items():
         ctx.log_metric(name, value, None)
     return StageResult(metrics=metrics, artifacts=[Path(SCORES), Path(PER_SAMPLE), Path(SAMPLES)])
+
+
+def configure(profile, subject: str) -> EvaluateConfig:
+    from mindvideo.eval.protocols import get_protocol
+
+    ev = profile.eval
+    get_protocol(ev.protocol, ev.extra_metrics)  # unknown names fail here, before any work
+    return EvaluateConfig(
+        protocol=ev.protocol,
+        extra_metrics=ev.extra_metrics,
+        frames=ev.frames,
+        trials=ev.trials,
+        exclude_scene_cuts=ev.exclude_scene_cuts,
+        samples=ev.samples,
+        split=scored_split(profile),
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=100,
+    inputs=INPUTS,
+    enabled=lambda profile: profile.method != "mindvideo" or profile.stop_after is None,
+    reads=("data", "eval"),
+    seeded=SEEDED,
+    artifacts=(SCORES, PER_SAMPLE, SAMPLES),
+    work_units=work_units,
+    key_neutral=KEY_NEUTRAL,
+)

@@ -15,16 +15,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from mindvideo.errors import ConfigError, DataError
+from mindvideo.errors import ConfigError, DataError, typed_section
+from mindvideo.eval.foundation import POINTERS
 from mindvideo.eval.judge_config import JudgeConfig
 from mindvideo.models.clip_config import ClipConfig
-from mindvideo.stages.base import StageContext, StageResult, dataset_root
+from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
 
 NAME = "foundation"
 INPUTS: tuple[str, ...] = ("dataset",)
 VERSION = 1
 SEEDED = False
-POINTERS = "pretrained.json"  # real data: where the pre-trained models are
 
 
 class FoundationConfig(BaseModel):
@@ -101,33 +101,40 @@ def run(
     )
 
 
-def load_foundation_clip(folder: Path, device: str = "cpu"):
-    """Only the CLIP of a foundation stage (the judges are not loaded)."""
-    from mindvideo.models.clip import load_clip
-
-    folder = Path(folder)
-    if (folder / POINTERS).exists():
-        p = json.loads((folder / POINTERS).read_text())
-        return load_clip(Path(p["clip_checkpoint"]), p.get("clip_model"), device)
-    return load_clip(folder / "clip", device=device)
-
-
-def load_scorers(folder: Path, device: str = "cpu"):
-    """The judges and CLIP a foundation stage trained (or pointed at)."""
-    from mindvideo.eval.judges import load_judge
-    from mindvideo.eval.protocols import Scorers
-    from mindvideo.models.clip import load_clip
-
-    folder = Path(folder)
-    if (folder / POINTERS).exists():
-        p = json.loads((folder / POINTERS).read_text())
-        return Scorers(
-            frame_judge=load_judge(Path(p["frame_judge"]), "frame", device),
-            video_judge=load_judge(Path(p["video_judge"]), "video", device),
-            clip=load_clip(Path(p["clip_checkpoint"]), p.get("clip_model"), device),
-        )
-    return Scorers(
-        frame_judge=load_judge(folder / "judges" / "frame", "frame", device),
-        video_judge=load_judge(folder / "judges" / "video", "video", device),
-        clip=load_clip(folder / "clip", device=device),
+def configure(profile, subject: str) -> FoundationConfig:
+    ev = profile.eval
+    return FoundationConfig(
+        synthetic=profile.data.source == "synth",
+        judges=typed_section(profile, "eval.judges", JudgeConfig),
+        clip=typed_section(profile, "eval.clip", ClipConfig),
+        frame_judge=ev.frame_judge,
+        video_judge=ev.video_judge,
+        clip_checkpoint=ev.clip_checkpoint,
+        clip_model=ev.clip_model,
     )
+
+
+def local_paths(profile) -> dict[str, str]:
+    return {
+        "eval.frame_judge": "dir",
+        "eval.video_judge": "dir",
+        "eval.clip_checkpoint": "any",  # a checkpoint file, or an open_clip folder
+        "eval.clip_model": "name",
+    }
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=10,
+    inputs=INPUTS,
+    reads=("eval",),
+    seeded=SEEDED,
+    artifacts=(POINTERS,),
+    work_units=work_units,
+    test_split_metrics=TEST_SPLIT_METRICS,
+    local_paths=local_paths,
+)

@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig
+from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig, pairing
 from mindvideo.errors import ConfigError, DataError
-from mindvideo.stages.base import StageContext, StageResult, dataset_root
+from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +73,7 @@ class InterpretOptions(BaseModel):
         "(e.g. the Yeo 2011 networks); needed on real data; on SynthCC it replaces the "
         "simulator's ground-truth regions",
     )
-    batch_size: int = Field(64, ge=1, description="test windows per forward pass")
+    batch_size: int = Field(64, ge=1, le=65_536, description="test windows per forward pass")
     max_windows: int | None = Field(
         None, ge=1, description="test windows analysed, evenly spaced (None: all)"
     )
@@ -285,9 +285,8 @@ def stage_encoders(
     import torch
 
     from mindvideo.models.encoder_config import EncoderConfig
-    from mindvideo.models.fmri_encoder import FmriEncoder
-    from mindvideo.stages.contrastive import load_encoder
-    from mindvideo.stages.mbm import load_mbm
+    from mindvideo.models.fmri_encoder import FmriEncoder, load_encoder
+    from mindvideo.models.fmri_mae import load_mbm
 
     contrastive, voxels = load_encoder(inputs["contrastive"], device)
     encoders: dict[str, FmriEncoder] = {}
@@ -321,7 +320,7 @@ def run(
     cfg: InterpretConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 ) -> StageResult:
     from mindvideo.data.cc2017 import open_stimuli, open_subject
-    from mindvideo.stages.contrastive import subject_windows
+    from mindvideo.data.paired import subject_windows
 
     out = Path(out)
     dataset = dataset_root(inputs["dataset"])
@@ -419,3 +418,50 @@ def plot_enrichment(results: dict, path: Path) -> None:
             ax.legend(fontsize="small")
     fig.suptitle(f"spatial attention per region, {results['subject']}")
     fig.savefig(path, dpi=120)
+
+
+class InterpretSection(InterpretOptions):
+    """The profile's `interpret` section."""
+
+    enabled: bool = Field(
+        False,
+        description="true: after the encoder's training, its attention per brain region after "
+        "each training stage (the interpret stage)",
+    )
+
+
+def configure(profile, subject: str) -> InterpretConfig:
+    data = profile.data
+    if data.source != "synth" and profile.required("interpret.parcellation") is None:
+        raise ConfigError(
+            f"{profile.source}: interpret.parcellation is not set: on {data.source} data the "
+            "attention analysis needs brain regions; give a CIFTI label map (.dlabel.nii, "
+            "e.g. the Yeo 2011 networks) on the fMRI's surface mesh, in the profile or with "
+            "--set interpret.parcellation=/path/to/file.dlabel.nii"
+        )
+    return InterpretConfig(
+        **profile.interpret.model_dump(exclude={"enabled"}),
+        **pairing(data, subject),
+        synthetic=data.source == "synth",
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=80,
+    inputs=INPUTS,
+    optional_inputs=OPTIONAL_INPUTS,
+    enabled=lambda profile: profile.method == "mindvideo" and profile.interpret.enabled,
+    pinned={"contrastive": "contrastive"},  # the encoder as trained, not through the adapter
+    sections={"interpret": InterpretSection},
+    reads=("data",),
+    seeded=SEEDED,
+    artifacts=(RESULTS_FILE, FIGURE_FILE),
+    work_units=work_units,
+    key_neutral=KEY_NEUTRAL,
+    local_paths=lambda profile: {"interpret.parcellation": "file"},
+)

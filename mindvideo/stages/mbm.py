@@ -10,53 +10,28 @@ clipping; bf16 autocast on a GPU.
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 if TYPE_CHECKING:
-    from mindvideo.models.fmri_mae import FmriMAE
+    pass
 
 from mindvideo.data.hcp import open_corpus
-from mindvideo.distributed import callbacks, cpu_weights
-from mindvideo.errors import DataError
-from mindvideo.models.encoder_config import MAEConfig
-from mindvideo.stages.base import StageContext, StageResult, dataset_root
+from mindvideo.errors import ConfigError, DataError
+from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
+from mindvideo.train.mbm import MBMConfig, OnDisk, evaluate, train_worker
 
 NAME = "mbm"
 INPUTS: tuple[str, ...] = ("dataset",)
 VERSION = 1
 SEEDED = True  # initialisation, batch order and masks draw from the run seed
-WEIGHTS = "mae.safetensors"
-CONFIG_FILE = "mae_config.json"
 SCRATCH = "corpus-scratch"  # the corpus volumes on disk while the stage trains
-
-
-class MBMConfig(BaseModel):
-    """MBM pretraining (the profile's `mbm` section plus the corpus location)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: MAEConfig = MAEConfig()
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0, description="peak learning rate (paper: 2.5e-4)")
-    weight_decay: float = Field(0.05, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    warmup_epochs: float = Field(2, ge=0, description="linear warm-up (paper: 40 epochs)")
-    grad_clip: float | None = Field(0.8, gt=0)
-    holdout_subjects: int = Field(2, ge=1, description="corpus subjects kept for validation")
-    corpus_root: str | None = Field(None, description="None: the SynthCC dataset's hcp/")
-    corpus_mask: str | None = Field(None, description="None: the corpus's roi_mask")
-    detrend_order: int = Field(4, ge=0)
 
 
 CONFIG = MBMConfig
@@ -64,23 +39,6 @@ CONFIG = MBMConfig
 
 def work_units(cfg: MBMConfig) -> int:
     return cfg.epochs + 1
-
-
-@dataclass(frozen=True)
-class OnDisk:
-    """(rows, cols) float32 volumes in a raw file: what the training processes receive instead
-    of the array (a paper-scale corpus does not fit in memory, nor pickles to each process)."""
-
-    path: str
-    rows: int
-    cols: int
-
-    def open(self) -> np.ndarray:
-        return np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.cols))
-
-
-def volumes(x: np.ndarray | OnDisk) -> np.ndarray:
-    return x.open() if isinstance(x, OnDisk) else x
 
 
 def load_corpus(cfg: MBMConfig, dataset: Path | None, scratch: Path) -> tuple[OnDisk, OnDisk, dict]:
@@ -122,168 +80,9 @@ def load_corpus(cfg: MBMConfig, dataset: Path | None, scratch: Path) -> tuple[On
     return train_x, val_x, summary
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 and "mask_token" not in name else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def evaluate(
-    model: FmriMAE, x: np.ndarray, seed: int, device: str, batch_size: int = 256
-) -> dict[str, float]:
-    """Masked-patch loss and the Pearson correlation of predicted vs true hidden voxels (per
-    volume, averaged), with masks fixed by `seed`."""
-    import torch
-
-    with torch.no_grad():
-        return _evaluate(model, x, seed, device, batch_size)
-
-
-def _evaluate(model, x, seed, device, batch_size) -> dict[str, float]:
-    import torch
-
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    losses, corrs, counts = [], [], []
-    for i in range(0, len(x), batch_size):
-        batch = torch.from_numpy(np.array(x[i : i + batch_size])).to(device)
-        loss, pred, mask = model(batch, generator=g)
-        target = model.patchify(batch)
-        hidden = mask.bool()[..., None].expand_as(pred)  # (n, p, patch)
-        for j in range(len(batch)):
-            a, b = pred[j][hidden[j]].float(), target[j][hidden[j]].float()
-            a, b = a - a.mean(), b - b.mean()
-            corrs.append(float((a * b).sum() / (a.norm() * b.norm() + 1e-8)))
-        losses.append(float(loss) * len(batch))
-        counts.append(len(batch))
-    model.train()
-    return {"val_loss": sum(losses) / sum(counts), "val_corr": float(np.mean(corrs))}
-
-
-def seeded_mae(cfg: MAEConfig, seed: int) -> FmriMAE:
-    """A fresh MAE whose initial weights come from `seed` alone (the global RNG untouched)."""
-    import torch
-
-    from mindvideo.models.fmri_mae import FmriMAE
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return FmriMAE(cfg)
-
-
-def train_mbm(
-    cfg: MBMConfig,
-    train: np.ndarray,
-    val: np.ndarray,
-    seed: int,
-    device: str = "cpu",
-    progress=None,
-    log_metric=None,
-    init: Mapping | None = None,
-) -> tuple[FmriMAE, dict[str, float]]:
-    """Pretrain the MAE on (n, voxels) volumes (from `init`, a state dict, when given);
-    returns the model and final metrics.
-
-    Under torch.distributed (mindvideo.distributed.launch, torchrun, or a process group the
-    caller set up: gloo on CPU, nccl on GPUs) each of the W processes computes its 1/W slice of
-    every batch, masks included, and DistributedDataParallel averages the gradients: the same
-    updates as one process with the whole batch, up to float rounding.
-    """
-    import torch
-    import torch.distributed as dist
-
-    from mindvideo.distributed import check_divisible, wrap_ddp
-    from mindvideo.models.fmri_mae import n_patches
-    from mindvideo.precision import autocast
-
-    tick = progress or (lambda n, what: None)
-    log = log_metric or (lambda name, value, step=None: None)
-    rank, world, local = check_divisible(cfg.batch_size, "mbm.batch_size")
-    model = seeded_mae(cfg.model, seed)
-    if init is not None:
-        model.load_state_dict(init)
-    model.to(device)
-    net = wrap_ddp(model, device)
-    opt = torch.optim.AdamW(
-        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas)
-    )
-    rng = np.random.default_rng([seed, 1])  # batch order
-    masks = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    patches = n_patches(train.shape[1], cfg.model.patch_size)
-    mine = slice(rank * local, (rank + 1) * local)
-    steps_per_epoch = max(1, len(train) // cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    step = 0
-    metrics: dict[str, float] = {}
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(len(train))
-        running = torch.zeros((), dtype=torch.float64)
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            noise = torch.rand(len(idx), patches, generator=masks)  # the global batch's masks
-            batch = torch.from_numpy(train[idx[mine]]).to(device)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(step, total, warmup)
-            with autocast(device):
-                loss, _, _ = net(batch, noise=noise[mine])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            running += loss.detach().double().cpu()
-            step += 1
-        if world > 1:
-            dist.all_reduce(running)
-            running /= world
-        metrics = {"train_loss": float(running) / steps_per_epoch} | evaluate(
-            model, val, seed + 1, device
-        )
-        for name, value in metrics.items():
-            log(name, value, epoch)
-        tick(1, f"epoch {epoch + 1}/{cfg.epochs} val loss {metrics['val_loss']:.3f}")
-    return model, metrics
-
-
-def train_worker(payload, device: str, report) -> tuple[dict, dict[str, float]]:
-    """train_mbm for mindvideo.distributed.launch: payload (cfg, train, val, seed, init), the
-    volumes as arrays or OnDisk; returns the weights (on the CPU) and the final metrics."""
-    cfg, train, val, seed, init = payload
-    model, metrics = train_mbm(
-        cfg,
-        volumes(train),
-        volumes(val),
-        seed,
-        device,
-        *callbacks(report),
-        init,
-    )
-    return cpu_weights(model), metrics
-
-
-def save_mae(out: Path, state: Mapping, model_cfg: MAEConfig) -> list[Path]:
-    """Write an MAE as load_mbm reads it; the files written (relative to `out`)."""
-    from safetensors.torch import save_file
-
-    save_file(dict(state), str(Path(out) / WEIGHTS))
-    (Path(out) / CONFIG_FILE).write_text(json.dumps(model_cfg.model_dump(mode="json"), indent=1))
-    return [Path(WEIGHTS), Path(CONFIG_FILE)]
-
-
 def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext) -> StageResult:
     from mindvideo.distributed import launch
+    from mindvideo.models.fmri_mae import save_mae, seeded_mae
 
     started = time.perf_counter()
     dataset = dataset_root(inputs["dataset"]) if "dataset" in inputs else None
@@ -310,16 +109,61 @@ def run(cfg: MBMConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
     return StageResult(metrics=metrics, artifacts=artifacts)
 
 
-def load_mbm(folder: Path, device: str = "cpu") -> FmriMAE:
-    """The MAE an mbm stage wrote."""
-    from safetensors.torch import load_file
+class MBMSection(MBMConfig):
+    """The profile's `mbm` section: the pretraining, and the optional fine-tune on each target
+    subject (the mbm_finetune stage)."""
 
-    from mindvideo.models.fmri_mae import FmriMAE
+    finetune_epochs: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="MBM epochs on the subject's own training fMRI (0: no fine-tune)",
+    )
+    finetune_lr: float | None = Field(None, gt=0, le=100.0, description="None: mbm.lr")
 
-    folder = Path(folder)
-    if not (folder / WEIGHTS).exists():
-        raise DataError(f"{folder}: no {WEIGHTS}; run the mbm stage first")
-    cfg = MAEConfig.model_validate_json((folder / CONFIG_FILE).read_text())
-    model = FmriMAE(cfg)
-    model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
-    return model.to(device)
+    def pretraining(self, **update) -> MBMConfig:
+        """The mbm stage's config (without the fine-tune fields)."""
+        fields = self.model_dump(exclude={"finetune_epochs", "finetune_lr"})
+        return MBMConfig(**(fields | update))
+
+
+def uses_mbm(profile) -> bool:
+    return profile.method == "mindvideo" and profile.encoder.init == "mbm"
+
+
+def configure(profile, subject: str) -> MBMConfig:
+    data = profile.data
+    return profile.mbm.pretraining(
+        corpus_root=data.corpus_root or profile.mbm.corpus_root,
+        corpus_mask=data.corpus_mask or profile.mbm.corpus_mask,
+        detrend_order=data.preprocess.detrend_order,
+    )
+
+
+def check_profile(profile) -> None:
+    model_patch, data_patch = profile.mbm.model.patch_size, profile.data.preprocess.patch_size
+    if model_patch != data_patch:  # the encoder patches by one, the windows pad by the other
+        raise ConfigError(
+            f"{profile.source}: mbm.model.patch_size {model_patch} but data.preprocess.patch_size "
+            f"{data_patch}: the encoder cuts the voxels into patches of the first and the windows "
+            "are padded for the second; make them equal"
+        )
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=20,
+    inputs=INPUTS,
+    enabled=uses_mbm,
+    sections={"mbm": MBMSection},
+    reads=("data", "encoder"),
+    seeded=SEEDED,
+    artifacts=("mae.safetensors", "mae_config.json"),  # models/fmri_mae.py
+    work_units=work_units,
+    local_paths=lambda profile: {"data.corpus_root": "dir", "data.corpus_mask": "file"},
+    check_profile=check_profile,
+)

@@ -20,11 +20,17 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mindvideo.data.cc2017 import ValSegments, open_subject
-from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, check_val_segments, prepare_fmri
+from mindvideo.data.paired import (
+    PAIRING_KEY_NEUTRAL,
+    check_val_segments,
+    held_out_split,
+    prepare_fmri,
+    roi_voxels,
+)
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.errors import DataError
-from mindvideo.stages.base import StageContext, StageResult, dataset_root
-from mindvideo.stages.mbm import MBMConfig, evaluate, load_mbm, save_mae, train_worker
+from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
+from mindvideo.train.mbm import MBMConfig, evaluate, train_worker
 
 NAME = "mbm_finetune"
 INPUTS: tuple[str, ...] = ("dataset", "mbm")
@@ -64,7 +70,6 @@ def work_units(cfg: FinetuneConfig) -> int:
 def subject_volumes(dataset: Path, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
     """The subject's cleaned (train, held-out) volumes on the encoder's voxels, as (n, V);
     held out: the validation segments where the data have them, else the test segments."""
-    from mindvideo.stages.contrastive import held_out_split, roi_voxels
 
     rec = open_subject(dataset, cfg.subject, cfg.val_segments)
     voxels = roi_voxels(dataset, cfg, rec.check()[1]) if cfg.voxels == "roi" else None
@@ -84,6 +89,7 @@ def run(
     cfg: FinetuneConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
 ) -> StageResult:
     from mindvideo.distributed import launch
+    from mindvideo.models.fmri_mae import load_mbm, save_mae
 
     started = time.perf_counter()
     dataset = dataset_root(inputs["dataset"])
@@ -113,3 +119,51 @@ def run(
         "train_seconds": time.perf_counter() - started,
     }
     return StageResult(metrics=metrics, artifacts=artifacts)
+
+
+def configure(profile, subject: str) -> FinetuneConfig:
+    mbm, data = profile.mbm, profile.data
+    # the mbm section's optimiser, for finetune_epochs (warm-up at most a quarter of them)
+    training = mbm.pretraining(
+        epochs=mbm.finetune_epochs,
+        lr=mbm.finetune_lr or mbm.lr,
+        warmup_epochs=min(mbm.warmup_epochs, mbm.finetune_epochs / 4),
+        corpus_root=None,
+        corpus_mask=None,
+    )
+    return FinetuneConfig(
+        subject=subject,
+        preprocess=data.preprocess,
+        voxels=profile.encoder.voxels,
+        roi_mask=data.corpus_mask,
+        training=training,
+        val_segments=data.val_segments,
+    )
+
+
+def roi_mask_path(profile) -> dict[str, str]:
+    return {"data.corpus_mask": "file"} if profile.encoder.voxels == "roi" else {}
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=25,
+    inputs=INPUTS,
+    enabled=lambda profile: (
+        profile.method == "mindvideo"
+        and profile.encoder.init == "mbm"
+        and bool(profile.mbm.finetune_epochs)
+    ),
+    provides="mbm",  # the fine-tuned MAE in the mbm stage's format
+    reads=("data", "encoder", "mbm"),
+    seeded=SEEDED,
+    artifacts=("mae.safetensors", "mae_config.json"),
+    work_units=work_units,
+    key_neutral=KEY_NEUTRAL,
+    held_out_metrics=HELD_OUT_METRICS,
+    local_paths=roi_mask_path,
+)

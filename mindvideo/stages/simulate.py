@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mindvideo.data.synth.config import VAL_NEUTRAL, SimulateConfig
 from mindvideo.data.synth.simulate import FORMAT_VERSION, simulate, work_units
-from mindvideo.stages.base import SYNTHCC_FOLDER, StageContext, StageResult
+from mindvideo.stages.base import SYNTHCC_FOLDER, Stage, StageContext, StageResult
 
 NAME = "simulate"
 INPUTS: tuple[str, ...] = ()
@@ -38,3 +38,23 @@ def run(
     for name, value in metrics.items():
         ctx.log_metric(name, value, None)
     return StageResult(metrics=metrics, artifacts=[Path(SYNTHCC_FOLDER) / "dataset.json"])
+
+
+def configure(profile, subject: str) -> SimulateConfig:
+    return profile.data.synth
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=0,
+    enabled=lambda profile: profile.data.source == "synth",
+    provides="dataset",
+    seeded=SEEDED,
+    artifacts=(SYNTHCC_FOLDER,),
+    work_units=work_units,
+    key_neutral=KEY_NEUTRAL,
+)

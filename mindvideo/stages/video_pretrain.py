@@ -27,16 +27,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mindvideo.data.synth.config import WorldConfig
-from mindvideo.errors import DataError
+from mindvideo.errors import ConfigError, DataError
 from mindvideo.models.diffusion_config import GeneratorConfig
-from mindvideo.stages.base import StageContext, StageResult
+from mindvideo.stages.base import Stage, StageContext, StageResult, decodes_fmri
 
 NAME = "video_pretrain"
 INPUTS: tuple[str, ...] = ("foundation", "diffusion")
 VERSION = 1
 SEEDED = False
-UNET_WEIGHTS = "unet.safetensors"  # the inflated UNet's state dict, as cotrain saves it
-GENERATOR_FILE = "generator.json"
 _TRAIN, _HELD_OUT = 1, 2  # random streams of the rendered clips
 
 
@@ -45,16 +43,18 @@ class VideoPretrainTraining(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    clips: int = Field(8192, ge=1, description="fresh clips of the stimulus world to train on")
-    epochs: int = Field(4, ge=1)
-    batch_size: int = Field(8, ge=1, description="clips per step")
-    lr: float = Field(5e-4, gt=0)
+    clips: int = Field(
+        8192, ge=1, le=10_000_000, description="fresh clips of the stimulus world to train on"
+    )
+    epochs: int = Field(4, ge=1, le=10_000)
+    batch_size: int = Field(8, ge=1, le=4096, description="clips per step")
+    lr: float = Field(5e-4, gt=0, le=100.0)
     train_unet: Literal["attention", "all"] = Field(
         "all", description="attention: self-, cross- and temporal attention layers only"
     )
     cond_dropout: float = Field(0.1, ge=0, lt=1, description="share of zero conditions")
     grad_clip: float | None = Field(1.0, gt=0)
-    warmup_steps: int = Field(100, ge=0)
+    warmup_steps: int = Field(100, ge=0, le=1_000_000)
     noise_share: float = Field(
         0.0,
         ge=0.0,
@@ -62,7 +62,9 @@ class VideoPretrainTraining(BaseModel):
         description="the share of each clip's training noise common to its frames (as "
         "cotrain.noise_share)",
     )
-    val_clips: int = Field(64, ge=1, description="fresh held-out clips of the loss and gap")
+    val_clips: int = Field(
+        64, ge=1, le=100_000, description="fresh held-out clips of the loss and gap"
+    )
     seed: int = 0
 
 
@@ -71,7 +73,7 @@ class VideoPretrainConfig(VideoPretrainTraining):
 
     world: WorldConfig = WorldConfig()
     tr: float = Field(2.0, gt=0, description="seconds per clip")
-    frames_per_clip: int = Field(6, ge=1)
+    frames_per_clip: int = Field(6, ge=1, le=1000)
     generator: GeneratorConfig = GeneratorConfig()
 
 
@@ -124,8 +126,9 @@ def run(
     from safetensors.torch import save_file
 
     from mindvideo.distributed import launch
-    from mindvideo.stages.diffusion import load_diffusion
-    from mindvideo.stages.foundation import load_foundation_clip
+    from mindvideo.eval.foundation import load_foundation_clip
+    from mindvideo.models.diffusion import load_diffusion
+    from mindvideo.models.inflated_unet import GENERATOR_FILE, UNET_WEIGHTS
 
     started = time.perf_counter()
     out = Path(out)
@@ -166,7 +169,8 @@ def train_worker(payload, device: str, report):
     from diffusers import DDPMScheduler
 
     from mindvideo.distributed import callbacks, cpu_weights
-    from mindvideo.stages.cotrain import CotrainTraining, inflate, train_cotrain
+    from mindvideo.models.inflated_unet import inflate
+    from mindvideo.train.video_diffusion import CotrainTraining, train_cotrain
 
     cfg, unet, scheduler_config, (latents, tokens, index), held = payload
     inflated = inflate(unet, cfg.generator, cfg.seed)
@@ -193,7 +197,7 @@ def train_worker(payload, device: str, report):
 def direction_losses(inflated, scheduler, held, seed: int, device: str, noise_share: float):
     """Held-out losses with the caption and the zero condition, and with the caption on the
     clip played backwards (same noise and timesteps); direction_gap = backwards - forwards."""
-    from mindvideo.stages.cotrain import held_out_loss
+    from mindvideo.train.video_diffusion import held_out_loss
 
     latents, tokens, index = held
     lookup = caption_lookup(tokens).to(device)
@@ -207,17 +211,46 @@ def direction_losses(inflated, scheduler, held, seed: int, device: str, noise_sh
     return out
 
 
-def load_pretrained(folder: Path, generator: GeneratorConfig) -> dict:
-    """The video-pretrained UNet's state dict, after checking it was inflated as `generator`
-    asks (cotrain and decode inflate the same way, then load it)."""
-    from safetensors.torch import load_file
+class VideoPretrainSection(VideoPretrainTraining):
+    """The profile's `video_pretrain` section."""
 
-    folder = Path(folder)
-    saved = json.loads((folder / GENERATOR_FILE).read_text())["generator"]
-    if saved != generator.model_dump(mode="json"):
-        raise DataError(
-            f"{folder}: the video-pretrained UNet was inflated as {saved}, this run asks for "
-            f"{generator.model_dump(mode='json')}; the planner pairs them, so this entry was "
-            "moved or edited: remove it and run again"
+    enabled: bool = Field(
+        False,
+        description="true: pretrain the inflated SynthCC UNet text-to-video on fresh clips "
+        "before co-training (the video_pretrain stage); false: inflate the image UNet "
+        "(MinD-Video)",
+    )
+
+
+def configure(profile, subject: str) -> VideoPretrainConfig:
+    data = profile.data
+    if data.source != "synth":
+        raise ConfigError(
+            f"{profile.source}: video_pretrain.enabled: true, but video pretraining renders "
+            f"SynthCC clips and the data are {data.source}; set video_pretrain.enabled: false "
+            "(real data inflates Stable Diffusion 1.5 as MinD-Video does)"
         )
-    return load_file(str(folder / UNET_WEIGHTS), device="cpu")
+    return VideoPretrainConfig(
+        **profile.video_pretrain.model_dump(exclude={"enabled"}),
+        world=data.synth.world,
+        tr=data.synth.protocol.tr,
+        frames_per_clip=data.frames_per_clip,
+        generator=profile.generator,
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    run=run,
+    config=CONFIG,
+    configure=configure,
+    version=VERSION,
+    order=50,
+    inputs=INPUTS,
+    enabled=lambda profile: decodes_fmri(profile) and profile.video_pretrain.enabled,
+    sections={"video_pretrain": VideoPretrainSection, "generator": GeneratorConfig},
+    reads=("data",),
+    seeded=SEEDED,
+    artifacts=("unet.safetensors", "generator.json"),  # models/inflated_unet.py
+    work_units=work_units,
+)

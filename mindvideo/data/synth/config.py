@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Sizes, counts and durations are bounded 10-100x beyond any sane value (CC2017: 18 training
+# segments of 240 TRs, 10 test viewings, TR 2 s; HCP runs: 1,200 TRs; 31,870 subcortical
+# voxels), so that a typo fails at validation; bounds only validate, so no cache key changes.
 
 
 class WorldConfig(_Strict):
@@ -17,8 +29,8 @@ class WorldConfig(_Strict):
     height: int = Field(64, ge=16, le=1024, description="rendered frame height, pixels")
     width: int = Field(64, ge=16, le=1024, description="rendered frame width, pixels")
     fps: int = Field(6, ge=1, le=60, description="render rate; the pipeline samples frames from it")
-    scene_min_s: float = Field(2.0, gt=0, description="shortest scene, seconds")
-    scene_max_s: float = Field(8.0, gt=0, description="longest scene, seconds")
+    scene_min_s: float = Field(2.0, gt=0, le=600, description="shortest scene, seconds")
+    scene_max_s: float = Field(8.0, gt=0, le=600, description="longest scene, seconds")
     size_range: tuple[float, float] = Field(
         (0.18, 0.34), description="object radius as a fraction of the frame's shorter side"
     )
@@ -28,10 +40,14 @@ class WorldConfig(_Strict):
 
     @field_validator("size_range", "speed_range")
     @classmethod
-    def _low_high(cls, value: tuple[float, float]) -> tuple[float, float]:
+    def _low_high(cls, value: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
         lo, hi = value
         if not 0 < lo <= hi:
             raise ValueError(f"must be [low, high] with 0 < low <= high, got {[lo, hi]}")
+        # a radius of the whole frame; 70x the default speed
+        most = {"size_range": 1.0, "speed_range": 10.0}[info.field_name]
+        if hi > most:
+            raise ValueError(f"high must be <= {most}, got {[lo, hi]}")
         return value
 
     @model_validator(mode="after")
@@ -57,7 +73,10 @@ class BrainConfig(_Strict):
         "vertices; must be a power of two (Hilbert ordering)",
     )
     subcortical_voxels: int = Field(
-        32, ge=0, description="volume voxels after the cortex in each CIFTI file (no drive)"
+        32,
+        ge=0,
+        le=1_000_000,
+        description="volume voxels after the cortex in each CIFTI file (no drive)",
     )
     boundary_jitter: float = Field(
         0.03, ge=0, le=0.2, description="per-subject warp of region borders, fraction of sheet"
@@ -77,7 +96,10 @@ class BrainConfig(_Strict):
     hrf_peak_jitter_s: float = Field(0.5, ge=0, le=3, description="std of per-voxel HRF peak")
     ar1: float = Field(0.4, ge=0, lt=1, description="AR(1) coefficient of the noise per TR")
     noise_smoothness: float = Field(
-        1.5, ge=0, description="spatial noise correlation, Gaussian sigma in sheet vertices"
+        1.5,
+        ge=0,
+        le=256,
+        description="spatial noise correlation, Gaussian sigma in sheet vertices",
     )
     smooth_noise_fraction: float = Field(
         0.6, ge=0, le=1, description="share of noise variance that is spatially smooth"
@@ -106,21 +128,26 @@ class ProtocolConfig(_Strict):
     """The scanning protocol: segments, repeats and TR, as in CC2017."""
 
     subjects: int = Field(3, ge=1, le=64)
-    tr: float = Field(2.0, gt=0, description="repetition time, seconds (one clip per TR)")
-    train_segments: int = Field(12, ge=1)
-    train_trs: int = Field(90, ge=8, description="volumes per training segment")
-    train_repeats: int = Field(2, ge=1)
-    test_segments: int = Field(4, ge=1)
-    test_trs: int = Field(60, ge=8, description="volumes per test segment")
-    test_repeats: int = Field(10, ge=1)
+    tr: float = Field(2.0, gt=0, le=60, description="repetition time, seconds (one clip per TR)")
+    train_segments: int = Field(12, ge=1, le=1000)
+    train_trs: int = Field(90, ge=8, le=20_000, description="volumes per training segment")
+    train_repeats: int = Field(2, ge=1, le=100)
+    test_segments: int = Field(4, ge=1, le=1000)
+    test_trs: int = Field(60, ge=8, le=20_000, description="volumes per test segment")
+    test_repeats: int = Field(10, ge=1, le=100)
     val_segments: int = Field(
         0,
         ge=0,
+        le=1000,
         description="validation segments val1..valN, seen like test segments (repeated, "
         "averaged), never trained on: what tuning scores (eval.split: val); 0: none",
     )
-    val_trs: int | None = Field(None, ge=8, description="volumes per validation segment (test_trs)")
-    val_repeats: int | None = Field(None, ge=1, description="viewings per validation segment")
+    val_trs: int | None = Field(
+        None, ge=8, le=20_000, description="volumes per validation segment (test_trs)"
+    )
+    val_repeats: int | None = Field(
+        None, ge=1, le=100, description="viewings per validation segment"
+    )
 
     @property
     def val_shape(self) -> tuple[int, int]:
@@ -136,9 +163,9 @@ VAL_NEUTRAL = {"val_segments": 0, "val_trs": None, "val_repeats": None}
 class CorpusConfig(_Strict):
     """The unpaired pretraining corpus (the HCP stand-in): many subjects, random stimuli."""
 
-    subjects: int = Field(20, ge=0)
-    runs: int = Field(1, ge=1, description="runs per corpus subject")
-    trs: int = Field(240, ge=8, description="volumes per run")
+    subjects: int = Field(20, ge=0, le=10_000)
+    runs: int = Field(1, ge=1, le=100, description="runs per corpus subject")
+    trs: int = Field(240, ge=8, le=20_000, description="volumes per run")
 
 
 class SimulateConfig(_Strict):
