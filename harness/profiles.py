@@ -60,7 +60,7 @@ class ResourcesSection(BaseModel):
     partition: str | None = Field(None, description="Slurm partition (None: the default)")
     gpus_per_job: int = Field(0, ge=0, le=64)
     cpus_per_job: int = Field(2, ge=1, le=1024, description="also the torch threads of the job")
-    mem_gb: float = Field(8.0, gt=0, le=100.0_000)
+    mem_gb: float = Field(8.0, gt=0, le=100_000)
     timeout_min: int = Field(120, ge=1, le=60 * 24 * 60, description="the job's time limit")
     slurm_array_parallelism: int = Field(
         32, ge=1, description="jobs of the suite's array running at once"

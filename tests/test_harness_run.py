@@ -173,11 +173,11 @@ def test_a_report_with_unfinished_seeds_says_how_to_report_the_finished_ones(
 def test_suggested_commands_keep_the_options_that_find_the_same_runs():
     import argparse
 
-    from harness.cli import _context_flags
+    from harness.cli.common import context_flags
 
     args = argparse.Namespace(profile="tiny", store="my store", set=["a.b=1", "c=[x, y]"])
-    assert _context_flags(args) == " --profile tiny --store 'my store' --set a.b=1 --set 'c=[x, y]'"
-    assert _context_flags(argparse.Namespace(profile=None, store=None, set=None)) == ""
+    assert context_flags(args) == " --profile tiny --store 'my store' --set a.b=1 --set 'c=[x, y]'"
+    assert context_flags(argparse.Namespace(profile=None, store=None, set=None)) == ""
 
 
 def test_report_of_some_seeds_of_a_suite(harness_run, tmp_path, capsys):

@@ -1,0 +1,274 @@
+"""`mvbench data simulate | inspect | export`: datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from harness.cli.common import default_store, folder_size, parse_overrides, progress_bar
+from harness.profiles import available_profiles, load_profile
+from mindvideo.errors import ConfigError
+
+
+def cmd_data_simulate(args: argparse.Namespace) -> int:
+    from mindvideo.data.synth.simulate import config_record, simulate, work_units
+
+    overrides = parse_overrides(args.set)
+    if args.seed is not None:
+        overrides["data.synth.seed"] = args.seed
+    profile = load_profile(args.profile, overrides)
+    data = profile.data
+    if data.source != "synth" or data.synth is None:
+        raise ConfigError(
+            f"profile {profile.profile!r} reads real data (data.source: {data.source}); there is "
+            "nothing to simulate. Use a synthetic profile: "
+            + ", ".join(p for p in available_profiles() if p != profile.profile)
+        )
+    store = Path(args.store) if args.store else default_store()
+    out = Path(args.out or data.root or store / "data" / profile.profile)
+    cfg = data.synth
+    meta_path = out / "dataset.json"
+    if meta_path.exists() and not args.overwrite:
+        try:
+            existing = json.loads(meta_path.read_text()).get("config")
+        except json.JSONDecodeError:
+            existing = None
+        if existing == config_record(cfg):
+            print(
+                f"{out}: already simulated with this config; nothing to do "
+                "(--overwrite to write it again)"
+            )
+            return 0
+        raise ConfigError(
+            f"{out}: holds a dataset simulated with a different config; choose another --out "
+            "or pass --overwrite to replace it"
+        )
+    start = time.perf_counter()
+    bar, tick = progress_bar(work_units(cfg), f"simulate {profile.profile}", args.quiet)
+    try:
+        summary = simulate(
+            cfg, out, tick, overwrite=args.overwrite, extra={"profile": profile.profile}
+        )
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    size = folder_size(out) / 2**20
+    print(
+        f"SynthCC ({profile.profile}) written to {out} in {seconds:.1f} s, {size:.0f} MiB: "
+        f"{len(summary['subjects'])} subjects, {len(summary['segments']['train'])} training "
+        f"and {len(summary['segments']['test'])} test segments, "
+        f"{len(summary['corpus']['subjects'])} corpus subjects.\n"
+        f"Next: mvbench data inspect {out}"
+    )
+    return 0
+
+
+def inspect_settings(args: argparse.Namespace, root: Path):
+    """Preprocessing and window settings: --profile, else the dataset's own, else defaults."""
+    from mindvideo.data.cc2017 import read_metadata, resolve_root
+    from mindvideo.data.config import DataConfig
+
+    name = args.profile
+    if name is None:
+        recorded = read_metadata(resolve_root(root)).get("profile")
+        if recorded in available_profiles():
+            name = recorded
+    if name is not None:
+        return load_profile(name, parse_overrides(args.set)).data
+    if args.set:
+        raise ConfigError("--set needs --profile (the config the overrides apply to)")
+    return DataConfig(source="cc2017")
+
+
+def _print_report(report: dict) -> None:
+    print(
+        f"{report['dataset']} at {report['root']}  (TR {report['tr']} s, "
+        f"window {report['window']['size']} at offset {report['window']['offset']})"
+    )
+    if "stimuli" in report:
+        s = report["stimuli"]
+        print(f"stimuli: {s['fps']:g} fps, {s['frames_per_tr']} frames per TR")
+        if s.get("segments_without_npy_frames"):
+            print(
+                "  no stimuli/<segment>.npy frames for: "
+                + ", ".join(s["segments_without_npy_frames"])
+                + " (convert the movies to uint8 (F, H, W, 3) .npy for the pipeline)"
+            )
+    if "corpus" in report:
+        c = report["corpus"]
+        print(
+            f"corpus: {c['subjects']} subjects x {c['runs_per_subject']} runs x "
+            f"{c['trs_per_run']} TRs"
+        )
+    cols = [
+        "subject",
+        "voxels",
+        "train seg x rep",
+        "test seg x rep",
+        "samples tr/te",
+        "selected",
+        "recall",
+        "fpr",
+        "ceiling",
+        "lag peak/true",
+    ]
+    rows = []
+    for name, e in report["subjects"].items():
+        tr, te = e["train"], e["test"]
+
+        def fmt(v, spec=".3f"):
+            return "-" if v is None else format(v, spec)
+
+        rows.append(
+            [
+                name,
+                str(e["cortical_voxels"]),
+                f"{tr['segments']} x {'/'.join(map(str, tr['repeats']))}",
+                f"{te['segments']} x {'/'.join(map(str, te['repeats']))}",
+                f"{tr['samples']}/{te['samples']}",
+                str(e.get("selected_voxels", "-")),
+                fmt(e.get("roi_recall")),
+                fmt(e.get("roi_false_positive_rate")),
+                fmt(e.get("noise_ceiling")),
+                f"{e.get('lag_peak_tr', '-')}/{e.get('true_lag_tr', '-')}",
+            ]
+        )
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    if "checks" in report:
+        failed = [c for c in report["checks"] if not c["passed"]]
+        if failed:
+            print("benchmark validation FAILED:")
+            for c in failed:
+                print(f"  {c['subject']}: {c['name']} = {c['value']} (needs {c['threshold']})")
+        else:
+            print(
+                f"benchmark validation passed ({len(report['checks'])} checks: roi recall, "
+                "false positives, lag)"
+            )
+
+
+def _print_flat(report: dict) -> None:
+    print(f"{report['dataset']} at {report['root']}")
+    for key, value in report.items():
+        if key in ("dataset", "root", "format", "subjects") and not isinstance(value, int):
+            continue
+        print(f"  {key}: {value}")
+    if isinstance(report.get("subjects"), dict):
+        for name, entry in report["subjects"].items():
+            for split, info in entry.items():
+                desc = ", ".join(f"{k} {v}" for k, v in info.items())
+                print(f"  {name} {split}: {desc}")
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from mindvideo.data.cc2017 import list_subjects
+    from mindvideo.data.inspect import detect_format, inspect_corpus, inspect_dataset, inspect_npy
+
+    root = Path(args.dir)
+    kind = detect_format(root)
+    if kind != "cc2017":
+        report = inspect_npy(root) if kind == "mindvideo_npy" else inspect_corpus(root)
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            _print_flat(report)
+        return 0
+    data = inspect_settings(args, root)
+    bar, tick = progress_bar(len(list_subjects(root)), "inspect", args.quiet or args.json)
+    try:
+        report = inspect_dataset(
+            root,
+            data.preprocess,
+            data.window,
+            data.window_offset,
+            data.window_edge,
+            validate=not args.no_validate,
+            progress=tick,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        _print_report(report)
+    if args.check and not report.get("valid", True):
+        return 1
+    return 0
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from harness.score import export_clips
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: folder exists and is not empty; choose another --out")
+    n = export_clips(Path(args.dir), args.split, out, args.format, args.frames)
+    print(f"{n} {args.split} clips ({args.frames} frames each, {args.format}) written to {out}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """This group's commands, on the top-level subparsers."""
+    data = sub.add_parser("data", help="simulate and inspect datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+
+    sim = data_sub.add_parser("simulate", help="write a SynthCC dataset in the CC2017 layout")
+    sim.add_argument("profile", help="profile name (smoke, tiny) or a profile .yaml path")
+    sim.add_argument("--out", help="output folder (default: <store>/data/<profile>)")
+    sim.add_argument(
+        "--store", type=Path, help="store folder (default ./.mvbench or $MVBENCH_STORE)"
+    )
+    sim.add_argument(
+        "--seed", type=int, help="dataset seed (default: the profile's data.synth.seed)"
+    )
+    sim.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    sim.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a profile value, e.g. data.synth.protocol.subjects=2",
+    )
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=cmd_data_simulate)
+
+    ins = data_sub.add_parser("inspect", help="summarise (and validate) a CC2017-layout dataset")
+    ins.add_argument("dir", help="dataset folder (holding subject*/ or video_fmri_dataset/)")
+    ins.add_argument("--json", action="store_true", help="print the report as JSON")
+    ins.add_argument(
+        "--profile",
+        help="take preprocessing and window settings from this "
+        "profile (default: the dataset's own, else the paper's defaults)",
+    )
+    ins.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a profile value, e.g. data.window_offset=3",
+    )
+    ins.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="summarise only: skip voxel selection and the decoding checks",
+    )
+    ins.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with status 1 when a benchmark validation check fails",
+    )
+    ins.add_argument("--quiet", action="store_true", help="no progress bar")
+    ins.set_defaults(func=cmd_data_inspect)
+
+    exp = data_sub.add_parser("export", help="write a split's ground-truth clips as files")
+    exp.add_argument("dir", help="SynthCC dataset folder")
+    exp.add_argument(
+        "--split", default="test", help="train, val (where simulated) or test (default test)"
+    )
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--format", choices=("npy", "gif", "png"), default="npy")
+    exp.add_argument("--frames", type=int, default=6, help="frames per clip (default 6 = 3 fps)")
+    exp.set_defaults(func=cmd_data_export)

@@ -1,0 +1,232 @@
+"""`mvbench score` and `mvbench baselines`: scoring reconstructions outside a suite."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.cli.common import progress_bar
+from harness.cli.data import inspect_settings
+from harness.profiles import available_profiles, load_profile
+
+
+def _dataset_profile(dataset: Path | None, name: str | None = None):
+    """The profile a dataset was simulated with (or the one named), if it can be found."""
+    from mindvideo.data.cc2017 import read_metadata
+
+    if name is None and dataset is not None:
+        recorded = read_metadata(dataset).get("profile")
+        name = recorded if recorded in available_profiles() else None
+    return load_profile(name) if name else None
+
+
+def _scorers(args: argparse.Namespace, dataset: Path | None, quiet: bool):
+    """Judges and CLIP: given on the command line, else the SynthCC dataset's (trained once,
+    with the sizes of the dataset's profile, `eval.judges` and `eval.clip`)."""
+    from harness.profiles import typed_section
+    from mindvideo.eval.judges import (
+        JudgeConfig,
+        load_judge,
+        load_synth_judges,
+        train_synth_judges,
+    )
+    from mindvideo.eval.judges import work_units as judge_units
+    from mindvideo.eval.protocols import Scorers
+    from mindvideo.models.clip import ClipConfig, load_clip, train_domain_clip
+    from mindvideo.models.clip import work_units as clip_units
+
+    frame = load_judge(Path(args.frame_judge), "frame") if args.frame_judge else None
+    video = load_judge(Path(args.video_judge), "video") if args.video_judge else None
+    clip = load_clip(Path(args.clip), args.clip_model) if args.clip else None
+    if dataset is None:
+        return Scorers(frame_judge=frame, video_judge=video, clip=clip)
+    profile = _dataset_profile(dataset, getattr(args, "profile", None))
+    if frame is None or video is None:
+        cfg = typed_section(profile, "eval.judges", JudgeConfig) if profile else JudgeConfig()
+        print(f"SynthCC judges: {dataset / 'judges'} (trained once, then cached)", file=sys.stderr)
+        bar, tick = progress_bar(judge_units(cfg), "judges", quiet)
+        try:
+            train_synth_judges(dataset, cfg, progress=tick)
+        finally:
+            bar.close()
+        synth_frame, synth_video = load_synth_judges(dataset)
+        frame = frame or synth_frame
+        video = video or synth_video
+    if clip is None:
+        cfg = typed_section(profile, "eval.clip", ClipConfig) if profile else ClipConfig()
+        print(f"SynthCC CLIP: {dataset / 'clip'} (trained once, then cached)", file=sys.stderr)
+        bar, tick = progress_bar(clip_units(cfg), "clip", quiet)
+        try:
+            train_domain_clip(dataset, cfg, progress=tick)
+        finally:
+            bar.close()
+        clip = load_clip(dataset / "clip")
+    return Scorers(frame_judge=frame, video_judge=video, clip=clip)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from harness.score import format_report, is_dataset, load_pair
+    from mindvideo.eval.protocols import get_protocol, score
+
+    protocol = get_protocol(
+        args.protocol,
+        args.extra_metrics,
+        n_frames=args.frames,
+        size=args.size,
+        trials=args.trials,
+        exclude_scene_cuts=True if args.exclude_scene_cuts else None,
+    )
+    pred_dir, truth_dir = Path(args.pred), Path(args.truth)
+    names, pred, truth = load_pair(pred_dir, truth_dir, protocol.n_frames)
+    dataset = truth_dir if is_dataset(truth_dir) else truth.dataset
+    scorers = _scorers(args, dataset, args.quiet or args.json)
+    report = score(pred, truth.clips, protocol, scorers, truth.scene_cut, seed=args.seed)
+    result = report.to_json() | {"pred": str(pred_dir), "truth": str(truth_dir), "seed": args.seed}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from mindvideo.data.cc2017 import list_subjects
+    from mindvideo.data.paired import pairing
+    from mindvideo.stages.baselines import BaselinesConfig, run_baselines
+
+    root = Path(args.dir)
+    data = inspect_settings(args, root)
+    subjects = args.subjects or list_subjects(root)
+    scorers = _scorers(args, root, args.quiet or args.json)
+    out = Path(args.out) if args.out else None
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    bar, tick = progress_bar(None, "baselines", args.quiet or args.json)
+    try:
+        for subject in subjects:
+            cfg = BaselinesConfig(
+                **pairing(data, subject), methods=tuple(args.methods), top_k=args.top_k
+            )
+            rows[subject] = run_baselines(
+                root, cfg, scorers, args.seed, out / subject if out else None, tick
+            )
+    finally:
+        bar.close()
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(rows, indent=1))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    shown = [
+        "video_2way_top1",
+        "video_2way_top1_strict",
+        "video_50way_top1",
+        "frame_2way_top1",
+        "frame_2way_top1_strict",
+        "frame_50way_top1",
+        "ssim",
+        "psnr",
+    ]
+    header = ["subject", "baseline"] + shown
+    table = [header]
+    for subject, methods in rows.items():
+        for method, m in methods.items():
+            cells = [subject, method]
+            for k in shown:
+                if k not in m:
+                    cells.append("-")
+                elif f"{k}_se" in m:
+                    cells.append(f"{m[k]:.3f}+-{m[k + '_se']:.3f}")
+                else:
+                    cells.append(f"{m[k]:.3f}")
+            table.append(cells)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """This group's commands, on the top-level subparsers."""
+    sc = sub.add_parser("score", help="score reconstructions against ground truth")
+    sc.add_argument(
+        "--pred",
+        required=True,
+        help="folder of predicted clips (.gif, .mp4, .npy, PNG frame folders, or one clips.npy)",
+    )
+    sc.add_argument(
+        "--truth",
+        required=True,
+        help="folder of ground-truth clips named like "
+        "the predictions, or a SynthCC dataset (predictions named <segment>_<clip>)",
+    )
+    sc.add_argument("--protocol", default="mindvideo", help="mindvideo or mind-animator")
+    sc.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        dest="extra_metrics",
+        help="also score this metric (repeatable), e.g. motion_direction, motion_speed",
+    )
+    sc.add_argument("--frames", type=int, help="frames per clip to score (protocol default 6)")
+    sc.add_argument(
+        "--size", type=int, help="resize frames to SIZE x SIZE (default: the ground truth's size)"
+    )
+    sc.add_argument("--trials", type=int, help="N-way trials per sample (default 100)")
+    sc.add_argument(
+        "--exclude-scene-cuts", action="store_true", help="leave out clips that span a scene cut"
+    )
+    sc.add_argument(
+        "--seed", type=int, default=0, help="seed of the N-way trials and bootstrap (default 0)"
+    )
+    sc.add_argument(
+        "--frame-judge",
+        help="folder of a ViTForImageClassification (e.g. "
+        "google/vit-base-patch16-224 saved locally)",
+    )
+    sc.add_argument("--video-judge", help="folder of a VideoMAEForVideoClassification")
+    sc.add_argument("--clip", help="open_clip checkpoint file, or our CLIP folder")
+    sc.add_argument("--clip-model", help="open_clip model name of --clip (e.g. ViT-B-32)")
+    sc.add_argument("--json", action="store_true", help="print the result as JSON")
+    sc.add_argument("--out", help="also write the JSON result to this file")
+    sc.add_argument("--quiet", action="store_true", help="no progress bars")
+    sc.set_defaults(func=cmd_score)
+
+    bl = sub.add_parser(
+        "baselines",
+        help="decode a SynthCC dataset with the baselines "
+        "(ridge retrieval, shuffled control, random training clips) and score them",
+    )
+    bl.add_argument("dir", help="SynthCC dataset folder")
+    bl.add_argument(
+        "--profile", help="preprocessing and window settings (default: the dataset's own profile)"
+    )
+    bl.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile value")
+    bl.add_argument("--subjects", nargs="+", help="subjects (default: all)")
+    bl.add_argument(
+        "--methods",
+        nargs="+",
+        default=["ridge", "shuffled", "random-train-clip"],
+        choices=["ridge", "shuffled", "random-train-clip"],
+    )
+    bl.add_argument(
+        "--top-k",
+        type=int,
+        default=1,
+        help="training clips averaged per reconstruction (default 1)",
+    )
+    bl.add_argument("--seed", type=int, default=0)
+    bl.add_argument(
+        "--out",
+        help="write reconstructions (clips.npy per subject and "
+        "baseline, sample GIFs) and metrics.json here",
+    )
+    bl.add_argument("--json", action="store_true")
+    bl.add_argument("--quiet", action="store_true")
+    bl.set_defaults(
+        func=cmd_baselines, frame_judge=None, video_judge=None, clip=None, clip_model=None
+    )
