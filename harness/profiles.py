@@ -129,8 +129,21 @@ def profile_model() -> type[Profile]:
                 f"stage profile sections {sorted(clash)} clash with the harness's own sections"
             )
         fields: dict[str, Any] = {name: (model, model()) for name, model in sections.items()}
-        _MODELS[key] = create_model("Profile", __base__=Profile, **fields)
+        model = create_model(STAGED, __base__=Profile, __module__=__name__, **fields)
+        model.__qualname__ = STAGED  # pickled by name (worker processes): see __getattr__
+        _MODELS[key] = model
     return _MODELS[key]
+
+
+STAGED = "StagedProfile"
+
+
+def __getattr__(name: str) -> Any:
+    """harness.profiles.StagedProfile: the profile model of the registered stages, so that a
+    profile pickled for a worker process unpickles there (the class is made at run time)."""
+    if name == STAGED:
+        return profile_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def experiments_dir() -> Path:

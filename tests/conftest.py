@@ -18,6 +18,18 @@ from mindvideo.data.synth.simulate import simulate
 REAL_LEFT, REAL_RIGHT, REAL_MESH = 29696, 29716, 32492
 
 
+TIERS = {"slow": pytest.mark.slow, "gpu": pytest.mark.gpu, "integration": pytest.mark.integration}
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test's folder is its tier: tests/slow/ are `slow`, tests/gpu/ `gpu` and
+    tests/integration/ `integration`, whatever their files say (tests/unit/ has no mark)."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(TIERS[tier])
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small models on a shared 2-core machine: one torch thread avoids contention stalls."""

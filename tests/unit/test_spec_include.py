@@ -12,7 +12,7 @@ from harness.profiles import read_yaml
 from harness.spec import load_spec
 from mindvideo.errors import ConfigError
 
-SUITES = Path(__file__).resolve().parents[1] / "experiments" / "suites"
+SUITES = Path(__file__).resolve().parents[2] / "experiments" / "suites"
 
 SHARED = """
 seeds: [0, 1, 2]

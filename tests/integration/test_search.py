@@ -32,7 +32,7 @@ from harness.search.spec import load_search_spec
 from harness.search.trials import PruneReporter, check_plan
 from mindvideo.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # Ridge on the SynthCC labels: a trial is a ridge fit of a second and the evaluation.
 RIDGE = """

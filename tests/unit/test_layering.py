@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("mindvideo", "harness")
 STAGE_INTERFACE = {"mindvideo.stages", "mindvideo.stages.base", "mindvideo.stages.registry"}
 

@@ -422,7 +422,7 @@ baselines: [ridge, autoencoder]
 
 
 def test_committed_suites_plan_and_paper_ablations_share_stages():
-    root = Path(__file__).resolve().parents[1] / "experiments" / "suites"
+    root = Path(__file__).resolve().parents[2] / "experiments" / "suites"
     for path in sorted(root.glob("*.yaml")):
         build_plan(load_spec(path, "smoke"))  # every committed suite plans on smoke
     plan = build_plan(load_spec(root / "paper_ablations.yaml", "smoke"))

@@ -12,7 +12,7 @@ import pytest
 from mindvideo.eval.protocols import KNOWN_METRICS, chance_level
 from mindvideo.eval.registry import FAMILIES, METRICS, NEEDS, metric_info
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,7 @@ def registered_arch(tmp_path_factory) -> str:
     return "mvbench-test-tiny"
 
 
+@pytest.mark.slow  # trains the CLIP (16 s); the foundation stage trains it in the default run
 def test_training_writes_the_model_and_beats_chance(trained):
     root, metrics = trained
     folder = root / "clip"
@@ -93,6 +94,7 @@ def test_training_writes_the_model_and_beats_chance(trained):
     assert model_cfg == model_config(SMALL, 32)
 
 
+@pytest.mark.slow  # trains the CLIP (16 s); the foundation stage trains it in the default run
 def test_an_untrained_model_stays_below_the_threshold(trained):
     root, _ = trained
     with torch.random.fork_rng(devices=[]):
@@ -104,6 +106,7 @@ def test_an_untrained_model_stays_below_the_threshold(trained):
     assert metrics["clip_zeroshot_top5"] < MIN_TOP5
 
 
+@pytest.mark.slow  # trains the CLIP (16 s); the foundation stage trains it in the default run
 def test_second_call_is_cached(trained):
     root, metrics = trained
     stamp = (root / "clip" / WEIGHTS_FILE).stat().st_mtime_ns
@@ -114,6 +117,7 @@ def test_second_call_is_cached(trained):
     assert (root / "clip" / WEIGHTS_FILE).stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow  # trains the CLIP (16 s); the foundation stage trains it in the default run
 def test_round_trip_reproduces_training_metrics_and_embeddings(trained, tmp_path):
     root, metrics = trained
     clip = load_clip(root / "clip")
@@ -144,6 +148,7 @@ def test_round_trip_reproduces_training_metrics_and_embeddings(trained, tmp_path
     np.testing.assert_allclose(via_open_clip.text_embeddings(texts), captions, atol=1e-6)
 
 
+@pytest.mark.slow  # trains the CLIP (16 s); the foundation stage trains it in the default run
 def test_frames_of_another_size_are_resized(trained):
     root, _ = trained
     clip = load_clip(root / "clip")
@@ -201,6 +206,7 @@ def test_load_errors(registered_arch, tmp_path):
         load_clip(garbage, model_name=registered_arch)
 
 
+@pytest.mark.slow  # trains the CLIP (16 s); the foundation stage trains it in the default run
 def test_our_folder_with_wrong_weights_is_refused(trained, tmp_path):
     root, _ = trained
     folder = tmp_path / "clip"

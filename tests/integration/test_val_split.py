@@ -24,7 +24,7 @@ from mindvideo.data.synth.simulate import simulate
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.stages.registry import get_stage
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # A dataset of a fraction of a second: 1 subject, 2 + 1 segments of 8 TRs, 16 x 16 frames.
 SMALL = {

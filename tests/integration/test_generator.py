@@ -223,6 +223,8 @@ report: {metrics: [video_2way_top1, ssim, cotrain.val_loss], samples: 2}
     return spec, store
 
 
+@pytest.mark.slow  # the smoke pipeline of 4 variants (45 s); tests/integration/
+# test_paper_profile.py runs MinD-Video end to end through mvbench in the default run
 def test_whole_pipeline_runs_is_tracked_and_reports(generator_store, capsys):
     from mlflow import MlflowClient
 
@@ -263,7 +265,7 @@ def test_whole_pipeline_runs_is_tracked_and_reports(generator_store, capsys):
     assert "no-cotrain" in (out / "table.md").read_text()
 
 
-@pytest.mark.slow  # the whole pipeline's run and report stay in the default run
+@pytest.mark.slow
 def test_the_same_spec_gives_the_same_numbers(generator_store, harness_run, tmp_path):
     """The full variant again from an empty store (past the per-dataset stages, copied): MBM,
     contrastive, the diffusion models, the adapter, co-training, decoding and scoring give
@@ -302,6 +304,8 @@ def test_the_gpus_bf16_paths_run_on_a_cpu(harness_run, tmp_path, monkeypatch):
         assert np.isfinite(metrics[key]), key
 
 
+@pytest.mark.slow  # the smoke pipeline of 4 variants (45 s); tests/integration/
+# test_paper_profile.py runs MinD-Video end to end through mvbench in the default run
 def test_frame_rate_and_guidance_reuse_the_trained_models(generator_store, capsys):
     from harness.cli import main
 
@@ -336,6 +340,8 @@ def _pretrained_spec(tmp_path, generator_store):
     return pretrained, again
 
 
+@pytest.mark.slow  # the smoke pipeline of 4 variants (45 s); tests/integration/
+# test_paper_profile.py runs MinD-Video end to end through mvbench in the default run
 def test_video_pretraining_is_opt_in_and_planned_in_pipeline_order(
     generator_store, tmp_path, capsys
 ):

@@ -16,7 +16,7 @@ from harness.spec import load_spec
 from mindvideo.errors import ConfigError
 from mindvideo.stages.registry import stages
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # A toy stage: everything a stage declares, in one module that imports only the interface.
 TOY_STAGE = '''

@@ -78,3 +78,13 @@ def test_encoder_and_window_patch_sizes_must_agree():
         load_profile("tiny", {"mbm.model.patch_size": 8})
     profile = load_profile("tiny", {"mbm.model.patch_size": 8, "data.preprocess.patch_size": 8})
     assert profile.mbm.model.patch_size == 8
+
+
+def test_a_profile_pickles_for_worker_processes():
+    """The profile model is built from the stages' sections at run time; pool workers get
+    profiles by pickle, so it must unpickle to an equal profile of the same class."""
+    import pickle
+
+    profile = load_profile("smoke", {"mbm.epochs": 3})
+    again = pickle.loads(pickle.dumps(profile))
+    assert again == profile and type(again) is type(profile) and again.mbm.epochs == 3
