@@ -44,8 +44,8 @@ def stage_seconds(store: Path) -> dict[str, float]:
 
 
 def run_cold(text: str, profile: str, folder: Path) -> tuple[float, dict[str, float]]:
-    from harness.execute import LocalExecutor
     from harness.plan import build_plan
+    from harness.runner import Runner
     from harness.spec import load_spec
     from harness.tracking import Tracker
 
@@ -55,7 +55,7 @@ def run_cold(text: str, profile: str, folder: Path) -> tuple[float, dict[str, fl
     store = folder / "store"
     t0 = time.perf_counter()
     plan = build_plan(load_spec(spec, profile))
-    result = LocalExecutor(plan, store, Tracker(store), quiet=True).execute()
+    result = Runner(plan, store, Tracker(store), quiet=True).execute()
     wall = time.perf_counter() - t0
     if result.count("FINISHED") != len(plan.runs):
         raise SystemExit(f"{folder}: not every run finished; see `mvbench status`")

@@ -55,8 +55,8 @@ def timed_tracker(tracker, totals: dict[str, float]):
 
 
 def execute_once(spec_path: Path, profile: str, store: Path) -> dict[str, float]:
-    from harness.execute import LocalExecutor
     from harness.plan import build_plan
+    from harness.runner import Runner
     from harness.spec import load_spec
     from harness.tracking import Tracker
 
@@ -67,7 +67,7 @@ def execute_once(spec_path: Path, profile: str, store: Path) -> dict[str, float]
     tracking: dict[str, float] = {}
     tracker = timed_tracker(Tracker(store), tracking)
     t_tracker = time.perf_counter() - t1
-    result = LocalExecutor(plan, store, tracker, quiet=True).execute()
+    result = Runner(plan, store, tracker, quiet=True).execute()
     wall = time.perf_counter() - t0
     return {
         "runs": len(plan.runs),

@@ -94,7 +94,7 @@ def experiment_summaries(tracker: Tracker) -> list[tuple[str, str]]:
 def run_states(plan: Plan, store: Path, tracker: Tracker) -> list[list[str]]:
     """One row per run of the plan: variant, subject, seed, status, stages cached, note (why a
     RUNNING run runs again, who holds it, a failure's error, where an imported run came from)."""
-    from harness.executors import default_lease_timeout
+    from harness.launchers import default_lease_timeout
     from harness.lease import RunLease, store_id
     from harness.transfer import IMPORTED_FROM
 

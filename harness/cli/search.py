@@ -11,7 +11,7 @@ from mindvideo.errors import ConfigError
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from harness.execute import check_threads
+    from harness.runner import check_threads
     from harness.search.trials import SearchOptions, run_search
 
     if args.trials is not None and args.trials < 1:

@@ -20,7 +20,7 @@ from mindvideo.errors import ConfigError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.executors import check_options, default_lease_timeout, make_executor
+    from harness.launchers import check_options, default_lease_timeout, make_runner
     from harness.tracking import Tracker
 
     if args.processes < 1:
@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{len(plan.nodes)} distinct stages ({n_cached} cached); tracking {tracker.uri}",
             file=sys.stderr,
         )
-    executor = make_executor(
+    runner = make_runner(
         args.executor,
         plan,
         store,
@@ -62,11 +62,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     if args.executor != "local" and not args.quiet:
-        print(f"executor {args.executor}: {executor.describe()}", file=sys.stderr)
+        print(f"executor {args.executor}: {runner.launcher.describe()}", file=sys.stderr)
     # SIGTERM (a scheduler's time limit, `kill`) stops like Ctrl-C: the run is marked KILLED.
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        result = executor.execute()
+        result = runner.execute()
     finally:
         signal.signal(signal.SIGTERM, previous)
     parts = [

@@ -20,7 +20,6 @@ import traceback
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -378,9 +377,9 @@ class PruneReporter:
 def executor_for(plan: Plan, options: SearchOptions, tracker: Tracker, on_metric):
     """The executor that runs a trial's plan: the local one, in this worker process (the one
     place a search picks its executor)."""
-    from harness.execute import LocalExecutor
+    from harness.runner import Runner
 
-    return LocalExecutor(
+    return Runner(
         plan,
         Path(options.store),
         tracker,
@@ -632,7 +631,7 @@ def resolve_executor(options: SearchOptions, resources) -> SearchOptions:
     """The executor and worker count a search runs with, checked before any work: local runs
     one worker in this process; pool N processes (default one per GPU, else per core); slurm
     N jobs (default resources.slurm_array_parallelism)."""
-    from harness.executors import EXECUTORS, check_options, pool_slots
+    from harness.launchers import EXECUTORS, check_options, pool_slots
 
     workers, executor = options.workers, options.executor
     if workers is not None and workers < 1:
@@ -685,7 +684,7 @@ def run_search(options: SearchOptions) -> SearchResult:
         elif options.executor == "pool":
             stopped = _run_processes(options, study, loaded, target)
         else:
-            from harness.execute import torch_threads
+            from harness.runner import torch_threads
 
             with torch_threads(options.threads):  # the one worker, in this process
                 stopped = run_worker(options, 0)
@@ -715,32 +714,17 @@ def run_search(options: SearchOptions) -> SearchResult:
 def _run_processes(options: SearchOptions, study, loaded: LoadedSearch, target: int | None) -> str:
     """N worker processes (spawned: safe with torch threads and CUDA), each with one GPU or its
     share of the cores (as the pool executor's workers); returns why they stopped."""
-    from harness.executors import child_environ, pool_slots
+    from harness.launchers import pool_slots, reap, spawn_worker
 
     ctx = multiprocessing.get_context("spawn")
     slots = pool_slots(options.workers, options.device, threads=options.threads)
     procs = [
-        ctx.Process(
-            target=_worker_process, args=(options, s.index, s.env), name=f"mvbench-worker-{s.index}"
+        spawn_worker(
+            ctx, _worker_process, (options, s.index, s.env), s, f"mvbench-worker-{s.index}"
         )
         for s in slots
     ]
-    for slot, p in zip(slots, procs, strict=True):
-        with child_environ(slot.env):  # set before torch or CUDA start in the worker
-            p.start()
-    pending = {p.sentinel: p for p in procs}
-    try:
-        # Reap each worker as soon as it ends: an unreaped dead worker is a zombie.
-        while pending:
-            for sentinel in wait(list(pending)):
-                pending.pop(sentinel).join()
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()  # SIGTERM: each marks its trial and stops
-        for p in procs:
-            p.join()
-        raise
+    reap(procs)  # on Ctrl-C each worker is sent SIGTERM: it marks its trial and stops
     died = [p for p in procs if p.exitcode not in (0, None)]
     for p in died:
         how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit status {p.exitcode}"
@@ -751,13 +735,10 @@ def _run_processes(options: SearchOptions, study, loaded: LoadedSearch, target: 
 def _run_jobs(options: SearchOptions, study, loaded: LoadedSearch, target, resources) -> str:
     """N slurm jobs (the profile's `resources:` per job), each a worker against the shared
     storage and store; returns why they stopped, read from the study."""
-    from harness.executors import import_submitit, submitit_parameters
+    from harness.launchers import job_error, job_executor
 
-    submitit = import_submitit()
     folder = Path(options.store).resolve() / "slurm" / loaded.study
-    cluster = "local" if options.slurm_local else "slurm"
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    executor.update_parameters(**submitit_parameters(resources, f"mvbench-{loaded.study}"))
+    executor = job_executor(folder, resources, f"mvbench-{loaded.study}", options.slurm_local)
     job_options = replace(options, store=str(Path(options.store).resolve()))
     threads = options.threads or resources.cpus_per_job
     n = options.workers
@@ -782,11 +763,7 @@ def _run_jobs(options: SearchOptions, study, loaded: LoadedSearch, target, resou
         try:
             j.result()
         except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            print(
-                f"job {j.job_id} ended without a result ({first}); its log: {j.paths.stderr}",
-                file=sys.stderr,
-            )
+            print(job_error(j, e), file=sys.stderr)
     return _why_stopped(study, loaded, target, options)
 
 

@@ -19,10 +19,10 @@ from mlflow import MlflowClient
 
 from harness import tracking as T
 from harness.cli import main
-from harness.execute import run_params, run_tags
-from harness.executors import pool_slots, submitit_parameters, subplan
+from harness.launchers import pool_slots, submitit_parameters, subplan
 from harness.lease import RunLease, store_id
 from harness.plan import build_plan, select_runs
+from harness.runner import run_params, run_tags
 from harness.spec import load_spec
 from harness.tracking import Tracker
 

@@ -1,4 +1,6 @@
-"""The `local` executor: runs a plan's stages in dependency order, tracked in MLflow."""
+"""The runner: a plan's runs, each one's stages in dependency order through the stage cache,
+tracked in MLflow. Where the runs go is its launcher's choice (InlineLauncher here: one after
+another in this process; harness.launchers: pool processes, slurm jobs)."""
 
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def _device(requested: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _bar(total: int | None, desc: str, quiet: bool, position: int = 0, leave: bool = True):
+def run_bar(total: int | None, desc: str, quiet: bool, position: int = 0, leave: bool = True):
     from tqdm import tqdm
 
     return tqdm(
@@ -161,8 +163,29 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class LocalExecutor:
-    """Runs the plan's runs one after another in this process."""
+class InlineLauncher:
+    """The `local` launcher: the runs one after another in this process."""
+
+    def describe(self) -> str:
+        return "in this process"
+
+    def dispatch(
+        self, runner: Runner, exp: str, parent: str, todo: list[Run], outcomes: list[Outcome]
+    ) -> None:
+        overall = run_bar(sum(len(run.stages) for run in todo), runner.plan.suite, runner.quiet)
+        try:
+            with torch_threads(runner.threads):
+                for i, run in enumerate(todo):
+                    if runner.fail_fast and any(o.status == "FAILED" for o in outcomes):
+                        outcomes.extend(Outcome(r, "NOT_RUN") for r in todo[i:])
+                        break
+                    outcomes.append(runner.run_one(exp, parent, run, overall))
+        finally:
+            overall.close()
+
+
+class Runner:
+    """Runs a plan's runs (see run_one), handed out by its launcher (inline by default)."""
 
     def __init__(
         self,
@@ -203,6 +226,7 @@ class LocalExecutor:
         # Called with each metric a stage logs while it runs (its run's name for it, value,
         # step): a search reports them to its pruner, whose TrialPruned stops the stage.
         self.on_metric = on_metric
+        self.launcher = InlineLauncher()  # harness.launchers: PoolLauncher, SlurmLauncher
 
     @property
     def device(self) -> str:
@@ -322,18 +346,8 @@ class LocalExecutor:
         return holder is not None and not holder.stale
 
     def dispatch(self, exp: str, parent: str, todo: list[Run], outcomes: list[Outcome]) -> None:
-        """Run `todo`, appending their outcomes: here, one after another. The pool and slurm
-        executors (harness.executors) hand them to other processes instead."""
-        overall = _bar(sum(len(run.stages) for run in todo), self.plan.suite, self.quiet)
-        try:
-            with torch_threads(self.threads):
-                for i, run in enumerate(todo):
-                    if self.fail_fast and any(o.status == "FAILED" for o in outcomes):
-                        outcomes.extend(Outcome(r, "NOT_RUN") for r in todo[i:])
-                        break
-                    outcomes.append(self.run_one(exp, parent, run, overall))
-        finally:
-            overall.close()
+        """Run `todo` where the launcher puts them, appending their outcomes."""
+        self.launcher.dispatch(self, exp, parent, todo, outcomes)
 
     def run_one(self, exp: str, parent: str, run: Run, overall) -> Outcome:
         """Claim the run's lease, then run it, unless it has finished meanwhile (DONE_BEFORE)
@@ -461,7 +475,7 @@ class LocalExecutor:
         def produce(out: Path) -> dict:
             series: list[tuple[str, float, int | None]] = []
             t0 = time.perf_counter()
-            bar = _bar(
+            bar = run_bar(
                 stage.work_units(node.config) if stage.work_units else None,
                 node.name,
                 self.quiet,

@@ -1,10 +1,10 @@
-"""The `pool` and `slurm` executors: a suite's runs in worker processes or in cluster jobs.
-
-Both build on the local executor (harness.execute.LocalExecutor): the parent process plans,
-ends the runs of dead workers and opens the suite's MLflow parent run as `local` does; each run
-is then executed by `LocalExecutor.run_one` in another process (claim the run's lease, run its
-stages through the shared stage cache, log its child run), and its outcome comes back to the
-parent, which prints the usual summary.
+"""Launchers: where a plan's runs go. A Runner (harness.runner) runs one run (its stages
+through the stage cache, tracked in MLflow); a launcher hands the runs to it: `local` in this
+process, `pool` in worker processes here, `slurm` in cluster jobs through submitit. The parent
+process plans, ends the runs of dead workers and opens the suite's MLflow parent run; each run is
+then executed by `Runner.run_one` wherever the launcher puts it, and its outcome comes back.
+Searches start their workers with the same process and job primitives (spawn_worker, reap,
+job_executor, job_error).
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from harness.execute import LocalExecutor, Outcome, _bar, check_threads
 from harness.lease import DEFAULT_TIMEOUT_S
 from harness.plan import Plan, Run
 from harness.profiles import ResourcesSection
+from harness.runner import Outcome, Runner, check_threads, run_bar
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
 
@@ -111,7 +112,7 @@ def import_submitit():
     return submitit
 
 
-def make_executor(
+def make_runner(
     kind: str,
     plan: Plan,
     store: Path,
@@ -119,15 +120,23 @@ def make_executor(
     workers: int | None = None,
     slurm_local: bool = False,
     **options: Any,
-) -> LocalExecutor:
-    """The executor `mvbench run --executor KIND` uses; `options` are LocalExecutor's."""
+) -> Runner:
+    """The runner `mvbench run --executor KIND` uses, with KIND's launcher; `options` are
+    Runner's."""
+    runner = Runner(plan, store, tracker, **options)
     if kind == "pool":
-        return PoolExecutor(plan, store, tracker, workers=workers, **options)
-    if kind == "slurm":
-        return SlurmExecutor(plan, store, tracker, local=slurm_local, **options)
-    if kind == "local":
-        return LocalExecutor(plan, store, tracker, **options)
-    raise ConfigError(f"--executor {kind}: choose one of {', '.join(EXECUTORS)}")
+        runner.launcher = PoolLauncher(
+            workers,
+            device=runner.requested_device,
+            processes=runner.processes,
+            threads=runner.threads,
+        )
+    elif kind == "slurm":
+        check_options("slurm", slurm_local=slurm_local, processes=runner.processes)
+        runner.launcher = SlurmLauncher(local=slurm_local)
+    elif kind != "local":
+        raise ConfigError(f"--executor {kind}: choose one of {', '.join(EXECUTORS)}")
+    return runner
 
 
 def subplan(plan: Plan, runs: list[Run]) -> Plan:
@@ -164,6 +173,47 @@ def child_environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def spawn_worker(ctx, target, args: tuple, slot: Slot, name: str):
+    """Start a process (of a spawn context) with the slot's share of the machine in its
+    environment, set before torch or CUDA start in it."""
+    process = ctx.Process(target=target, args=args, name=name)
+    with child_environ(slot.env):
+        process.start()
+    return process
+
+
+def reap(processes: list) -> None:
+    """Wait for every process, joining each as soon as it ends (an unreaped dead worker is a
+    zombie); on Ctrl-C, SIGTERM the others (each marks what it runs KILLED) and wait."""
+    pending = {p.sentinel: p for p in processes}
+    try:
+        while pending:
+            for sentinel in wait(list(pending)):
+                pending.pop(sentinel).join()
+    except KeyboardInterrupt:
+        for p in processes:
+            if p.is_alive():
+                p.terminate()
+        for p in processes:
+            p.join()
+        raise
+
+
+def job_executor(folder: Path, resources: ResourcesSection, name: str, local: bool):
+    """A submitit executor for jobs of these resources (local: processes on this machine)."""
+    submitit = import_submitit()
+    executor = submitit.AutoExecutor(folder=folder, cluster="local" if local else "slurm")
+    executor.update_parameters(**submitit_parameters(resources, name))
+    return executor
+
+
+def job_error(job, error: BaseException) -> str:
+    """What to say of a job that ended without a result: its first error line and its log."""
+    text = str(error).strip()
+    first = text.splitlines()[0][:300] if text else type(error).__name__
+    return f"job {job.job_id} ended without a result ({first}); its log: {job.paths.stderr}"
 
 
 # The pool -------------------------------------------------------------------------------------
@@ -224,17 +274,20 @@ def pool_slots(
     return [Slot(i, gpus[i % len(gpus)] if gpus else None, threads) for i in range(n)]
 
 
-class PoolExecutor(LocalExecutor):
+class PoolLauncher:
     """Runs the suite's runs in N worker processes on this machine. Each worker asks the parent
     for a run whenever it is free (a shared queue, not a static split: a slow run holds up only
     its own worker) and sends its outcome back."""
 
     def __init__(
-        self, plan: Plan, store: Path, tracker: Tracker, workers: int | None = None, **options
+        self,
+        workers: int | None = None,
+        device: str | None = None,
+        processes: int = 1,
+        threads: int | None = None,
     ):
-        super().__init__(plan, store, tracker, **options)
-        check_options("pool", workers, processes=self.processes, device=self.requested_device)
-        self.slots = pool_slots(workers, self.requested_device, threads=self.threads)
+        check_options("pool", workers, processes=processes, device=device)
+        self.slots = pool_slots(workers, device, threads=threads)
         cpu_slots = [s for s in self.slots if s.gpu is None]
         if cpu_slots and sum(s.threads for s in cpu_slots) > cores():
             print(
@@ -252,17 +305,19 @@ class PoolExecutor(LocalExecutor):
             share = "GPUs " + ", ".join(dict.fromkeys(s.gpu for s in self.slots)) + ", one each"
         return f"pool of {len(self.slots)} worker processes ({share})"
 
-    def dispatch(self, exp: str, parent: str, todo: list[Run], outcomes: list[Outcome]) -> None:
+    def dispatch(
+        self, runner: Runner, exp: str, parent: str, todo: list[Run], outcomes: list[Outcome]
+    ) -> None:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # not fork: the parent holds threads, MLflow, maybe CUDA
         results = ctx.Queue()
         by_key = {run.key: run for run in todo}
         waiting = deque(run.key for run in todo)  # the queue workers take their runs from
-        plan = subplan(self.plan, todo)
+        plan = subplan(runner.plan, todo)
         options = {
-            "lease_timeout": self.lease_timeout,
-            "device": self.requested_device,
+            "lease_timeout": runner.lease_timeout,
+            "device": runner.requested_device,
         }
         workers: dict[int, Any] = {}  # slot index -> process
         inboxes: dict[int, Any] = {}
@@ -271,33 +326,32 @@ class PoolExecutor(LocalExecutor):
         retried: set[str] = set()
         unfinished = set(by_key)
         stop = False  # --fail-fast: no new runs
-        overall = _bar(sum(len(run.stages) for run in todo), self.plan.suite, self.quiet)
+        overall = run_bar(sum(len(run.stages) for run in todo), runner.plan.suite, runner.quiet)
 
         def start(slot: Slot) -> None:
             inboxes[slot.index] = ctx.Queue()
-            args = (slot, plan, self.store.resolve(), self.tracker.uri, exp, parent, options)
-            process = ctx.Process(
-                target=pool_worker,
-                args=(*args, inboxes[slot.index], results, os.getpid()),
-                name=f"mvbench-pool-{slot.index}",
+            args = (slot, plan, runner.store.resolve(), runner.tracker.uri, exp, parent, options)
+            workers[slot.index] = spawn_worker(
+                ctx,
+                pool_worker,
+                (*args, inboxes[slot.index], results, os.getpid()),
+                slot,
+                f"mvbench-pool-{slot.index}",
             )
-            with child_environ(slot.env):  # set before torch or CUDA start in the worker
-                process.start()
-            workers[slot.index] = process
             current[slot.index] = None
             started.discard(slot.index)
 
         def record(outcome: Outcome) -> None:
             unfinished.discard(outcome.run.key)
             outcomes.append(outcome)
-            self.stage_seconds += outcome.stage_seconds
+            runner.stage_seconds += outcome.stage_seconds
             overall.update(len(outcome.run.stages))
-            if outcome.status == "FAILED" and not self.quiet:
+            if outcome.status == "FAILED" and not runner.quiet:
                 print(f"\nFAILED {outcome.run.label}: {outcome.error}", file=sys.stderr)
 
         def assign(index: int) -> None:
             nonlocal stop
-            if self.fail_fast and any(o.status == "FAILED" for o in outcomes):
+            if runner.fail_fast and any(o.status == "FAILED" for o in outcomes):
                 stop = True
             if stop:
                 while waiting:
@@ -330,7 +384,9 @@ class PoolExecutor(LocalExecutor):
                     process, key = workers[slot.index], current[slot.index]
                     if process.exitcode is None or key is None and not waiting:
                         continue  # alive, or gone when told to with nothing left to do
-                    self._worker_died(slot, process, key, started, retried, waiting, by_key)
+                    self._worker_died(
+                        slot, process, key, started, retried, waiting, by_key, runner.quiet
+                    )
                     current[slot.index] = None
                     if key is not None and key in unfinished and key not in waiting:
                         error = f"its pool worker died twice (exit code {process.exitcode})"
@@ -344,7 +400,7 @@ class PoolExecutor(LocalExecutor):
             overall.close()
             self._stop_workers(workers, inboxes, graceful=not interrupted)
 
-    def _worker_died(self, slot, process, key, started, retried, waiting, by_key) -> None:
+    def _worker_died(self, slot, process, key, started, retried, waiting, by_key, quiet) -> None:
         """A worker ended without being told to: its run runs again (once) in another worker;
         a worker that dies before taking any run stops the pool (its error is above)."""
         if slot.index not in started:
@@ -356,7 +412,7 @@ class PoolExecutor(LocalExecutor):
             return
         retried.add(key)
         waiting.appendleft(key)
-        if not self.quiet:
+        if not quiet:
             print(
                 f"\npool worker {slot.index} (pid {process.pid}) died (exit code "
                 f"{process.exitcode}) while running {by_key[key].label}; it runs again",
@@ -406,7 +462,7 @@ def pool_worker(
 
     torch.set_num_threads(slot.threads)
     device = "cuda" if slot.gpu is not None else options["device"]
-    executor = LocalExecutor(
+    executor = Runner(
         plan,
         store,
         Tracker(store, uri),
@@ -415,7 +471,7 @@ def pool_worker(
         lease_timeout=options["lease_timeout"],
     )
     runs = {run.key: run for run in plan.runs}
-    bar = _bar(None, "", quiet=True)
+    bar = run_bar(None, "", quiet=True)
     try:
         results.put(("ready", slot.index, None, None))
         while True:
@@ -462,48 +518,44 @@ def submitit_parameters(resources: ResourcesSection, name: str) -> dict[str, Any
     return params
 
 
-class SlurmExecutor(LocalExecutor):
+class SlurmLauncher:
     """One cluster job per run, through submitit: the suite's runs go out as one job array per
     distinct `resources:` (usually one), and each job claims and runs its run against the
     shared store. `local`: submitit's local executor runs the jobs as processes here, at most
     resources.slurm_array_parallelism at once (testing the slurm path on a laptop)."""
 
-    def __init__(self, plan: Plan, store: Path, tracker: Tracker, local: bool = False, **options):
-        super().__init__(plan, store, tracker, **options)
-        check_options("slurm", slurm_local=local, processes=self.processes)
+    def __init__(self, local: bool = False):
         self.local = local
 
     def describe(self) -> str:
         where = "submitit's local executor (processes on this machine)" if self.local else "Slurm"
         return f"one job per run on {where}"
 
-    def dispatch(self, exp: str, parent: str, todo: list[Run], outcomes: list[Outcome]) -> None:
-        submitit = import_submitit()
-        store = self.store.resolve()
+    def dispatch(
+        self, runner: Runner, exp: str, parent: str, todo: list[Run], outcomes: list[Outcome]
+    ) -> None:
+        store = runner.store.resolve()
         folder = store / "slurm" / exp
         groups: dict[str, list[Run]] = {}
         for run in todo:
             resources = run.profile.resources.model_dump(mode="json")
             groups.setdefault(json.dumps(resources, sort_keys=True), []).append(run)
-        overall = _bar(sum(len(run.stages) for run in todo), self.plan.suite, self.quiet)
+        overall = run_bar(sum(len(run.stages) for run in todo), runner.plan.suite, runner.quiet)
         queued: deque = deque()  # (run, executor, parallelism) not submitted yet (local only)
         running: list = []  # (run, job)
         try:
             for runs in groups.values():
                 resources = runs[0].profile.resources
-                executor = submitit.AutoExecutor(
-                    folder=folder, cluster="local" if self.local else "slurm"
-                )
-                executor.update_parameters(
-                    **submitit_parameters(resources, f"mvbench-{self.plan.suite}")
+                executor = job_executor(
+                    folder, resources, f"mvbench-{runner.plan.suite}", self.local
                 )
                 if self.local:
                     queued.extend((run, executor, resources) for run in runs)
                     continue
-                args = [self._job_args(store, exp, parent, run) for run in runs]
+                args = [self._job_args(runner, store, exp, parent, run) for run in runs]
                 jobs = executor.map_array(run_job, *zip(*args, strict=True))
                 running.extend(zip(runs, jobs, strict=True))
-                if not self.quiet:
+                if not runner.quiet:
                     print(
                         f"submitted {len(jobs)} jobs (array {jobs[0].job_id.split('_')[0]}"
                         f"{', partition ' + resources.partition if resources.partition else ''}"
@@ -511,16 +563,16 @@ class SlurmExecutor(LocalExecutor):
                         file=sys.stderr,
                     )
             while running or queued:
-                self._submit_local(queued, running, store, exp, parent)
+                self._submit_local(runner, queued, running, store, exp, parent)
                 for run, job in [(r, j) for r, j in running if j.done()]:
                     running.remove((run, job))
                     outcome = self._collect(run, job)
                     outcomes.append(outcome)
-                    self.stage_seconds += outcome.stage_seconds
+                    runner.stage_seconds += outcome.stage_seconds
                     overall.update(len(run.stages))
-                    if outcome.status == "FAILED" and not self.quiet:
+                    if outcome.status == "FAILED" and not runner.quiet:
                         print(f"\nFAILED {run.label}: {outcome.error}", file=sys.stderr)
-                if self.fail_fast and any(o.status == "FAILED" for o in outcomes):
+                if runner.fail_fast and any(o.status == "FAILED" for o in outcomes):
                     while queued:
                         outcomes.append(Outcome(queued.popleft()[0], "NOT_RUN"))
                 if running or queued:
@@ -533,16 +585,18 @@ class SlurmExecutor(LocalExecutor):
         finally:
             overall.close()
 
-    def _job_args(self, store: Path, exp: str, parent: str, run: Run) -> tuple:
+    def _job_args(self, runner: Runner, store: Path, exp: str, parent: str, run: Run) -> tuple:
         options = {
-            "lease_timeout": self.lease_timeout,
-            "device": self.requested_device,
-            "processes": self.processes,
-            "threads": self.threads or run.profile.resources.cpus_per_job,
+            "lease_timeout": runner.lease_timeout,
+            "device": runner.requested_device,
+            "processes": runner.processes,
+            "threads": runner.threads or run.profile.resources.cpus_per_job,
         }
-        return (subplan(self.plan, [run]), str(store), self.tracker.uri, exp, parent, options)
+        return (subplan(runner.plan, [run]), str(store), runner.tracker.uri, exp, parent, options)
 
-    def _submit_local(self, queued: deque, running: list, store, exp, parent) -> None:
+    def _submit_local(
+        self, runner: Runner, queued: deque, running: list, store, exp, parent
+    ) -> None:
         """Local jobs, each group at most its slurm_array_parallelism at once."""
         while queued:
             run, executor, resources = queued[0]
@@ -551,19 +605,17 @@ class SlurmExecutor(LocalExecutor):
                 return
             queued.popleft()
             running.append(
-                (run, executor.submit(run_job, *self._job_args(store, exp, parent, run)))
+                (run, executor.submit(run_job, *self._job_args(runner, store, exp, parent, run)))
             )
 
     def _collect(self, run: Run, job) -> Outcome:
         try:
             return Outcome(run, **job.result())
         except Exception as e:  # the job died, hit its time limit, or failed outside the run
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             return Outcome(
                 run,
                 "FAILED",
-                error=f"job {job.job_id} ended without a result ({first}); its log: "
-                f"{job.paths.stderr}. Its run, if left RUNNING, runs again on the next "
+                error=f"{job_error(job, e)}. Its run, if left RUNNING, runs again on the next "
                 "`mvbench run` once its lease goes stale",
             )
 
@@ -576,7 +628,7 @@ def run_job(plan: Plan, store: str, uri: str, exp: str, parent: str, options: di
     import torch
 
     torch.set_num_threads(max(1, int(options["threads"])))
-    executor = LocalExecutor(
+    executor = Runner(
         plan,
         Path(store),
         Tracker(Path(store), uri),
@@ -586,4 +638,4 @@ def run_job(plan: Plan, store: str, uri: str, exp: str, parent: str, options: di
         lease_timeout=options["lease_timeout"],
     )
     [run] = plan.runs
-    return outcome_fields(executor.run_one(exp, parent, run, _bar(None, "", quiet=True)))
+    return outcome_fields(executor.run_one(exp, parent, run, run_bar(None, "", quiet=True)))
