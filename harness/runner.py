@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +161,66 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def compute_stage(
+    cache: StageCache,
+    node: StageNode,
+    inputs: Mapping[str, Path],
+    device: str = "cpu",
+    processes: int = 1,
+    quiet: bool = True,
+    on_metric: Callable[[str, float, int | None], None] | None = None,
+) -> tuple[dict, bool, float]:
+    """A stage node's cache entry, computed if missing by its stage's run() on `inputs`
+    (role -> folder): (its manifest, whether it was computed now, the seconds it took)."""
+    stage = get_stage(node.name)
+    seconds = 0.0
+
+    def produce(out: Path) -> dict:
+        nonlocal seconds
+        series: list[tuple[str, float, int | None]] = []
+        t0 = time.perf_counter()
+        units = stage.work_units(node.config) if stage.work_units else None
+        bar = run_bar(units, node.name, quiet, position=1, leave=False)
+
+        def tick(n: int, what: str) -> None:
+            bar.set_postfix_str(what, refresh=False)
+            bar.update(n)
+
+        def log_metric(name: str, value: float, step: int | None = None) -> None:
+            series.append((name, value, step))
+            if on_metric is not None:
+                on_metric(name, float(value), step)
+
+        ctx = StageContext(
+            seed=node.seed if node.seed is not None else 0,
+            device=device,
+            processes=processes,
+            progress=tick,
+            log_metric=log_metric,
+        )
+        try:
+            result = stage.run(node.config, dict(inputs), out, ctx)
+        finally:
+            seconds = time.perf_counter() - t0
+            bar.close()
+        import torch
+
+        return {
+            "version": stage.version,
+            # provenance: numbers computed on a GPU differ from a CPU's in the last digits
+            "device": device,
+            # on a CPU, torch's thread count changes float sums in the last digits too
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "metrics": {k: float(v) for k, v in result.metrics.items()},
+            "series": [[k, float(v), s] for k, v, s in series if s is not None],
+            "artifacts": [str(p) for p in result.artifacts],
+        }
+
+    manifest, computed = cache.compute(node, produce)
+    return manifest, computed, seconds
 
 
 class InlineLauncher:
@@ -470,56 +530,17 @@ class Runner:
         return outcome
 
     def _stage(self, node: StageNode) -> tuple[dict, bool]:
-        stage = get_stage(node.name)
+        inputs = {role: self.cache.path(self.plan.node(k)) for role, k in node.inputs.items()}
 
-        def produce(out: Path) -> dict:
-            series: list[tuple[str, float, int | None]] = []
-            t0 = time.perf_counter()
-            bar = run_bar(
-                stage.work_units(node.config) if stage.work_units else None,
-                node.name,
-                self.quiet,
-                position=1,
-                leave=False,
-            )
+        def on_metric(name: str, value: float, step: int | None) -> None:
+            if self.on_metric is not None:
+                self.on_metric(metric_name(node, name), value, step)
 
-            def tick(n: int, what: str) -> None:
-                bar.set_postfix_str(what, refresh=False)
-                bar.update(n)
-
-            def log_metric(name: str, value: float, step: int | None = None) -> None:
-                series.append((name, value, step))
-                if self.on_metric is not None:
-                    self.on_metric(metric_name(node, name), float(value), step)
-
-            ctx = StageContext(
-                seed=node.seed if node.seed is not None else 0,
-                device=self.device,
-                processes=self.processes,
-                progress=tick,
-                log_metric=log_metric,
-            )
-            inputs = {role: self.cache.path(self.plan.node(k)) for role, k in node.inputs.items()}
-            try:
-                result = stage.run(node.config, inputs, out, ctx)
-            finally:
-                self.stage_seconds += time.perf_counter() - t0
-                bar.close()
-            import torch
-
-            return {
-                "version": stage.version,
-                # provenance: numbers computed on a GPU differ from a CPU's in the last digits
-                "device": self.device,
-                # on a CPU, torch's thread count changes float sums in the last digits too
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "metrics": {k: float(v) for k, v in result.metrics.items()},
-                "series": [[k, float(v), s] for k, v, s in series if s is not None],
-                "artifacts": [str(p) for p in result.artifacts],
-            }
-
-        return self.cache.compute(node, produce)
+        manifest, computed, seconds = compute_stage(
+            self.cache, node, inputs, self.device, self.processes, self.quiet, on_metric
+        )
+        self.stage_seconds += seconds
+        return manifest, computed
 
     def _log_artifacts(self, child: str, run: Run) -> None:
         """The resolved config, the evaluation's scores (with the per-sample scores the report's

@@ -144,3 +144,21 @@ def format_report(report: ScoreReport) -> str:
     for k, why in report.skipped.items():
         lines.append(f"  {k.ljust(width)}  skipped: {why}")
     return "\n".join(lines)
+
+
+def foundation_folder(dataset: Path, judges, clip, store: Path, quiet: bool = True) -> Path:
+    """The judges and CLIP of a SynthCC dataset folder, as the `foundation` stage trains them
+    (`judges`, `clip`: their JudgeConfig and ClipConfig), from the store's stage cache: the
+    same entry a suite on this dataset folder uses, trained once."""
+    from harness.cache import StageCache, StageNode, digest, stage_key
+    from harness.runner import compute_stage
+    from mindvideo.stages.registry import get_stage
+
+    stage = get_stage("foundation")
+    cfg = stage.config(synthetic=True, judges=judges, clip=clip)
+    root = Path(dataset).resolve()
+    inputs = {"dataset": digest({"external": str(root)})}  # as the planner keys a folder
+    node = StageNode(stage.name, stage_key(stage, cfg, inputs, None), cfg, inputs, None)
+    cache = StageCache(store)
+    compute_stage(cache, node, {"dataset": root}, quiet=quiet)
+    return cache.path(node)

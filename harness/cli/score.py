@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.common import progress_bar
+from harness.cli.common import progress_bar, store_folder
 from harness.cli.data import inspect_settings
 from harness.profiles import available_profiles, load_profile
 
@@ -23,47 +23,33 @@ def _dataset_profile(dataset: Path | None, name: str | None = None):
 
 
 def _scorers(args: argparse.Namespace, dataset: Path | None, quiet: bool):
-    """Judges and CLIP: given on the command line, else the SynthCC dataset's (trained once,
-    with the sizes of the dataset's profile, `eval.judges` and `eval.clip`)."""
+    """Judges and CLIP: given on the command line, else the SynthCC dataset's, trained by the
+    `foundation` stage (with the sizes of the dataset's profile, `eval.judges` and `eval.clip`)
+    into the store's stage cache, once."""
     from harness.profiles import typed_section
-    from mindvideo.eval.judges import (
-        JudgeConfig,
-        load_judge,
-        load_synth_judges,
-        train_synth_judges,
-    )
-    from mindvideo.eval.judges import work_units as judge_units
+    from harness.score import foundation_folder
+    from mindvideo.eval.foundation import load_scorers
+    from mindvideo.eval.judges import JudgeConfig, load_judge
     from mindvideo.eval.protocols import Scorers
-    from mindvideo.models.clip import ClipConfig, load_clip, train_domain_clip
-    from mindvideo.models.clip import work_units as clip_units
+    from mindvideo.models.clip import ClipConfig, load_clip
 
     frame = load_judge(Path(args.frame_judge), "frame") if args.frame_judge else None
     video = load_judge(Path(args.video_judge), "video") if args.video_judge else None
     clip = load_clip(Path(args.clip), args.clip_model) if args.clip else None
-    if dataset is None:
+    if dataset is None or None not in (frame, video, clip):
         return Scorers(frame_judge=frame, video_judge=video, clip=clip)
     profile = _dataset_profile(dataset, getattr(args, "profile", None))
-    if frame is None or video is None:
-        cfg = typed_section(profile, "eval.judges", JudgeConfig) if profile else JudgeConfig()
-        print(f"SynthCC judges: {dataset / 'judges'} (trained once, then cached)", file=sys.stderr)
-        bar, tick = progress_bar(judge_units(cfg), "judges", quiet)
-        try:
-            train_synth_judges(dataset, cfg, progress=tick)
-        finally:
-            bar.close()
-        synth_frame, synth_video = load_synth_judges(dataset)
-        frame = frame or synth_frame
-        video = video or synth_video
-    if clip is None:
-        cfg = typed_section(profile, "eval.clip", ClipConfig) if profile else ClipConfig()
-        print(f"SynthCC CLIP: {dataset / 'clip'} (trained once, then cached)", file=sys.stderr)
-        bar, tick = progress_bar(clip_units(cfg), "clip", quiet)
-        try:
-            train_domain_clip(dataset, cfg, progress=tick)
-        finally:
-            bar.close()
-        clip = load_clip(dataset / "clip")
-    return Scorers(frame_judge=frame, video_judge=video, clip=clip)
+    judges = typed_section(profile, "eval.judges", JudgeConfig) if profile else JudgeConfig()
+    clip_cfg = typed_section(profile, "eval.clip", ClipConfig) if profile else ClipConfig()
+    store = store_folder(args)
+    folder = foundation_folder(dataset, judges, clip_cfg, store, quiet)
+    print(f"SynthCC judges and CLIP: {folder} (the foundation stage, cached)", file=sys.stderr)
+    trained = load_scorers(folder)
+    return Scorers(
+        frame_judge=frame or trained.frame_judge,
+        video_judge=video or trained.video_judge,
+        clip=clip or trained.clip,
+    )
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -193,6 +179,11 @@ def add_parsers(sub) -> None:
     sc.add_argument("--clip-model", help="open_clip model name of --clip (e.g. ViT-B-32)")
     sc.add_argument("--json", action="store_true", help="print the result as JSON")
     sc.add_argument("--out", help="also write the JSON result to this file")
+    sc.add_argument(
+        "--store",
+        help="store folder whose stage cache holds a SynthCC dataset's judges and CLIP "
+        "(default ./.mvbench or $MVBENCH_STORE)",
+    )
     sc.add_argument("--quiet", action="store_true", help="no progress bars")
     sc.set_defaults(func=cmd_score)
 
@@ -226,6 +217,11 @@ def add_parsers(sub) -> None:
         "baseline, sample GIFs) and metrics.json here",
     )
     bl.add_argument("--json", action="store_true")
+    bl.add_argument(
+        "--store",
+        help="store folder whose stage cache holds a SynthCC dataset's judges and CLIP "
+        "(default ./.mvbench or $MVBENCH_STORE)",
+    )
     bl.add_argument("--quiet", action="store_true")
     bl.set_defaults(
         func=cmd_baselines, frame_judge=None, video_judge=None, clip=None, clip_model=None

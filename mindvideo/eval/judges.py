@@ -562,21 +562,6 @@ def _check_labels(y: np.ndarray, names: list[str], what: str, path: Path) -> Non
         )
 
 
-def _cached(out: Path, cfg: JudgeConfig) -> dict | None:
-    path = out / METRICS_FILE
-    if not path.exists():
-        return None
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    same = metrics.get("version") == VERSION and metrics.get("config") == cfg.model_dump(
-        mode="json"
-    )
-    complete = all((out / kind / "config.json").exists() for kind in MODEL_CLASSES)
-    return metrics if same and complete else None
-
-
 def _publish(tmp: Path, out: Path) -> None:
     """Move a finished judges folder into place, replacing an older one."""
     old = None
@@ -592,7 +577,6 @@ def train_synth_judges(
     root: Path,
     cfg: JudgeConfig | None = None,
     progress: Progress | None = None,
-    force: bool = False,
     device: str = "cpu",
     out: Path | None = None,
 ) -> dict:
@@ -601,15 +585,13 @@ def train_synth_judges(
     Trained on the training segments (frames with frame_class; clips with video_class, without
     scene cuts), scored on the test segments: `frame_judge_top1/top5` over every test frame,
     `video_judge_top1/top5` over the test clips without scene cuts. Saved under
-    `<root>/judges/` (or `out`: the harness keeps them in its stage cache). Cached: an
-    existing metrics.json with the same config (and code version)
-    is returned without training unless `force`. Same config and seed, same weights.
+    `<root>/judges/` (or `out`), replacing what is there only once training has finished. Not
+    cached here: the `foundation` stage trains them once into the stage cache (`mvbench run`,
+    `mvbench score`). Same config and seed, same weights.
     """
     cfg = cfg or JudgeConfig()
     root = resolve_root(root)
     out = Path(out) if out is not None else root / JUDGES_DIR
-    if not force and (cached := _cached(out, cfg)) is not None:
-        return cached
     stimuli = open_stimuli(root)
     if stimuli is None:
         raise DataError(f"{root / 'stimuli'}: stimulus folder not found; simulate the dataset")

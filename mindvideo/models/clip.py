@@ -476,7 +476,8 @@ def _train(
     return model, model_cfg, preprocess_cfg, metrics
 
 
-def _cache_record(cfg: ClipConfig) -> dict:
+def _provenance(cfg: ClipConfig) -> dict:
+    """What metrics.json records of the training: code version, config, seed."""
     return {"version": VERSION, "config": cfg.model_dump(mode="json"), "seed": cfg.seed}
 
 
@@ -484,27 +485,19 @@ def train_domain_clip(
     root: Path,
     cfg: ClipConfig | None = None,
     progress: Progress | None = None,
-    force: bool = False,
     out: Path | None = None,
 ) -> dict:
     """Train the synthetic-domain CLIP on a SynthCC dataset's training frames and captions.
 
     Writes <root>/clip/ (or `out`: weights, model_config.json, open_clip_config.json,
     metrics.json) and returns the metrics: zero-shot top-1/top-5 over the frame classes and
-    image->caption retrieval on the test segments. A folder trained with the same config is
-    reused unless `force`. Load the model with `load_clip(<root>/clip)`.
+    image->caption retrieval on the test segments. Not cached here: the `foundation` stage
+    trains it once into the stage cache. Load the model with `load_clip(<root>/clip)`.
     """
     cfg = cfg or ClipConfig()
     root = resolve_root(Path(root))
     out = Path(out) if out is not None else root / FOLDER
-    record = _cache_record(cfg)
-    if not force and (out / METRICS_FILE).exists() and (out / WEIGHTS_FILE).exists():
-        try:
-            cached = json.loads((out / METRICS_FILE).read_text())
-        except json.JSONDecodeError:
-            cached = {}
-        if all(cached.get(k) == v for k, v in record.items()):
-            return cached
+    record = _provenance(cfg)
 
     tick = progress or (lambda n, what: None)
     model, model_cfg, preprocess_cfg, metrics = _train(root, cfg, tick)

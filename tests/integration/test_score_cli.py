@@ -8,8 +8,12 @@ import pytest
 
 from harness.cli import main
 
+STORE: list = []  # the module's store: its stage cache holds the dataset's judges and CLIP
+
 
 def run(capsys, *argv):
+    if argv[0] in ("score", "baselines"):
+        argv = (*argv, "--store", STORE[0])
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     assert "Traceback" not in err
@@ -20,6 +24,7 @@ def run(capsys, *argv):
 def dataset(smoke_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("score") / "synthcc"
     shutil.copytree(smoke_dataset, root)
+    STORE[:] = [root.parent / "store"]
     return root
 
 
@@ -49,8 +54,12 @@ def test_truth_scored_against_itself_is_perfect(dataset, truth_dir, capsys):
     assert m["motion_direction"] > 0.9 and m["motion_speed"] > 0  # still clips count 0
     assert m["video_2way_top1_strict"] == 1.0
     assert m["ssim"] == pytest.approx(1.0) and m["psnr"] == 100.0
-    assert (dataset / "judges" / "metrics.json").exists()
-    assert (dataset / "clip" / "metrics.json").exists()
+    # trained by the foundation stage into the store's cache, not into the dataset folder
+    (entry,) = [p for p in (STORE[0] / "cache" / "foundation").iterdir() if p.is_dir()]
+    assert (entry / "judges" / "metrics.json").exists() and (
+        entry / "clip" / "metrics.json"
+    ).exists()
+    assert not (dataset / "judges").exists() and not (dataset / "clip").exists()
 
 
 def test_shuffled_predictions_score_near_chance(dataset, truth_dir, tmp_path, capsys):

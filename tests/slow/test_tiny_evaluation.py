@@ -20,7 +20,9 @@ def tiny(tmp_path_factory):
 
 def score(capsys, pred, truth):
     capsys.readouterr()
-    assert main(["score", "--pred", str(pred), "--truth", str(truth), "--json", "--quiet"]) == 0
+    store = str(truth.parent / "store")  # the dataset's judges and CLIP: its foundation entry
+    argv = ["score", "--pred", str(pred), "--truth", str(truth), "--json", "--quiet"]
+    assert main([*argv, "--store", store]) == 0
     return json.loads(capsys.readouterr().out)["metrics"]
 
 
@@ -42,7 +44,8 @@ def test_truth_is_perfect_and_shuffled_is_chance(tiny, tmp_path, capsys):
 
 def test_ridge_beats_the_shuffled_control(tiny, capsys):
     capsys.readouterr()
-    assert main(["baselines", str(tiny), "--json", "--quiet"]) == 0
+    store = str(tiny.parent / "store")
+    assert main(["baselines", str(tiny), "--json", "--quiet", "--store", store]) == 0
     rows = json.loads(capsys.readouterr().out)
     for subject, r in rows.items():
         gap = r["ridge"]["video_2way_top1_strict"] - r["shuffled"]["video_2way_top1_strict"]
