@@ -58,6 +58,7 @@ from mindvideo.eval.judge_config import (  # noqa: F401  (re-exported)
     _JudgeTraining,
     work_units,
 )
+from mindvideo.train.schedules import warmup_cosine_pi_first
 
 Progress = Callable[[int, str], None]  # (units done since last call, what is being done)
 Kind = Literal["frame", "video"]
@@ -505,11 +506,7 @@ def _fit(
             idx = order[i : i + cfg.batch_size]
             xb, yb = x_all[idx], y_all[idx].clone()
             xb, yb = _augment(xb, yb, judge.kind, cfg, rng)
-            lr = cfg.lr * (
-                (step + 1) / warmup
-                if step < warmup
-                else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-            )
+            lr = cfg.lr * warmup_cosine_pi_first(step, total, warmup)
             for group in opt.param_groups:
                 group["lr"] = lr
             logits = model(pixel_values=judge.preprocess(xb)).logits

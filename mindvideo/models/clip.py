@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from mindvideo.data.cc2017 import open_stimuli, read_metadata, resolve_root
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.models.clip_config import ClipConfig, work_units  # noqa: F401  (re-exported)
+from mindvideo.train.schedules import warmup_cosine
 
 VERSION = 2  # bump when training changes, so cached models are retrained
 FOLDER = "clip"  # <dataset root>/clip/
@@ -350,13 +351,6 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def _cosine_lr(step: int, total: int, warmup_steps: int) -> float:
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def _evaluate(clip: ClipModel, test: CaptionedFrames, class_names: list[str]) -> dict[str, float]:
     """Zero-shot frame classification and image->caption retrieval on held-out frames."""
     images = torch.from_numpy(clip.image_embeddings(test.frames.numpy()))  # (n, D)
@@ -445,7 +439,7 @@ def _train(
                 texts += [sub_caption(c, cfg.sub_caption_words, rng) for c in captions]
             positives = caption_positives(texts, captions)[:, caption_of_image]  # (T, B)
             for group in optimiser.param_groups:
-                group["lr"] = cfg.lr * _cosine_lr(step, total, warmup_steps)
+                group["lr"] = cfg.lr * warmup_cosine(step, total, warmup_steps)
             pixels = frames_to_pixels(train.frames[idx], size, mean, std)  # (B, 3, size, size)
             image = model.encode_image(pixels, normalize=True)  # (B, D)
             text = model.encode_text(tokenizer(texts), normalize=True)  # (T, D)

@@ -28,11 +28,6 @@ from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig, pairing
 from mindvideo.errors import DataError
 from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root, decodes_fmri
 
-NAME = "align"
-INPUTS: tuple[str, ...] = ("dataset", "foundation", "contrastive")
-VERSION = 1
-SEEDED = True  # deterministic given the encoder, which is per seed
-
 
 class AlignOptions(BaseModel):
     """The adapter's fit: the profile's `align` section (less `enabled`)."""
@@ -52,11 +47,6 @@ class AlignOptions(BaseModel):
 
 class AlignConfig(AlignOptions, PairingConfig):
     """The fit and the subject's data."""
-
-
-CONFIG = AlignConfig
-KEY_NEUTRAL = dict(PAIRING_KEY_NEUTRAL)  # options added after results were cached
-TEST_SPLIT_METRICS = ("test_",)  # on the test split whatever eval.split says
 
 
 def work_units(cfg: AlignConfig) -> int:
@@ -135,20 +125,23 @@ def configure(profile, subject: str) -> AlignConfig:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="align",
     run=run,
-    config=CONFIG,
+    config=AlignConfig,
     configure=configure,
-    version=VERSION,
+    version=1,
     order=60,
-    inputs=INPUTS,
+    inputs=("dataset", "foundation", "contrastive"),
     enabled=lambda profile: decodes_fmri(profile) and profile.align.enabled,
     provides="contrastive",  # the encoder with its adapter, as cotrain and decode read it
     sections={"align": AlignSection},
     reads=("data",),
-    seeded=SEEDED,
+    # deterministic given the encoder, which is per seed
+    seeded=True,
     artifacts=("encoder.safetensors", "encoder.json", "voxels.npy"),
     work_units=work_units,
-    key_neutral=KEY_NEUTRAL,
-    test_split_metrics=TEST_SPLIT_METRICS,
+    # options added after results were cached
+    key_neutral=dict(PAIRING_KEY_NEUTRAL),
+    # on the test split whatever eval.split says
+    test_split_metrics=("test_",),
 )

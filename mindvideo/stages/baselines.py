@@ -48,10 +48,6 @@ from mindvideo.stages.base import (
     write_reconstructions,
 )
 
-NAME = "baselines"
-INPUTS: tuple[str, ...] = ("dataset", "foundation", "diffusion")
-OPTIONAL_INPUTS: tuple[str, ...] = ("diffusion",)  # the autoencoder baseline's VAE
-VERSION = 3
 Method = Literal["ridge", "shuffled", "random-train-clip", "autoencoder"]
 
 
@@ -67,12 +63,6 @@ class BaselineOptions(BaseModel):
     )
     alphas: tuple[float, ...] = (1e1, 1e2, 1e3, 1e4, 1e5)
     folds: int = Field(4, ge=2, le=100)
-
-
-# Baselines renamed since results were cached, new name -> the name in the cache key: random
-# real training clips are a data baseline, not chance level (which is analytic; see
-# mindvideo/eval/protocols.py `chance_level`).
-KEY_RENAMED = {("methods",): {"random-train-clip": "chance"}}
 
 
 def refuse_old_names(methods):
@@ -91,11 +81,6 @@ class BaselinesConfig(BaselineOptions, PairingConfig):
     methods: tuple[Method, ...] = ("ridge", "shuffled", "random-train-clip")
     _renamed = field_validator("methods", mode="before")(refuse_old_names)
     split: Literal["val", "test"] = Field("test", description="the clips decoded (eval.split)")
-
-
-CONFIG = BaselinesConfig
-# Options added after results were cached: left out of the cache key while at these values.
-KEY_NEUTRAL = {("split",): "test", **PAIRING_KEY_NEUTRAL}
 
 
 LABEL_COLUMNS = ("shape", "colour", "direction")
@@ -367,20 +352,25 @@ def configure(profile, subject: str) -> BaselinesConfig:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="baselines",
     run=run,
-    config=CONFIG,
+    config=BaselinesConfig,
     configure=configure,
-    version=VERSION,
+    version=3,
     order=95,
-    inputs=INPUTS,
-    optional_inputs=OPTIONAL_INPUTS,
+    inputs=("dataset", "foundation", "diffusion"),
+    # the autoencoder baseline's VAE
+    optional_inputs=("diffusion",),
     enabled=lambda profile: profile.method != "mindvideo",
     provides="decode",  # evaluate scores its reconstructions
     sections={"baselines": BaselineOptions},
     reads=("data", "eval"),
     seeded=seeded,
     artifacts=(RECONSTRUCTIONS, NAMES),
-    key_neutral=KEY_NEUTRAL,
-    key_renamed=KEY_RENAMED,
+    # Options added after results were cached: left out of the cache key while at these values.
+    key_neutral={("split",): "test", **PAIRING_KEY_NEUTRAL},
+    # Baselines renamed since results were cached, new name -> the name in the cache key: random
+    # real training clips are a data baseline, not chance level (which is analytic; see
+    # mindvideo/eval/protocols.py `chance_level`).
+    key_renamed={("methods",): {"random-train-clip": "chance"}},
 )

@@ -39,12 +39,8 @@ from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval.metrics import retrieval_top1
 from mindvideo.models.encoder_config import EncoderConfig, MAEConfig
 from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
+from mindvideo.train.schedules import warmup_cosine_pi_first
 
-NAME = "contrastive"
-INPUTS: tuple[str, ...] = ("dataset", "foundation", "mbm")
-OPTIONAL_INPUTS: tuple[str, ...] = ("mbm",)  # only with encoder.init: mbm
-VERSION = 2
-SEEDED = True
 HEADLINE_METRICS = ("retrieval50_image_top1", "retrieval50_text_top1")  # at the default n
 
 
@@ -86,12 +82,6 @@ class ContrastiveConfig(ContrastiveTraining, PairingConfig):
         "reproducibility selection of data.preprocess",
     )
     roi_mask: str | None = Field(None, description="ROI mask file (None: the corpus's own)")
-
-
-CONFIG = ContrastiveConfig
-KEY_NEUTRAL = dict(PAIRING_KEY_NEUTRAL)  # options added after results were cached
-# Metrics computed on the test split whatever eval.split says: a search must not optimise them.
-TEST_SPLIT_METRICS = ("retrieval",)
 
 
 def work_units(cfg: ContrastiveConfig) -> int:
@@ -264,11 +254,7 @@ def train_contrastive(
         for b in range(steps_per_epoch):
             idx = torch.from_numpy(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
             idx = idx.to(device)
-            lr = cfg.lr * (
-                (step + 1) / warmup
-                if step < warmup
-                else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-            )
+            lr = cfg.lr * warmup_cosine_pi_first(step, total, warmup)
             for group in opt.param_groups:
                 group["lr"] = lr
             emb, scale = net(x_all[idx[mine]])
@@ -351,23 +337,26 @@ def configure(profile, subject: str) -> ContrastiveConfig:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="contrastive",
     run=run,
-    config=CONFIG,
+    config=ContrastiveConfig,
     configure=configure,
-    version=VERSION,
+    version=2,
     order=30,
-    inputs=INPUTS,
-    optional_inputs=OPTIONAL_INPUTS,
+    inputs=("dataset", "foundation", "mbm"),
+    # only with encoder.init: mbm
+    optional_inputs=("mbm",),
     enabled=lambda profile: profile.method == "mindvideo",
     sections={"contrastive": ContrastiveTraining, "encoder": EncoderSection},
     reads=("data", "mbm"),
-    seeded=SEEDED,
+    seeded=True,
     headline=headline_metrics,
     artifacts=("encoder.safetensors", "encoder.json", "voxels.npy"),  # models/fmri_encoder.py
     work_units=work_units,
-    key_neutral=KEY_NEUTRAL,
-    test_split_metrics=TEST_SPLIT_METRICS,
+    # options added after results were cached
+    key_neutral=dict(PAIRING_KEY_NEUTRAL),
+    # Metrics computed on the test split whatever eval.split says: a search must not optimise them.
+    test_split_metrics=("retrieval",),
     local_paths=lambda profile: (
         {"data.corpus_mask": "file"} if profile.encoder.voxels == "roi" else {}
     ),

@@ -36,24 +36,11 @@ from mindvideo.models.uncond import fill_window
 from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root, decodes_fmri
 from mindvideo.train.video_diffusion import CotrainTraining, held_out_loss, train_cotrain
 
-NAME = "cotrain"
-INPUTS: tuple[str, ...] = ("dataset", "contrastive", "diffusion", "video_pretrain")
-OPTIONAL_INPUTS: tuple[str, ...] = ("video_pretrain",)  # only with video_pretrain.enabled
-VERSION = 1
-SEEDED = True
-
 
 class CotrainConfig(CotrainTraining, PairingConfig):
     """Co-training, the subject's data and the inflation."""
 
     generator: GeneratorConfig = GeneratorConfig()
-
-
-CONFIG = CotrainConfig
-# On the validation clips where the data have them, else on test: see subject_windows.
-HELD_OUT_METRICS = ("val_loss",)
-# added later: at these values, the keys cached before them hold
-KEY_NEUTRAL = {("noise_share",): 0.0, ("uncond",): "zero_embedding", **PAIRING_KEY_NEUTRAL}
 
 
 def work_units(cfg: CotrainConfig) -> int:
@@ -181,20 +168,23 @@ def configure(profile, subject: str) -> CotrainConfig:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="cotrain",
     run=run,
-    config=CONFIG,
+    config=CotrainConfig,
     configure=configure,
-    version=VERSION,
+    version=1,
     order=70,
-    inputs=INPUTS,
-    optional_inputs=OPTIONAL_INPUTS,
+    inputs=("dataset", "contrastive", "diffusion", "video_pretrain"),
+    # only with video_pretrain.enabled
+    optional_inputs=("video_pretrain",),
     enabled=lambda profile: decodes_fmri(profile) and profile.cotrain.enabled,
     sections={"cotrain": CotrainSection, "generator": GeneratorConfig},
     reads=("data", "align", "encoder", "eval"),
-    seeded=SEEDED,
+    seeded=True,
     artifacts=("unet.safetensors", "generator.json"),  # models/inflated_unet.py
     work_units=work_units,
-    key_neutral=KEY_NEUTRAL,
-    held_out_metrics=HELD_OUT_METRICS,
+    # added later: at these values, the keys cached before them hold
+    key_neutral={("noise_share",): 0.0, ("uncond",): "zero_embedding", **PAIRING_KEY_NEUTRAL},
+    # On the validation clips where the data have them, else on test: see subject_windows.
+    held_out_metrics=("val_loss",),
 )

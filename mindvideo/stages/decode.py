@@ -41,21 +41,6 @@ from mindvideo.stages.base import (
     scored_split,
 )
 
-NAME = "decode"
-INPUTS: tuple[str, ...] = (
-    "dataset",
-    "contrastive",
-    "diffusion",
-    "cotrain",
-    "foundation",
-    "video_pretrain",
-)
-# cotrain: absent with cotrain.enabled: false; foundation: only with decode.condition: caption;
-# video_pretrain: only with video_pretrain.enabled (its UNet is decoded when cotrain is off)
-OPTIONAL_INPUTS: tuple[str, ...] = ("cotrain", "foundation", "video_pretrain")
-VERSION = 1
-SEEDED = True  # the initial noise
-
 
 class DecodeConfig(PairingConfig):
     generator: GeneratorConfig = GeneratorConfig()
@@ -65,17 +50,6 @@ class DecodeConfig(PairingConfig):
     # stands for
     uncond: Uncond = "zero_embedding"
     split: Literal["val", "test"] = Field("test", description="the clips decoded (eval.split)")
-
-
-CONFIG = DecodeConfig
-# Options added after results were cached: left out of the cache key while at these values, so
-# the entries computed before them stay valid.
-KEY_NEUTRAL = {
-    ("decode", "noise_share"): 0.0,
-    ("uncond",): "zero_embedding",
-    ("split",): "test",
-    **PAIRING_KEY_NEUTRAL,
-}
 
 
 def work_units(cfg: DecodeConfig) -> int:
@@ -242,20 +216,37 @@ def uses(profile) -> tuple[str, ...]:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="decode",
     run=run,
-    config=CONFIG,
+    config=DecodeConfig,
     configure=configure,
-    version=VERSION,
+    version=1,
     order=90,
-    inputs=INPUTS,
-    optional_inputs=OPTIONAL_INPUTS,
+    inputs=(
+        "dataset",
+        "contrastive",
+        "diffusion",
+        "cotrain",
+        "foundation",
+        "video_pretrain",
+    ),
+    # cotrain: absent with cotrain.enabled: false; foundation: only with decode.condition: caption;
+    # video_pretrain: only with video_pretrain.enabled (its UNet is decoded when cotrain is off)
+    optional_inputs=("cotrain", "foundation", "video_pretrain"),
     enabled=decodes_fmri,
     uses=uses,
     sections={"generator": GeneratorConfig, "guidance": GuidanceConfig, "decode": DecodeOptions},
     reads=("data", "cotrain", "align", "encoder", "eval"),
-    seeded=SEEDED,
+    # the initial noise
+    seeded=True,
     artifacts=(RECONSTRUCTIONS, NAMES),
     work_units=work_units,
-    key_neutral=KEY_NEUTRAL,
+    # Options added after results were cached: left out of the cache key while at these values, so
+    # the entries computed before them stay valid.
+    key_neutral={
+        ("decode", "noise_share"): 0.0,
+        ("uncond",): "zero_embedding",
+        ("split",): "test",
+        **PAIRING_KEY_NEUTRAL,
+    },
 )

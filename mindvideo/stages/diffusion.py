@@ -26,10 +26,6 @@ from mindvideo.errors import ConfigError
 from mindvideo.models.diffusion_config import DiffusionConfig
 from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
 
-NAME = "diffusion"
-INPUTS: tuple[str, ...] = ("dataset", "foundation")
-VERSION = 2  # 2: samples scored by frame class
-SEEDED = False
 SAMPLES = "samples.png"
 
 
@@ -41,11 +37,6 @@ class DiffusionStageConfig(BaseModel):
     synthetic: bool = True
     pretrained: str | None = None  # an SD 1.5 diffusers folder (real data)
     model: DiffusionConfig = DiffusionConfig()
-
-
-CONFIG = DiffusionStageConfig
-# Scored on the test stimuli (the synthetic-domain models' own check, no fMRI): not to tune on.
-TEST_SPLIT_METRICS = ("vae_psnr", "unet_val_loss", "sample_class_top1")
 
 
 def work_units(cfg: DiffusionStageConfig) -> int:
@@ -225,19 +216,21 @@ def enabled(profile) -> bool:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="diffusion",
     run=run,
-    config=CONFIG,
+    config=DiffusionStageConfig,
     configure=configure,
-    version=VERSION,
+    # 2: samples scored by frame class
+    version=2,
     order=40,
-    inputs=INPUTS,
+    inputs=("dataset", "foundation"),
     enabled=enabled,
     sections={"diffusion": DiffusionSection},
     reads=("data",),
-    seeded=SEEDED,
+    seeded=False,
     artifacts=("model", "pretrained.json", SAMPLES),  # models/diffusion.py: MODEL, POINTER
     work_units=work_units,
-    test_split_metrics=TEST_SPLIT_METRICS,
+    # Scored on the test stimuli (the synthetic-domain models' own check, no fMRI): not to tune on.
+    test_split_metrics=("vae_psnr", "unet_val_loss", "sample_class_top1"),
     local_paths=lambda profile: {"diffusion.pretrained": "dir"},
 )

@@ -23,11 +23,6 @@ from mindvideo.stages.base import (
     scored_split,
 )
 
-NAME = "evaluate"
-INPUTS: tuple[str, ...] = ("dataset", "foundation", "decode")
-VERSION = 2  # 2: the kept samples are spread over the test set
-SEEDED = True  # the N-way trials and the bootstrap draw from the run seed
-
 SCORES = "scores.json"  # the protocol's report: metrics, skipped metrics, per-position scores
 PER_SAMPLE = "per_sample.npz"  # metric -> (n,) per-sample scores and __names__, for paired tests
 NAMES_KEY = "__names__"  # the scored clips' names in PER_SAMPLE
@@ -61,12 +56,6 @@ class EvaluateConfig(BaseModel):
     def _as_a_set(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         """Order and repeats do not change the scores, so they do not change the cache key."""
         return tuple(sorted(set(names)))
-
-
-CONFIG = EvaluateConfig
-# Options added after results were cached: left out of the cache key while at these values, so
-# the entries computed before them stay valid.
-KEY_NEUTRAL = {("extra_metrics",): [], ("split",): "test"}
 
 
 def work_units(cfg: EvaluateConfig) -> int:
@@ -212,17 +201,21 @@ def configure(profile, subject: str) -> EvaluateConfig:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="evaluate",
     run=run,
-    config=CONFIG,
+    config=EvaluateConfig,
     configure=configure,
-    version=VERSION,
+    # 2: the kept samples are spread over the test set
+    version=2,
     order=100,
-    inputs=INPUTS,
+    inputs=("dataset", "foundation", "decode"),
     enabled=lambda profile: profile.method != "mindvideo" or profile.stop_after is None,
     reads=("data", "eval"),
-    seeded=SEEDED,
+    # the N-way trials and the bootstrap draw from the run seed
+    seeded=True,
     artifacts=(SCORES, PER_SAMPLE, SAMPLES),
     work_units=work_units,
-    key_neutral=KEY_NEUTRAL,
+    # Options added after results were cached: left out of the cache key while at these values, so
+    # the entries computed before them stay valid.
+    key_neutral={("extra_metrics",): [], ("split",): "test"},
 )

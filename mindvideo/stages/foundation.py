@@ -21,11 +21,6 @@ from mindvideo.eval.judge_config import JudgeConfig
 from mindvideo.models.clip_config import ClipConfig
 from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
 
-NAME = "foundation"
-INPUTS: tuple[str, ...] = ("dataset",)
-VERSION = 1
-SEEDED = False
-
 
 class FoundationConfig(BaseModel):
     """Train (SynthCC) or point at (real data) the judges and the CLIP."""
@@ -39,11 +34,6 @@ class FoundationConfig(BaseModel):
     video_judge: str | None = None  # a saved VideoMAEForVideoClassification folder
     clip_checkpoint: str | None = None  # an open_clip checkpoint file or folder
     clip_model: str | None = None  # its open_clip model name, e.g. ViT-L-14
-
-
-CONFIG = FoundationConfig
-# The judges' and the CLIP's accuracies on the test stimuli (no fMRI): not to tune on.
-TEST_SPLIT_METRICS = ("judges.", "clip.")
 
 
 def work_units(cfg: FoundationConfig) -> int | None:
@@ -124,17 +114,18 @@ def local_paths(profile) -> dict[str, str]:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="foundation",
     run=run,
-    config=CONFIG,
+    config=FoundationConfig,
     configure=configure,
-    version=VERSION,
+    version=1,
     order=10,
-    inputs=INPUTS,
+    inputs=("dataset",),
     reads=("eval",),
-    seeded=SEEDED,
+    seeded=False,
     artifacts=(POINTERS,),
     work_units=work_units,
-    test_split_metrics=TEST_SPLIT_METRICS,
+    # The judges' and the CLIP's accuracies on the test stimuli (no fMRI): not to tune on.
+    test_split_metrics=("judges.", "clip."),
     local_paths=local_paths,
 )

@@ -50,11 +50,6 @@ if TYPE_CHECKING:
 
     from mindvideo.models.fmri_encoder import FmriEncoder
 
-NAME = "interpret"
-INPUTS: tuple[str, ...] = ("dataset", "mbm", "contrastive", "cotrain")
-OPTIONAL_INPUTS: tuple[str, ...] = ("mbm", "cotrain")  # encoder.init: mbm; cotrain.enabled
-VERSION = 1
-SEEDED = True  # deterministic given the encoders, which are per seed
 TRAINING_STAGES = ("mbm", "contrastive", "cotrain")  # in training order
 RESULTS_FILE = "attention.json"
 FIGURE_FILE = "attention.png"
@@ -83,10 +78,6 @@ class InterpretConfig(InterpretOptions, PairingConfig):
     """The analysis and the subject's data."""
 
     synthetic: bool = Field(True, description="SynthCC: its ground-truth regions are known")
-
-
-CONFIG = InterpretConfig
-KEY_NEUTRAL = dict(PAIRING_KEY_NEUTRAL)  # options added after results were cached
 
 
 def work_units(cfg: InterpretConfig) -> int:
@@ -447,21 +438,24 @@ def configure(profile, subject: str) -> InterpretConfig:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="interpret",
     run=run,
-    config=CONFIG,
+    config=InterpretConfig,
     configure=configure,
-    version=VERSION,
+    version=1,
     order=80,
-    inputs=INPUTS,
-    optional_inputs=OPTIONAL_INPUTS,
+    inputs=("dataset", "mbm", "contrastive", "cotrain"),
+    # encoder.init: mbm; cotrain.enabled
+    optional_inputs=("mbm", "cotrain"),
     enabled=lambda profile: profile.method == "mindvideo" and profile.interpret.enabled,
     pinned={"contrastive": "contrastive"},  # the encoder as trained, not through the adapter
     sections={"interpret": InterpretSection},
     reads=("data",),
-    seeded=SEEDED,
+    # deterministic given the encoders, which are per seed
+    seeded=True,
     artifacts=(RESULTS_FILE, FIGURE_FILE),
     work_units=work_units,
-    key_neutral=KEY_NEUTRAL,
+    # options added after results were cached
+    key_neutral=dict(PAIRING_KEY_NEUTRAL),
     local_paths=lambda profile: {"interpret.parcellation": "file"},
 )

@@ -27,14 +27,7 @@ from mindvideo.errors import ConfigError, DataError
 from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
 from mindvideo.train.mbm import MBMConfig, OnDisk, evaluate, train_worker
 
-NAME = "mbm"
-INPUTS: tuple[str, ...] = ("dataset",)
-VERSION = 1
-SEEDED = True  # initialisation, batch order and masks draw from the run seed
 SCRATCH = "corpus-scratch"  # the corpus volumes on disk while the stage trains
-
-
-CONFIG = MBMConfig
 
 
 def work_units(cfg: MBMConfig) -> int:
@@ -151,17 +144,18 @@ def check_profile(profile) -> None:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="mbm",
     run=run,
-    config=CONFIG,
+    config=MBMConfig,
     configure=configure,
-    version=VERSION,
+    version=1,
     order=20,
-    inputs=INPUTS,
+    inputs=("dataset",),
     enabled=uses_mbm,
     sections={"mbm": MBMSection},
     reads=("data", "encoder"),
-    seeded=SEEDED,
+    # initialisation, batch order and masks draw from the run seed
+    seeded=True,
     artifacts=("mae.safetensors", "mae_config.json"),  # models/fmri_mae.py
     work_units=work_units,
     local_paths=lambda profile: {"data.corpus_root": "dir", "data.corpus_mask": "file"},

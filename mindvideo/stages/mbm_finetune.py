@@ -32,11 +32,6 @@ from mindvideo.errors import DataError
 from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
 from mindvideo.train.mbm import MBMConfig, evaluate, train_worker
 
-NAME = "mbm_finetune"
-INPUTS: tuple[str, ...] = ("dataset", "mbm")
-VERSION = 1
-SEEDED = True  # batch order and masks
-
 
 class FinetuneConfig(BaseModel):
     """The subject, its voxels (as the contrastive stage reads them), and the training: the
@@ -55,12 +50,6 @@ class FinetuneConfig(BaseModel):
     @classmethod
     def _val_segments(cls, value: ValSegments) -> ValSegments:
         return check_val_segments(value)
-
-
-CONFIG = FinetuneConfig
-# On the validation volumes where the data have them, else on test: see subject_volumes.
-HELD_OUT_METRICS = ("val_", "pretrained_val_")
-KEY_NEUTRAL = dict(PAIRING_KEY_NEUTRAL)  # options added after results were cached
 
 
 def work_units(cfg: FinetuneConfig) -> int:
@@ -146,13 +135,13 @@ def roi_mask_path(profile) -> dict[str, str]:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="mbm_finetune",
     run=run,
-    config=CONFIG,
+    config=FinetuneConfig,
     configure=configure,
-    version=VERSION,
+    version=1,
     order=25,
-    inputs=INPUTS,
+    inputs=("dataset", "mbm"),
     enabled=lambda profile: (
         profile.method == "mindvideo"
         and profile.encoder.init == "mbm"
@@ -160,10 +149,13 @@ STAGE = Stage(
     ),
     provides="mbm",  # the fine-tuned MAE in the mbm stage's format
     reads=("data", "encoder", "mbm"),
-    seeded=SEEDED,
+    # batch order and masks
+    seeded=True,
     artifacts=("mae.safetensors", "mae_config.json"),
     work_units=work_units,
-    key_neutral=KEY_NEUTRAL,
-    held_out_metrics=HELD_OUT_METRICS,
+    # options added after results were cached
+    key_neutral=dict(PAIRING_KEY_NEUTRAL),
+    # On the validation volumes where the data have them, else on test: see subject_volumes.
+    held_out_metrics=("val_", "pretrained_val_"),
     local_paths=roi_mask_path,
 )

@@ -9,15 +9,6 @@ from mindvideo.data.synth.config import VAL_NEUTRAL, SimulateConfig
 from mindvideo.data.synth.simulate import FORMAT_VERSION, simulate, work_units
 from mindvideo.stages.base import SYNTHCC_FOLDER, Stage, StageContext, StageResult
 
-NAME = "simulate"
-INPUTS: tuple[str, ...] = ()
-SEEDED = False  # the dataset seed is data.synth.seed, part of the config slice
-CONFIG = SimulateConfig
-__all__ = ["CONFIG", "INPUTS", "KEY_NEUTRAL", "NAME", "SEEDED", "VERSION", "run", "work_units"]
-VERSION = FORMAT_VERSION
-# Options added after datasets were cached: out of the key while at these values.
-KEY_NEUTRAL = {("protocol", name): value for name, value in VAL_NEUTRAL.items()}
-
 
 def run(
     cfg: SimulateConfig, inputs: Mapping[str, Path], out: Path, ctx: StageContext
@@ -45,16 +36,17 @@ def configure(profile, subject: str) -> SimulateConfig:
 
 
 STAGE = Stage(
-    name=NAME,
+    name="simulate",
     run=run,
-    config=CONFIG,
+    config=SimulateConfig,
     configure=configure,
-    version=VERSION,
+    version=FORMAT_VERSION,  # the dataset format's: a new format simulates again
     order=0,
     enabled=lambda profile: profile.data.source == "synth",
     provides="dataset",
-    seeded=SEEDED,
+    seeded=False,  # the dataset seed is data.synth.seed, part of the config slice
     artifacts=(SYNTHCC_FOLDER,),
     work_units=work_units,
-    key_neutral=KEY_NEUTRAL,
+    # options added after datasets were cached: out of the key while at these values
+    key_neutral={("protocol", name): value for name, value in VAL_NEUTRAL.items()},
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,6 +13,7 @@ if TYPE_CHECKING:
     from mindvideo.models.fmri_mae import FmriMAE
 from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.models.encoder_config import MAEConfig
+from mindvideo.train.schedules import warmup_cosine
 
 
 class MBMConfig(BaseModel):
@@ -54,13 +54,6 @@ class OnDisk:
 
 def volumes(x: np.ndarray | OnDisk) -> np.ndarray:
     return x.open() if isinstance(x, OnDisk) else x
-
-
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _param_groups(model, weight_decay: float) -> list[dict]:
@@ -158,7 +151,7 @@ def train_mbm(
             noise = torch.rand(len(idx), patches, generator=masks)  # the global batch's masks
             batch = torch.from_numpy(train[idx[mine]]).to(device)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(step, total, warmup)
+                group["lr"] = cfg.lr * warmup_cosine(step, total, warmup)
             with autocast(device):
                 loss, _, _ = net(batch, noise=noise[mine])
             opt.zero_grad(set_to_none=True)

@@ -55,7 +55,9 @@ def run(cfg, dataset, foundation, out):
 def test_trains_the_synthetic_model_reports_and_reloads(
     smoke_dataset, foundation, tmp_path, one_torch_thread
 ):
-    result, logged = run(diffusion.CONFIG(model=TOY), smoke_dataset, foundation, tmp_path / "a")
+    result, logged = run(
+        diffusion.DiffusionStageConfig(model=TOY), smoke_dataset, foundation, tmp_path / "a"
+    )
     m = result.metrics
     for key in ("vae_psnr", "unet_val_loss", "unet_val_loss_uncond", "sample_class_top1"):
         assert np.isfinite(m[key]), key
@@ -68,7 +70,9 @@ def test_trains_the_synthetic_model_reports_and_reloads(
     model = load_diffusion(tmp_path / "a")
     assert model.cond_dim == 16  # the CLIP's text width
     assert model.scaling_factor == pytest.approx(m["scaling_factor"])
-    again, _ = run(diffusion.CONFIG(model=TOY), smoke_dataset, foundation, tmp_path / "b")
+    again, _ = run(
+        diffusion.DiffusionStageConfig(model=TOY), smoke_dataset, foundation, tmp_path / "b"
+    )
     assert again.metrics["unet_val_loss"] == m["unet_val_loss"]  # seeded by the config
     assert again.metrics["vae_psnr"] == m["vae_psnr"]
 
@@ -90,7 +94,7 @@ def test_vae_psnr_and_latents_round_trip():
 
 def test_real_weights_path_loads_an_sd_folder(tmp_path):
     written = write_sd_folder(tmp_path / "sd15")
-    cfg = diffusion.CONFIG(synthetic=False, pretrained=str(tmp_path / "sd15"))
+    cfg = diffusion.DiffusionStageConfig(synthetic=False, pretrained=str(tmp_path / "sd15"))
     (tmp_path / "out").mkdir()
     result = diffusion.run(cfg, {}, tmp_path / "out", StageContext())
     assert result.metrics["cond_dim"] == 24
@@ -104,9 +108,9 @@ def test_real_weights_path_loads_an_sd_folder(tmp_path):
 
 def test_real_weights_errors(tmp_path):
     with pytest.raises(ConfigError, match="set diffusion.pretrained"):
-        diffusion.run(diffusion.CONFIG(synthetic=False), {}, tmp_path, StageContext())
+        diffusion.run(diffusion.DiffusionStageConfig(synthetic=False), {}, tmp_path, StageContext())
     (tmp_path / "half" / "vae").mkdir(parents=True)
-    cfg = diffusion.CONFIG(synthetic=False, pretrained=str(tmp_path / "half"))
+    cfg = diffusion.DiffusionStageConfig(synthetic=False, pretrained=str(tmp_path / "half"))
     with pytest.raises(DataError, match="no unet, scheduler/"):
         diffusion.run(cfg, {}, tmp_path, StageContext())
     with pytest.raises(DataError, match="run the diffusion stage first"):

@@ -3,8 +3,10 @@ from mindvideo.stages.base import StageContext
 
 
 def test_simulate_stage_follows_the_interface(tmp_path, smoke_profile):
-    assert stage.NAME == "simulate" and stage.INPUTS == () and isinstance(stage.VERSION, int)
-    cfg = stage.CONFIG.model_validate(smoke_profile.data.synth.model_dump())
+    described = stage.STAGE
+    assert described.name == "simulate" and described.inputs == ()
+    assert isinstance(described.version, int) and described.role == "dataset"
+    cfg = described.config.model_validate(smoke_profile.data.synth.model_dump())
     logged = {}
     ctx = StageContext(seed=0, log_metric=lambda n, v, s=None: logged.__setitem__(n, v))
     result = stage.run(cfg, {}, tmp_path, ctx)

@@ -270,14 +270,14 @@ def test_options_added_later_keep_the_keys_cached_before_them(tmp_path):
     cached: at 0 or [] (what the stages did before they existed) they are not in the keys; any
     other value is."""
     from harness.cache import key_config
-    from mindvideo.stages import decode
+    from mindvideo.stages.registry import get_stage
 
     spec = load_spec(write_spec(tmp_path, BASE + "variants: {full: {}}\n"))
     a = build_plan(spec)
     full = next(r for r in a.runs if r.variant.name == "full")
     node = next(a.node(k) for k in full.stages if a.node(k).name == "decode")
     assert node.config.decode.noise_share == 0.0
-    assert "noise_share" not in key_config(node.config, decode.KEY_NEUTRAL)["decode"]
+    assert "noise_share" not in key_config(node.config, get_stage("decode").key_neutral)["decode"]
     assert "noise_share" in node.config.model_dump()["decode"]  # the manifest still says it
     names = {k: a.node(k).name for r in a.runs for k in r.stages}
 
