@@ -162,3 +162,31 @@ def foundation_folder(dataset: Path, judges, clip, store: Path, quiet: bool = Tr
     cache = StageCache(store)
     compute_stage(cache, node, {"dataset": root}, quiet=quiet)
     return cache.path(node)
+
+
+def track_scores(
+    store: Path,
+    command: str,
+    rows: list[tuple[str, dict[str, str], dict[str, float]]],
+    report: Path | None = None,
+) -> str:
+    """Record a `mvbench score` / `mvbench baselines` call in the store's MLflow, as
+    `mvbench run` records a suite: an experiment named mvbench-<command>, a parent run for the
+    call and a finished child run per row (its name, params and finite metrics); `report`, a
+    file, goes with the parent. Returns the parent run's id."""
+    import math
+
+    from harness.tracking import Tracker
+
+    tracker = Tracker(store)
+    exp = tracker.experiment(f"mvbench-{command}")
+    parent = tracker.start_parent(exp, {"mvbench.command": command}, what=command)
+    for name, params, metrics in rows:
+        child = tracker.start_child(exp, parent, name, {"mvbench.command": command})
+        values = [(k, v, 0) for k, v in metrics.items() if math.isfinite(v)]
+        tracker.log_metrics(child, values, params)
+        tracker.end(child, "FINISHED")
+    if report is not None:
+        tracker.log_artifact(parent, report)
+    tracker.end(parent, "FINISHED")
+    return parent

@@ -53,7 +53,7 @@ def _scorers(args: argparse.Namespace, dataset: Path | None, quiet: bool):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from harness.score import format_report, is_dataset, load_pair
+    from harness.score import format_report, is_dataset, load_pair, track_scores
     from mindvideo.eval.protocols import get_protocol, score
 
     protocol = get_protocol(
@@ -72,6 +72,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     result = report.to_json() | {"pred": str(pred_dir), "truth": str(truth_dir), "seed": args.seed}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
+    if not args.no_track:
+        params = {"pred": str(pred_dir), "truth": str(truth_dir), "seed": str(args.seed)}
+        params["protocol"] = report.protocol
+        track_scores(store_folder(args), "score", [(pred_dir.name, params, result["metrics"])])
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -80,6 +84,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_baselines(args: argparse.Namespace) -> int:
+    from harness.score import track_scores
     from mindvideo.data.cc2017 import list_subjects
     from mindvideo.data.paired import pairing
     from mindvideo.stages.baselines import BaselinesConfig, run_baselines
@@ -104,6 +109,22 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(rows, indent=1))
+    if not args.no_track:
+        tracked = [
+            (
+                f"{method} / {subject}",
+                {
+                    "dataset": str(root),
+                    "method": method,
+                    "subject": subject,
+                    "seed": str(args.seed),
+                },
+                metrics,
+            )
+            for subject, by_method in rows.items()
+            for method, metrics in by_method.items()
+        ]
+        track_scores(store_folder(args), "baselines", tracked)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -181,8 +202,13 @@ def add_parsers(sub) -> None:
     sc.add_argument("--out", help="also write the JSON result to this file")
     sc.add_argument(
         "--store",
-        help="store folder whose stage cache holds a SynthCC dataset's judges and CLIP "
-        "(default ./.mvbench or $MVBENCH_STORE)",
+        help="store folder: its stage cache holds a SynthCC dataset's judges and CLIP, its "
+        "MLflow the scores (default ./.mvbench or $MVBENCH_STORE)",
+    )
+    sc.add_argument(
+        "--no-track",
+        action="store_true",
+        help="do not record the scores in the store's MLflow (experiment mvbench-score)",
     )
     sc.add_argument("--quiet", action="store_true", help="no progress bars")
     sc.set_defaults(func=cmd_score)
@@ -219,8 +245,13 @@ def add_parsers(sub) -> None:
     bl.add_argument("--json", action="store_true")
     bl.add_argument(
         "--store",
-        help="store folder whose stage cache holds a SynthCC dataset's judges and CLIP "
-        "(default ./.mvbench or $MVBENCH_STORE)",
+        help="store folder: its stage cache holds a SynthCC dataset's judges and CLIP, its "
+        "MLflow the scores (default ./.mvbench or $MVBENCH_STORE)",
+    )
+    bl.add_argument(
+        "--no-track",
+        action="store_true",
+        help="do not record the scores in the store's MLflow (experiment mvbench-baselines)",
     )
     bl.add_argument("--quiet", action="store_true")
     bl.set_defaults(

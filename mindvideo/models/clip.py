@@ -6,10 +6,6 @@ import difflib
 import functools
 import json
 import math
-import os
-import shutil
-import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +16,11 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.model import set_model_preprocess_cfg
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from mindvideo.data.cc2017 import open_stimuli, read_metadata, resolve_root
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.models.clip_config import ClipConfig, work_units  # noqa: F401  (re-exported)
-from mindvideo.train.schedules import warmup_cosine
 
 VERSION = 2  # bump when training changes, so cached models are retrained
 FOLDER = "clip"  # <dataset root>/clip/
@@ -299,59 +294,9 @@ def frame_class_names(root: Path) -> list[str]:
     return [str(n) for n in names]
 
 
-def sub_caption(caption: str, words: tuple[int, int], rng: np.random.Generator) -> str:
-    """k random words of `caption` in their order, k uniform in `words` (a partial description)."""
-    tokens = caption.split()
-    k = int(rng.integers(words[0], words[1] + 1))
-    if k >= len(tokens):
-        return caption
-    keep = np.sort(rng.choice(len(tokens), k, replace=False))
-    return " ".join(tokens[i] for i in keep)
-
-
-def contrastive_loss(
-    image: torch.Tensor, text: torch.Tensor, positives: torch.Tensor, logit_scale: torch.Tensor
-) -> torch.Tensor:
-    """Symmetric InfoNCE with several positives per row.
-
-    image (B, D) and text (T, D) are L2-normalised; positives (T, B) is True where text t
-    describes image b (every text and every image needs at least one). Each direction is a
-    cross-entropy against the uniform distribution over the row's positives; with one positive
-    per row this is open_clip's ClipLoss. Frames of one scene share a caption, so counting only
-    a diagonal would push duplicates apart as negatives.
-    """
-    logits = logit_scale * image @ text.T  # (B, T)
-    pos = positives.float()
-    image_targets = pos.T / pos.T.sum(1, keepdim=True)  # (B, T)
-    text_targets = pos / pos.sum(1, keepdim=True)  # (T, B)
-    image_to_text = -(image_targets * F.log_softmax(logits, dim=1)).sum(1).mean()
-    text_to_image = -(text_targets * F.log_softmax(logits.T, dim=1)).sum(1).mean()
-    return 0.5 * (image_to_text + text_to_image)
-
-
-def caption_positives(texts: Sequence[str], captions: Sequence[str]) -> torch.Tensor:
-    """(T, C) True where every word of texts[t] occurs in captions[c].
-
-    A sub-caption ("red triangle") is a true description of every frame whose caption contains
-    its words, so all those frames are its positives, not only the scene it was cut from.
-    """
-    words = [set(c.split()) for c in captions]
-    return torch.tensor([[set(t.split()) <= w for w in words] for t in texts], dtype=torch.bool)
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    # As open_clip's trainer: no decay on norms, biases, other 1-D parameters or the temperature.
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        exclude = p.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if exclude else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def _evaluate(clip: ClipModel, test: CaptionedFrames, class_names: list[str]) -> dict[str, float]:
+def evaluate_frames(
+    clip: ClipModel, test: CaptionedFrames, class_names: list[str]
+) -> dict[str, float]:
     """Zero-shot frame classification and image->caption retrieval on held-out frames."""
     images = torch.from_numpy(clip.image_embeddings(test.frames.numpy()))  # (n, D)
     prompts = torch.from_numpy(clip.text_embeddings([PROMPT.format(n) for n in class_names]))
@@ -376,148 +321,7 @@ def evaluate_clip(clip: ClipModel, root: Path) -> dict[str, float]:
     top-5 over the frame classes) and image->caption retrieval on a SynthCC dataset's test frames.
     """
     root = resolve_root(Path(root))
-    return _evaluate(clip, load_captioned_frames(root, "test", 1), frame_class_names(root))
-
-
-def _channel_stats(frames: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    x = frames.reshape(-1, 3).double() / 255.0
-    mean = x.mean(0)
-    std = x.std(0).clamp_min(1e-3)
-    return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
-
-
-def _train(
-    root: Path, cfg: ClipConfig, progress: Progress
-) -> tuple[open_clip.CLIP, dict, dict, dict[str, float]]:
-    """Train and evaluate; returns (model, open_clip model config, preprocess config, metrics)."""
-    meta = read_metadata(root)
-    height, width = int(meta.get("height", 0)), int(meta.get("width", 0))
-    train = load_captioned_frames(root, "train", cfg.frame_stride)
-    test = load_captioned_frames(root, "test", 1)
-    class_names = frame_class_names(root)
-    size = cfg.image_size or min(height or train.frames.shape[1], width or train.frames.shape[2])
-    model_cfg = model_config(cfg, size)
-    mean, std = _channel_stats(train.frames)
-    preprocess_cfg = {
-        "size": size,
-        "mode": "RGB",
-        "mean": mean,
-        "std": std,
-        "interpolation": "bicubic",
-        "resize_mode": "shortest",
-        "fill_color": 0,
-    }
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = build_clip(model_cfg)
-    set_model_preprocess_cfg(model, preprocess_cfg)
-    tokenizer = build_tokenizer(cfg.context_length)
-    rng = np.random.default_rng([cfg.seed, 1])  # batch order and sub-captions
-
-    n = train.frames.shape[0]
-    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the ragged last batch
-    total = steps_per_epoch * cfg.epochs
-    warmup_steps = max(1, round(cfg.warmup * total))
-    optimiser = torch.optim.AdamW(
-        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
-    )
-    model.train()
-    started = time.perf_counter()
-    step, loss_value = 0, float("nan")
-    for epoch in range(cfg.epochs):
-        order = torch.from_numpy(rng.permutation(n))
-        epoch_loss = 0.0
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            present, caption_of_image = torch.unique(train.caption_index[idx], return_inverse=True)
-            captions = [train.captions[i] for i in present.tolist()]
-            texts = list(captions)
-            if cfg.sub_caption_words is not None:
-                # Sub-captions ("red triangle", "small over") are shared by many scenes, so the
-                # image tower must learn each attribute instead of recognising training scenes.
-                texts += [sub_caption(c, cfg.sub_caption_words, rng) for c in captions]
-            positives = caption_positives(texts, captions)[:, caption_of_image]  # (T, B)
-            for group in optimiser.param_groups:
-                group["lr"] = cfg.lr * warmup_cosine(step, total, warmup_steps)
-            pixels = frames_to_pixels(train.frames[idx], size, mean, std)  # (B, 3, size, size)
-            image = model.encode_image(pixels, normalize=True)  # (B, D)
-            text = model.encode_text(tokenizer(texts), normalize=True)  # (T, D)
-            loss = contrastive_loss(image, text, positives, model.logit_scale.exp())
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            epoch_loss += loss.item()
-            step += 1
-        loss_value = epoch_loss / steps_per_epoch
-        progress(1, f"clip epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.3f}")
-    seconds = time.perf_counter() - started
-
-    clip = ClipModel(model, tokenizer, size, mean, std)
-    metrics = _evaluate(clip, test, class_names)
-    progress(1, "clip zero-shot evaluation")
-    metrics.update(
-        {
-            "clip_train_loss": loss_value,
-            "clip_train_seconds": seconds,
-            "clip_train_frames": float(n),
-            "clip_train_captions": float(len(train.captions)),
-            "clip_logit_scale": float(model.logit_scale.exp().item()),
-        }
-    )
-    return model, model_cfg, preprocess_cfg, metrics
-
-
-def _provenance(cfg: ClipConfig) -> dict:
-    """What metrics.json records of the training: code version, config, seed."""
-    return {"version": VERSION, "config": cfg.model_dump(mode="json"), "seed": cfg.seed}
-
-
-def train_domain_clip(
-    root: Path,
-    cfg: ClipConfig | None = None,
-    progress: Progress | None = None,
-    out: Path | None = None,
-) -> dict:
-    """Train the synthetic-domain CLIP on a SynthCC dataset's training frames and captions.
-
-    Writes <root>/clip/ (or `out`: weights, model_config.json, open_clip_config.json,
-    metrics.json) and returns the metrics: zero-shot top-1/top-5 over the frame classes and
-    image->caption retrieval on the test segments. Not cached here: the `foundation` stage
-    trains it once into the stage cache. Load the model with `load_clip(<root>/clip)`.
-    """
-    cfg = cfg or ClipConfig()
-    root = resolve_root(Path(root))
-    out = Path(out) if out is not None else root / FOLDER
-    record = _provenance(cfg)
-
-    tick = progress or (lambda n, what: None)
-    model, model_cfg, preprocess_cfg, metrics = _train(root, cfg, tick)
-    result = {**metrics, **record}
-
-    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE))
-        (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(model_cfg, indent=1))
-        (tmp / OPEN_CLIP_CONFIG_FILE).write_text(
-            json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=1)
-        )
-        (tmp / METRICS_FILE).write_text(json.dumps(result, indent=1))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return result
+    return evaluate_frames(clip, load_captioned_frames(root, "test", 1), frame_class_names(root))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,9 +332,13 @@ def _read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e}); retrain with train_domain_clip") from None
+        raise DataError(
+            f"{path}: not valid JSON ({e}); retrain with train_domain_clip (mindvideo.train.clip)"
+        ) from None
     if not isinstance(value, dict):
-        raise DataError(f"{path}: expected a JSON object; retrain with train_domain_clip")
+        raise DataError(
+            f"{path}: expected a JSON object; retrain with train_domain_clip (mindvideo.train.clip)"
+        )
     return value
 
 
@@ -544,7 +352,9 @@ def _load_ours(folder: Path, device: str) -> ClipModel:
         )
     weights = folder / WEIGHTS_FILE
     if not weights.exists():
-        raise DataError(f"{weights}: weights not found; retrain with train_domain_clip")
+        raise DataError(
+            f"{weights}: weights not found; retrain with train_domain_clip (mindvideo.train.clip)"
+        )
     preprocess: dict = {}
     if (folder / OPEN_CLIP_CONFIG_FILE).exists():
         preprocess = _read_json(folder / OPEN_CLIP_CONFIG_FILE).get("preprocess_cfg", {})
@@ -561,7 +371,7 @@ def _load_ours(folder: Path, device: str) -> ClipModel:
     except RuntimeError as e:
         raise DataError(
             f"{weights}: does not fit the model of {folder / MODEL_CONFIG_FILE} "
-            f"({_first_line(e)}); retrain with train_domain_clip"
+            f"({_first_line(e)}); retrain with train_domain_clip (mindvideo.train.clip)"
         ) from None
     size = model_cfg["vision_cfg"].get("image_size", 224)
     preprocess = {
@@ -640,7 +450,8 @@ def _load_open_clip(path: Path, model_name: str, device: str) -> ClipModel:
 def load_clip(path: Path | str, model_name: str | None = None, device: str = "cpu") -> ClipModel:
     """Load a CLIP for embedding frames and captions.
 
-    - a folder with our model_config.json (from `train_domain_clip`): the synthetic-domain CLIP;
+    - a folder with our model_config.json (from mindvideo.train.clip): the synthetic-domain
+      CLIP;
     - a folder in open_clip's local layout (open_clip_config.json + weights): via `local-dir:`;
     - a checkpoint file plus `model_name` (e.g. "ViT-L-14"): the real-data path, built by
       `open_clip.create_model_and_transforms(model_name, pretrained=path)`.
@@ -649,7 +460,7 @@ def load_clip(path: Path | str, model_name: str | None = None, device: str = "cp
     path = Path(path)
     if not path.exists():
         raise DataError(
-            f"{path}: CLIP not found; give the folder written by train_domain_clip "
+            f"{path}: CLIP not found; give the folder written by mindvideo.train.clip "
             "(<dataset>/clip) or a local open_clip checkpoint file with its model_name"
         )
     if path.is_dir():
@@ -659,7 +470,7 @@ def load_clip(path: Path | str, model_name: str | None = None, device: str = "cp
             return _load_open_clip(path, f"local-dir:{path}", device)
         raise DataError(
             f"{path}: folder has no {MODEL_CONFIG_FILE} (nor {OPEN_CLIP_CONFIG_FILE}); train one "
-            "with train_domain_clip, or give a checkpoint file and its open_clip model_name"
+            "with mindvideo.train.clip, or give a checkpoint file and its open_clip model_name"
         )
     if model_name is None:
         raise DataError(

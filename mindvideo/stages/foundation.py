@@ -69,8 +69,8 @@ def run(
         ctx.progress(1, "pre-trained models recorded")
         return StageResult(metrics={}, artifacts=[Path(POINTERS)])
 
-    from mindvideo.eval.judges import train_synth_judges
-    from mindvideo.models.clip import train_domain_clip
+    from mindvideo.train.clip import train_domain_clip
+    from mindvideo.train.judges import train_synth_judges
 
     dataset = dataset_root(inputs["dataset"])
     judge_metrics = train_synth_judges(dataset, cfg.judges, ctx.progress, out=out / "judges")

@@ -90,6 +90,18 @@ def test_shuffled_predictions_score_near_chance(dataset, truth_dir, tmp_path, ca
     assert m["epe"] > 0 and "hue_sim" in m and "clip_pcc_allpairs" in m
     code, out, _ = run(capsys, "score", "--pred", pred, "--truth", truth_dir, "--quiet")
     assert code == 0 and "video_2way_top1" in out and "95% CI" in out
+    # each call is tracked in the store's MLflow, as a suite's runs are
+    from mlflow import MlflowClient
+
+    from harness.tracking import default_uri
+
+    client = MlflowClient(tracking_uri=default_uri(STORE[0]))
+    exp = client.get_experiment_by_name("mvbench-score")
+    tracked = client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
+    shuffled = [r for r in tracked if r.info.run_name == "shuffled"]
+    assert len(shuffled) == 2 and all(r.info.status == "FINISHED" for r in shuffled)
+    assert shuffled[0].data.metrics["ssim"] == pytest.approx(m["ssim"])
+    assert shuffled[0].data.params["truth"] in (str(dataset), str(truth_dir))
 
 
 def test_gif_reconstructions_are_scored(dataset, truth_dir, tmp_path, capsys):
@@ -149,6 +161,14 @@ def test_baselines_run_and_score(dataset, tmp_path, capsys):
     clips = np.load(out / "subject1" / "ridge" / "clips.npy")
     assert clips.shape == (2 * 37, 6, 32, 32, 3)
     assert (out / "metrics.json").exists()
+    from mlflow import MlflowClient
+
+    from harness.tracking import default_uri
+
+    client = MlflowClient(tracking_uri=default_uri(STORE[0]))
+    exp = client.get_experiment_by_name("mvbench-baselines")
+    tracked = client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
+    assert {r.info.run_name for r in tracked} >= {"ridge / subject1", "shuffled / subject1"}
 
 
 def test_an_unknown_extra_metric_is_named(dataset, truth_dir, capsys):

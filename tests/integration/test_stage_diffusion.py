@@ -13,12 +13,13 @@ from PIL import Image
 
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.models import diffusion as D
-from mindvideo.models.clip import load_captioned_frames, train_domain_clip
+from mindvideo.models.clip import load_captioned_frames
 from mindvideo.models.clip_config import ClipConfig
 from mindvideo.models.diffusion import load_diffusion
 from mindvideo.models.diffusion_config import DiffusionConfig, UNetConfig, VAEConfig
 from mindvideo.stages import diffusion
 from mindvideo.stages.base import StageContext
+from mindvideo.train.clip import train_domain_clip
 
 TOY = DiffusionConfig(
     vae=VAEConfig(block_out_channels=(8, 8), norm_num_groups=4, steps=4, batch_size=4, crop=16),

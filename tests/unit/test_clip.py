@@ -23,15 +23,12 @@ from mindvideo.models.clip import (
     ClipModel,
     build_clip,
     build_tokenizer,
-    caption_positives,
-    contrastive_loss,
     evaluate_clip,
     frames_to_pixels,
     load_clip,
     model_config,
-    sub_caption,
-    train_domain_clip,
 )
+from mindvideo.train.clip import caption_positives, contrastive_loss, sub_caption, train_domain_clip
 
 # Small enough to train on the smoke dataset (32 px) in a few seconds on one core.
 SMALL = ClipConfig(

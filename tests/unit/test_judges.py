@@ -18,12 +18,11 @@ from mindvideo.eval.judges import (
     FrameJudgeConfig,
     JudgeConfig,
     VideoJudgeConfig,
-    dihedral,
     load_judge,
     load_synth_judges,
-    train_synth_judges,
     work_units,
 )
+from mindvideo.train.judges import dihedral, train_synth_judges
 
 SMALL = JudgeConfig(
     frame=FrameJudgeConfig(
