@@ -157,6 +157,19 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    p.add_argument(
+        "--store",
+        help="store folder: its stage cache holds a SynthCC dataset's judges and CLIP, its "
+        "MLflow the scores (default ./.mvbench or $MVBENCH_STORE)",
+    )
+    p.add_argument(
+        "--no-track",
+        action="store_true",
+        help=f"do not record the scores in the store's MLflow (experiment mvbench-{command})",
+    )
+
+
 def add_parsers(sub) -> None:
     """This group's commands, on the top-level subparsers."""
     sc = sub.add_parser("score", help="score reconstructions against ground truth")
@@ -200,16 +213,7 @@ def add_parsers(sub) -> None:
     sc.add_argument("--clip-model", help="open_clip model name of --clip (e.g. ViT-B-32)")
     sc.add_argument("--json", action="store_true", help="print the result as JSON")
     sc.add_argument("--out", help="also write the JSON result to this file")
-    sc.add_argument(
-        "--store",
-        help="store folder: its stage cache holds a SynthCC dataset's judges and CLIP, its "
-        "MLflow the scores (default ./.mvbench or $MVBENCH_STORE)",
-    )
-    sc.add_argument(
-        "--no-track",
-        action="store_true",
-        help="do not record the scores in the store's MLflow (experiment mvbench-score)",
-    )
+    _store_arguments(sc, "score")
     sc.add_argument("--quiet", action="store_true", help="no progress bars")
     sc.set_defaults(func=cmd_score)
 
@@ -243,16 +247,7 @@ def add_parsers(sub) -> None:
         "baseline, sample GIFs) and metrics.json here",
     )
     bl.add_argument("--json", action="store_true")
-    bl.add_argument(
-        "--store",
-        help="store folder: its stage cache holds a SynthCC dataset's judges and CLIP, its "
-        "MLflow the scores (default ./.mvbench or $MVBENCH_STORE)",
-    )
-    bl.add_argument(
-        "--no-track",
-        action="store_true",
-        help="do not record the scores in the store's MLflow (experiment mvbench-baselines)",
-    )
+    _store_arguments(bl, "baselines")
     bl.add_argument("--quiet", action="store_true")
     bl.set_defaults(
         func=cmd_baselines, frame_judge=None, video_judge=None, clip=None, clip_model=None

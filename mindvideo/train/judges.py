@@ -36,12 +36,9 @@ from mindvideo.data.cc2017 import (
 )
 from mindvideo.data.synth.world import DIRECTIONS
 from mindvideo.errors import ConfigError, DataError
-from mindvideo.eval.judge_config import (  # noqa: F401  (re-exported)
-    FrameJudgeConfig,
+from mindvideo.eval.judge_config import (
     JudgeConfig,
-    VideoJudgeConfig,
     _JudgeTraining,
-    work_units,
 )
 from mindvideo.eval.judges import (
     JUDGES_DIR,
