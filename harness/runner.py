@@ -23,7 +23,7 @@ from harness.lease import DEFAULT_TIMEOUT_S, RunLease, store_id
 from harness.plan import Plan, Run, headline_metrics
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
-from mindvideo.stages.base import StageContext
+from mindvideo.stages.base import PER_SAMPLE, StageContext
 from mindvideo.stages.registry import get_stage
 
 HEADLINE_STAGE = "evaluate"  # its metrics are logged unprefixed: they are the suite's results
@@ -387,11 +387,11 @@ class Runner:
             ]
             if child is None or not evaluate:
                 continue
-            scores = self.cache.path(evaluate[0]) / "per_sample.npz"
+            scores = self.cache.path(evaluate[0]) / PER_SAMPLE
             if not scores.exists():
                 continue
             have = {a.path for a in self.tracker.client.list_artifacts(child.info.run_id)}
-            if "per_sample.npz" not in have:
+            if PER_SAMPLE not in have:
                 self.tracker.log_artifact(child.info.run_id, scores)
 
     def _worker_may_live(self, exp: str, child) -> bool:

@@ -46,7 +46,7 @@ from mindvideo.errors import ConfigError
 
 # per_sample.npz holds, beside the metrics, the scored clips' names and, where the dataset
 # knows them, their scenes (the evaluate stage writes both)
-from mindvideo.stages.evaluate import BLOCKS_KEY, NAMES_KEY
+from mindvideo.stages.base import BLOCKS_KEY, NAMES_KEY
 
 AVERAGE = "average"
 METHODS = ("block", "clip")

@@ -55,6 +55,11 @@ class StageResult:
 RECONSTRUCTIONS = "clips.npy"  # (n, F, H, W, 3) uint8
 NAMES = "names.txt"  # one <segment>_<clip:03d> per line, the order of clips.npy
 SYNTHCC_FOLDER = "synthcc"  # where the `simulate` stage writes its dataset
+# What `evaluate` writes for the report's paired statistics: metric -> (n,) per-sample scores,
+# with the scored clips' names and, where the dataset gives them, their scenes.
+PER_SAMPLE = "per_sample.npz"
+NAMES_KEY = "__names__"  # <segment>_<clip:03d> of each score, in order
+BLOCKS_KEY = "__blocks__"  # <segment>/<scene> of each score
 
 
 def dataset_root(path: Path) -> Path:

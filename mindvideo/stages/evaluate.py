@@ -14,7 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mindvideo.data.cc2017 import open_stimuli
 from mindvideo.errors import DataError
 from mindvideo.stages.base import (
+    BLOCKS_KEY,
     NAMES,
+    NAMES_KEY,
+    PER_SAMPLE,
     RECONSTRUCTIONS,
     Stage,
     StageContext,
@@ -24,9 +27,6 @@ from mindvideo.stages.base import (
 )
 
 SCORES = "scores.json"  # the protocol's report: metrics, skipped metrics, per-position scores
-PER_SAMPLE = "per_sample.npz"  # metric -> (n,) per-sample scores and __names__, for paired tests
-NAMES_KEY = "__names__"  # the scored clips' names in PER_SAMPLE
-BLOCKS_KEY = "__blocks__"  # their scenes (<segment>/<scene>), where the dataset gives them
 SAMPLES = "samples.npz"  # truth and reconstruction of the first few test clips, with names
 
 
