@@ -392,3 +392,17 @@ def make_hcp_corpus(root: Path, subjects: int = 3, n_tr: int = 40, seed: int = 0
         data = 100 + rng.standard_normal((n_tr, 44))
         write_run(hcp_run_path(root, f"{100307 + i}"), data)
     return root
+
+
+def write_layout(root, n_seg=3, n_tr=4, voxels=20, frames=6, size=8, text=True):
+    """MinD-Video's preprocessed .npy layout for subject1: fMRI, 3 Hz video, captions."""
+    rng = np.random.default_rng(0)
+    np.save(root / "fmri_train_subject1.npy", rng.standard_normal((n_seg, n_tr, voxels)))
+    np.save(root / "fmri_test_subject1.npy", rng.standard_normal((n_seg * n_tr, voxels)))
+    shape = (n_seg, n_tr, frames, size, size, 3)
+    np.save(root / "video_train_256_3hz.npy", rng.integers(0, 255, shape, dtype=np.uint8))
+    np.save(root / "video_test_256_3hz.npy", rng.integers(0, 255, shape, dtype=np.uint8))
+    if text:
+        caps = np.array([[f"clip {s} {t}" for t in range(n_tr)] for s in range(n_seg)])
+        np.save(root / "text_train_256_3hz.npy", caps)
+    return root

@@ -139,6 +139,9 @@ def _print_report(report: dict) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    skipped = {e["lag_skipped"] for e in report["subjects"].values() if "lag_skipped" in e}
+    for why in sorted(skipped):
+        print(f"lag: not estimated: {why}")
     if "checks" in report:
         failed = [c for c in report["checks"] if not c["passed"]]
         if failed:

@@ -239,10 +239,18 @@ def _validate(rec, cfg, stimuli, truth, root, max_lag, tick) -> dict:
         }
         out["true_lag_tr"] = int(truth["subjects"][rec.subject]["true_lag_tr"])
     clips = {s: stimuli.clips(s) for s in rec.segments("train")} if stimuli else {}
-    if sum(c is not None for c in clips.values()) >= 2:
-        curve = lag_curve(fmri, clips, max_lag=max_lag)
+    tables = {s: c for s, c in clips.items() if c is not None}
+    annotated = {s: c for s, c in tables.items() if set(LABEL_COLUMNS) <= set(c.columns)}
+    if len(annotated) >= 2:
+        curve = lag_curve(fmri, annotated, max_lag=max_lag)
         out["lag_accuracy"] = {str(k): round(v, 4) for k, v in curve.items()}
         out["lag_peak_tr"] = int(max(curve, key=curve.get))
+    elif tables:  # real data: captions, not SynthCC's attributes; the rest of the report stands
+        out["lag_skipped"] = (
+            f"the lag analysis decodes {', '.join(LABEL_COLUMNS)} from the fMRI and the "
+            f"<segment>_clips.csv tables have {'only ' if not annotated else ''}"
+            f"{len(annotated)} annotated training segment(s) of {len(tables)} (it needs 2)"
+        )
     return out
 
 

@@ -132,6 +132,21 @@ def test_real_layout_without_truth_summarises_and_validates_what_it_can(tmp_path
     assert "roi_recall" not in sub
 
 
+def test_inspect_of_captions_only_clips_keeps_the_rest_and_says_why_no_lag(tmp_path, capsys):
+    """Real data's <segment>_clips.csv hold captions, not SynthCC's attributes: the lag
+    analysis is skipped with its reason, and the noise ceiling computed before it is kept."""
+    from conftest import write_stimuli
+
+    make_cc2017(tmp_path, train=[("seg1", 2), ("seg2", 2), ("seg3", 2)], test=[("test1", 4)])
+    write_stimuli(tmp_path, {"seg1": 12, "seg2": 12, "seg3": 12, "test1": 12})
+    code, out, _ = run(capsys, "data", "inspect", str(tmp_path), "--json", "--quiet")
+    sub = json.loads(out)["subjects"]["subject1"]
+    assert code == 0 and sub["noise_ceiling"] > 0.5 and "lag_accuracy" not in sub
+    assert "shape, colour, direction" in sub["lag_skipped"]
+    code, out, _ = run(capsys, "data", "inspect", str(tmp_path), "--quiet")
+    assert code == 0 and "lag: not estimated: the lag analysis decodes" in out
+
+
 def test_console_script_reports_errors_without_traceback(tmp_path):
     exe = shutil.which("mvbench") or f"{sys.executable} -m harness.cli"
     proc = subprocess.run(
@@ -143,7 +158,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 
 
 def test_inspect_reads_the_other_layouts(smoke_dataset, tmp_path, capsys):
-    from test_mindvideo_npy import write_layout
+    from conftest import write_layout
 
     code, out, _ = run(capsys, "data", "inspect", str(smoke_dataset / "hcp"), "--json")
     report = json.loads(out)

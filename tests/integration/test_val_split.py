@@ -122,7 +122,7 @@ def test_held_out_segments_that_do_not_fit_are_named(tmp_path, val, message):
 
 
 def test_mindvideo_npy_holds_out_training_segments(tmp_path):
-    from test_mindvideo_npy import write_layout
+    from conftest import write_layout
 
     from mindvideo.data.mindvideo_npy import hold_out, load_split, to_samples
 

@@ -1,21 +1,9 @@
 import numpy as np
 import pytest
+from conftest import write_layout
 
 from mindvideo.data.mindvideo_npy import check_finite, list_subjects, load_split
 from mindvideo.errors import DataError
-
-
-def write_layout(root, n_seg=3, n_tr=4, voxels=20, frames=6, size=8, text=True):
-    rng = np.random.default_rng(0)
-    np.save(root / "fmri_train_subject1.npy", rng.standard_normal((n_seg, n_tr, voxels)))
-    np.save(root / "fmri_test_subject1.npy", rng.standard_normal((n_seg * n_tr, voxels)))
-    shape = (n_seg, n_tr, frames, size, size, 3)
-    np.save(root / "video_train_256_3hz.npy", rng.integers(0, 255, shape, dtype=np.uint8))
-    np.save(root / "video_test_256_3hz.npy", rng.integers(0, 255, shape, dtype=np.uint8))
-    if text:
-        caps = np.array([[f"clip {s} {t}" for t in range(n_tr)] for s in range(n_seg)])
-        np.save(root / "text_train_256_3hz.npy", caps)
-    return root
 
 
 def test_layout_loads_with_or_without_segment_axis(tmp_path):
