@@ -137,7 +137,8 @@ def all_subjects(profile: Profile) -> list[str]:
 
 def local_paths(profile: Profile, names: list[str]) -> dict[str, str]:
     """The profile keys naming local files and folders that a real-data run of these stages
-    reads (key -> kind: dir, file, any, or name for a value that is not a path)."""
+    reads (key -> kind: dir, dir:<file> for a folder that must hold that file, file, any, or
+    name for a value that is not a path)."""
     if profile.data.source == "synth":
         return {}  # SynthCC: every model is trained in the run, the dataset simulated
     keys = {"data.root": "dir"}
@@ -163,8 +164,13 @@ def check_local_paths(profile: Profile, stages: list[str]) -> None:
         path = Path(value)
         if not path.exists():
             problems.append(f"{profile.source}: {key}: {value} does not exist")
-        elif kind == "dir" and not path.is_dir():
+        elif kind.startswith("dir") and not path.is_dir():
             problems.append(f"{profile.source}: {key}: {value} is a file; give a folder")
+        elif kind.startswith("dir:") and not (path / kind[4:]).is_file():
+            problems.append(
+                f"{profile.source}: {key}: {value} has no {kind[4:]}; give the folder a "
+                "save_pretrained call wrote (see the profile's comment on this key)"
+            )
         elif kind == "file" and not path.is_file():
             problems.append(f"{profile.source}: {key}: {value} is a folder; give a file")
     if problems:

@@ -109,7 +109,8 @@ class Stage:
     key_renamed: Mapping[tuple[str, ...], Mapping[str, str]] = field(default_factory=dict)
     test_split_metrics: tuple[str, ...] = ()  # name prefixes computed on the test split
     held_out_metrics: tuple[str, ...] = ()  # ... on val segments, or test without them
-    # profile -> the keys naming local files it reads on real data (key -> dir/file/any/name)
+    # profile -> the keys naming local files it reads on real data (key -> dir, dir:<a file the
+    # folder must hold>, file, any, name)
     local_paths: Callable[[Any], Mapping[str, str]] | None = None
     check_profile: Callable[[Any], None] | None = None  # cross-section checks at load
 

@@ -232,5 +232,5 @@ STAGE = Stage(
     work_units=work_units,
     # Scored on the test stimuli (the synthetic-domain models' own check, no fMRI): not to tune on.
     test_split_metrics=("vae_psnr", "unet_val_loss", "sample_class_top1"),
-    local_paths=lambda profile: {"diffusion.pretrained": "dir"},
+    local_paths=lambda profile: {"diffusion.pretrained": "dir:model_index.json"},  # diffusers
 )

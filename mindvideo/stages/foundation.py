@@ -106,8 +106,8 @@ def configure(profile, subject: str) -> FoundationConfig:
 
 def local_paths(profile) -> dict[str, str]:
     return {
-        "eval.frame_judge": "dir",
-        "eval.video_judge": "dir",
+        "eval.frame_judge": "dir:config.json",  # a transformers save_pretrained folder
+        "eval.video_judge": "dir:config.json",
         "eval.clip_checkpoint": "any",  # a checkpoint file, or an open_clip folder
         "eval.clip_model": "name",
     }

@@ -238,6 +238,19 @@ def test_plan_reads_the_paths_from_the_environment(paper_env, tmp_path, capsys):
     assert "align" not in out  # MinD-Video: the encoder's condition goes to SD as it is
 
 
+def test_empty_model_folders_stop_the_plan(paper_env, tmp_path, monkeypatch, capsys):
+    """A model folder must hold what save_pretrained writes, not only exist: an empty SD or
+    judge folder is refused by `plan`, not hours later by `run`."""
+    spec = write_spec(tmp_path, SUITE)
+    for name, variable in (("sd", "MINDVIDEO_SD15"), ("vit", "MINDVIDEO_FRAME_JUDGE")):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(variable, str(tmp_path / name))
+    assert main(["plan", str(spec), "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert f"diffusion.pretrained: {tmp_path / 'sd'} has no model_index.json" in err
+    assert f"eval.frame_judge: {tmp_path / 'vit'} has no config.json" in err
+
+
 def test_a_missing_path_stops_before_any_work(paper_env, tmp_path, monkeypatch, capsys):
     spec = write_spec(tmp_path, SUITE)
     store = tmp_path / "store"
