@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BeforeValidator
 
-from mindvideo.data.cifti import DtseriesInfo, dtseries_info, read_cortical
+from mindvideo.data.cifti import DtseriesInfo, dtseries_info, read_cortical, surface_points
 from mindvideo.errors import DataError
 
 RUN_FILE = re.compile(
@@ -131,7 +131,11 @@ class Recording:
     def load(self, split: str, segment: str) -> np.ndarray:
         """All repeats of one segment: (repeats, volumes, cortical vertices) float32."""
         paths = self.runs[split][segment]
-        arrays = [read_cortical(p) for p in paths]
+        # every run's columns in the order of the subject's first run (the same vertices)
+        first = next(
+            p for by_segment in self.runs.values() for ps in by_segment.values() for p in ps
+        )
+        arrays = [_aligned_columns(read_cortical(p), p, first) for p in paths]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             desc = ", ".join(
@@ -142,6 +146,31 @@ class Recording:
                 "to a common length"
             )
         return np.stack(arrays)
+
+
+def _aligned_columns(data: np.ndarray, path: Path, reference: Path) -> np.ndarray:
+    """A run's cortical columns in the order of `reference`'s, matched by surface structure
+    and mesh vertex (a run written in another order gives the same vertices in the same
+    columns); runs on other vertices are refused."""
+    if path == reference:
+        return data
+    here, there = surface_points(path), surface_points(reference)
+    if np.array_equal(here.vertex, there.vertex) and np.array_equal(
+        here.structure, there.structure
+    ):
+        return data
+    position = {
+        (s, int(v)): i for i, (s, v) in enumerate(zip(here.structure, here.vertex, strict=True))
+    }
+    wanted = [(s, int(v)) for s, v in zip(there.structure, there.vertex, strict=True)]
+    missing = [key for key in wanted if key not in position]
+    if missing or len(position) != len(wanted):
+        raise DataError(
+            f"{path}: its cortical grayordinates are not those of {reference.name} "
+            f"({len(position)} vs {len(wanted)}; e.g. {missing[:1] or 'extra vertices'}); "
+            "all runs of a subject must be on the same surface mesh"
+        )
+    return data[:, [position[key] for key in wanted]]
 
 
 def open_subject(root: Path, subject: str, val_segments: ValSegments = ()) -> Recording:

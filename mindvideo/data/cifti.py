@@ -80,9 +80,24 @@ def _cortical_columns(path: Path, axis: object) -> np.ndarray | slice:
     cols = np.nonzero(axis.surface_mask)[0]
     if cols.size == 0:
         raise DataError(f"{path}: has no cortical surface grayordinates (CORTEX_LEFT/RIGHT)")
-    if cols[-1] - cols[0] + 1 == cols.size:
+    # Left hemisphere first, as HCP's files store them: a file written right before left is
+    # read in the same order as the others (a stable sort keeps each surface's vertex order).
+    names = np.asarray(axis.name[cols]).astype(str)
+    rank = np.where(np.char.endswith(names, "CORTEX_LEFT"), 0, 1)
+    rank[~np.char.endswith(names, "CORTEX_LEFT") & ~np.char.endswith(names, "CORTEX_RIGHT")] = 2
+    cols = cols[np.argsort(rank, kind="stable")]
+    if (np.diff(cols) == 1).all():
         return slice(int(cols[0]), int(cols[-1]) + 1)
     return cols
+
+
+def _read_columns(dataobj, rows, cols: np.ndarray | slice) -> np.ndarray:
+    """dataobj[rows, cols] for a (memory-mapped) CIFTI data block, which reads slices only:
+    the span of the columns, then those columns in the order asked for."""
+    if isinstance(cols, slice):
+        return np.asarray(dataobj[rows, cols])
+    lo, hi = int(cols.min()), int(cols.max()) + 1
+    return np.asarray(dataobj[rows, lo:hi])[..., cols - lo]
 
 
 @dataclass(frozen=True)
@@ -120,7 +135,7 @@ def read_cortical(path: Path) -> np.ndarray:
     img = _open(path)
     cols = _cortical_columns(path, img.header.get_axis(1))
     try:
-        data = np.asarray(img.dataobj[:, cols], dtype=np.float32)
+        data = _read_columns(img.dataobj, slice(None), cols).astype(np.float32, copy=False)
     except Exception as e:
         raise DataError(
             f"{path}: the data block cannot be read ({type(e).__name__}: {e}); the file is "
@@ -152,7 +167,7 @@ def read_mask(path: Path, n_cortical: int | None = None) -> np.ndarray:
         img = _open(path)
         cols = _cortical_columns(path, img.header.get_axis(1))
         try:
-            mask = np.asarray(img.dataobj[0, cols]) != 0
+            mask = _read_columns(img.dataobj, 0, cols) != 0
         except Exception as e:
             raise DataError(f"{path}: cannot read the mask ({type(e).__name__}: {e})") from None
     if n_cortical is not None and mask.shape[0] != n_cortical:

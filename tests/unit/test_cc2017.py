@@ -89,3 +89,54 @@ def test_file_in_the_wrong_segment_folder(tmp_path):
     dst.write_bytes(src.read_bytes())
     with pytest.raises(DataError, match="names segment seg1 but sits in folder seg2"):
         open_subject(tmp_path, "subject1")
+
+
+def _axis(*surfaces):
+    return brain_axis([SurfaceModel(name, 25, np.asarray(v)) for name, v in surfaces], 4)
+
+
+def test_runs_are_matched_by_structure_and_vertex_not_by_column_order(tmp_path):
+    """A repeat whose hemispheres are stored right before left, or whose vertices come in
+    another order, gives each vertex's values in the same column as the first run."""
+    rng = np.random.default_rng(0)
+    left, right = rng.standard_normal((12, 20)), rng.standard_normal((12, 20))
+    sub = rng.standard_normal((12, 4))
+    standard = _axis(("CORTEX_LEFT", range(20)), ("CORTEX_RIGHT", range(20)))
+    write_run(
+        cc2017_run_path(tmp_path, "subject1", "seg1", 1),
+        np.hstack([left, right, sub]),
+        axis=standard,
+    )
+    swapped = _axis(("CORTEX_RIGHT", range(20)), ("CORTEX_LEFT", range(20)))
+    write_run(
+        cc2017_run_path(tmp_path, "subject1", "seg1", 2),
+        np.hstack([right, left, sub]),
+        axis=swapped,
+    )
+    order = rng.permutation(20)
+    shuffled = _axis(("CORTEX_LEFT", order), ("CORTEX_RIGHT", range(20)))
+    write_run(
+        cc2017_run_path(tmp_path, "subject1", "seg1", 3),
+        np.hstack([left[:, order], right, sub]),
+        axis=shuffled,
+    )
+    write_run(
+        cc2017_run_path(tmp_path, "subject1", "test1", 1),
+        np.hstack([left, right, sub]),
+        axis=standard,
+    )
+    runs = open_subject(tmp_path, "subject1").load("train", "seg1")
+    expected = np.hstack([left, right]).astype(np.float32)
+    for repeat in runs:
+        np.testing.assert_array_equal(repeat, expected)
+
+
+def test_a_run_on_other_vertices_is_refused_by_name(tmp_path):
+    data = np.zeros((12, 44))
+    standard = _axis(("CORTEX_LEFT", range(20)), ("CORTEX_RIGHT", range(20)))
+    write_run(cc2017_run_path(tmp_path, "subject1", "seg1", 1), data, axis=standard)
+    other = _axis(("CORTEX_LEFT", range(1, 21)), ("CORTEX_RIGHT", range(20)))
+    path = write_run(cc2017_run_path(tmp_path, "subject1", "seg1", 2), data, axis=other)
+    write_run(cc2017_run_path(tmp_path, "subject1", "test1", 1), data, axis=standard)
+    with pytest.raises(DataError, match=rf"{path}: its cortical grayordinates are not those of"):
+        open_subject(tmp_path, "subject1").load("train", "seg1")
