@@ -158,68 +158,10 @@ def build_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
     )
 
 
-def _adamw(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-
-
-def _lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.45 * (1 + np.cos(np.pi * min(1.0, progress))))
-
-
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Mean per-image PSNR (dB) of uint8 images."""
     err = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
     return float(np.mean(10 * np.log10(255.0**2 / np.maximum(err, 1e-10))))
-
-
-def train_vae(
-    frames: np.ndarray,
-    cfg: VAEConfig,
-    seed: int,
-    device: str = "cpu",
-    progress: Progress | None = None,
-    log_metric: LogMetric | None = None,
-) -> AutoencoderKL:
-    """L2 reconstruction + KL on uint8 frames (n, H, W, 3); sets the latents' scaling factor."""
-    tick = progress or (lambda n, what: None)
-    log = log_metric or (lambda name, value, step=None: None)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vae = build_vae(cfg, frames.shape[1])
-    vae.to(device).train()
-    opt = _adamw(vae, cfg.lr)
-    rng = np.random.default_rng([seed, 3])
-    noise = torch.Generator(device=device).manual_seed(seed)
-    every = max(1, cfg.steps // 10)
-    running = 0.0
-    for step in range(cfg.steps):
-        idx = np.sort(rng.choice(len(frames), size=min(cfg.batch_size, len(frames)), replace=False))
-        x = to_pixels(frames[idx])
-        if cfg.crop and cfg.crop < min(x.shape[-2:]):  # the autoencoder is convolutional
-            top, left = (int(rng.integers(0, d - cfg.crop + 1)) for d in x.shape[-2:])
-            x = x[..., top : top + cfg.crop, left : left + cfg.crop]
-        x = x.to(device)
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample(generator=noise)).sample
-        loss = F.mse_loss(recon, x) + cfg.kl_weight * posterior.kl().mean()
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.steps, cfg.lr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        running += loss.item()
-        if (step + 1) % every == 0:
-            log("vae_train_loss", running / every, step + 1)
-            tick(every, f"vae step {step + 1}/{cfg.steps} loss {running / every:.4f}")
-            running = 0.0
-    vae.eval()
-    latents = encode(vae, frames[rng.choice(len(frames), min(512, len(frames)), replace=False)])
-    vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
-    return vae
 
 
 @torch.no_grad()
@@ -258,55 +200,6 @@ def diffusion_loss(
     t, noise = t.to(latents.device), noise.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
     return F.mse_loss(unet(noisy, t, cond), noise)
-
-
-def train_unet(
-    latents: torch.Tensor,
-    cond_index: torch.Tensor,
-    cond_tokens: torch.Tensor,
-    cfg: UNetConfig,
-    scheduler: DDPMScheduler,
-    seed: int,
-    device: str = "cpu",
-    progress: Progress | None = None,
-    log_metric: LogMetric | None = None,
-) -> UNet2DConditionModel:
-    """Text-to-image training: scaled latents (n, c, h, w), each with the row of cond_tokens
-    (captions, tokens, dim) it shows; the zero condition replaces it in `cond_dropout` of
-    the samples (the unconditional branch of guidance)."""
-    tick = progress or (lambda n, what: None)
-    log = log_metric or (lambda name, value, step=None: None)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = build_unet(cfg, latents.shape[1], cond_tokens.shape[-1], latents.shape[-1])
-    unet.to(device).train()
-    opt = _adamw(unet, cfg.lr)
-    rng = np.random.default_rng([seed, 4])
-    g = torch.Generator().manual_seed(seed)
-    every = max(1, cfg.steps // 10)
-    running = 0.0
-
-    def predict(noisy, t, cond):
-        return unet(noisy, t, encoder_hidden_states=cond).sample
-
-    for step in range(cfg.steps):
-        idx = torch.from_numpy(rng.choice(len(latents), size=cfg.batch_size, replace=True))
-        cond = cond_tokens[cond_index[idx]]
-        keep = torch.from_numpy(rng.random(len(idx)) >= cfg.cond_dropout).float()
-        cond = (cond * keep[:, None, None]).to(device)
-        loss = diffusion_loss(predict, scheduler, latents[idx].to(device), cond, g)
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.steps, cfg.lr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        running += loss.item()
-        if (step + 1) % every == 0:
-            log("unet_train_loss", running / every, step + 1)
-            tick(every, f"unet step {step + 1}/{cfg.steps} loss {running / every:.4f}")
-            running = 0.0
-    return unet.eval()
 
 
 @torch.no_grad()

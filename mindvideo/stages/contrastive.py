@@ -39,6 +39,7 @@ from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval.metrics import retrieval_top1
 from mindvideo.models.encoder_config import EncoderConfig, MAEConfig
 from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
+from mindvideo.train.loop import fit
 from mindvideo.train.schedules import warmup_cosine_pi_first
 
 HEADLINE_METRICS = ("retrieval50_image_top1", "retrieval50_text_top1")  # at the default n
@@ -229,7 +230,6 @@ def train_contrastive(
     updates of one process with the whole batch, up to float rounding.
     """
     import torch
-    import torch.distributed as dist
 
     from mindvideo.distributed import all_gather_with_grad, check_divisible, wrap_ddp
 
@@ -247,32 +247,35 @@ def train_contrastive(
     tensors = {m: torch.from_numpy(targets[m]).to(device) for m in cfg.modalities}
     x_all = torch.from_numpy(x_train).to(device)
     mine = slice(rank * local, (rank + 1) * local)
-    step, loss_epoch = 0, 0.0
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(len(x_train))
-        running = 0.0
-        for b in range(steps_per_epoch):
-            idx = torch.from_numpy(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-            idx = idx.to(device)
-            lr = cfg.lr * warmup_cosine_pi_first(step, total, warmup)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            emb, scale = net(x_all[idx[mine]])
-            if world > 1:
-                emb = all_gather_with_grad(emb)  # the global batch, in order
-            loss = sum(info_nce(emb, tensors[m][idx], scale) for m in tensors) / len(tensors)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            running += loss.item()
-            step += 1
+    order: list[np.ndarray] = []
+
+    def new_order(epoch: int) -> None:
+        order[:] = [rng.permutation(len(x_train))]
+
+    def loss_at(step: int):
+        b = step % steps_per_epoch
+        idx = torch.from_numpy(order[0][b * cfg.batch_size : (b + 1) * cfg.batch_size])
+        idx = idx.to(device)
+        emb, scale = net(x_all[idx[mine]])
         if world > 1:
-            dist.barrier()
-        loss_epoch = running / steps_per_epoch
-        log("train_loss", loss_epoch, epoch)
-        tick(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss_epoch:.3f}")
+            emb = all_gather_with_grad(emb)  # the global batch, in order
+        return sum(info_nce(emb, tensors[m][idx], scale) for m in tensors) / len(tensors)
+
+    def end_epoch(epoch: int, loss: float) -> None:
+        log("train_loss", loss, epoch)
+        tick(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
+
+    loss_epoch = fit(
+        opt,
+        loss_at,
+        steps=total,
+        period=steps_per_epoch,
+        lr_at=lambda step, peak: peak * warmup_cosine_pi_first(step, total, warmup),
+        grad_clip=cfg.grad_clip,
+        params=params,
+        begin=new_order,
+        end=end_epoch,
+    )
     return {"train_loss": loss_epoch}
 
 

@@ -77,6 +77,7 @@ def _train(
     from mindvideo.models import diffusion as D
     from mindvideo.models.clip import load_captioned_frames
     from mindvideo.models.diffusion import MODEL
+    from mindvideo.train.image_diffusion import train_unet, train_vae
 
     started = time.perf_counter()
     dataset = dataset_root(inputs["dataset"])
@@ -84,7 +85,7 @@ def _train(
     train = load_captioned_frames(dataset, "train", 1)
     test = load_captioned_frames(dataset, "test", 3)
     all_frames = train.frames.numpy()
-    vae = D.train_vae(
+    vae = train_vae(
         all_frames[:: cfg.vae.frame_stride],
         cfg.vae,
         cfg.seed,
@@ -104,7 +105,7 @@ def _train(
     latents = D.encode(vae, frames) * scale  # (n, c, h, w)
     tokens = torch.from_numpy(clip.text_tokens(train.captions))  # (captions, context, width)
     scheduler = D.build_scheduler(cfg)
-    unet = D.train_unet(
+    unet = train_unet(
         latents,
         caption_index,
         tokens,

@@ -38,6 +38,7 @@ from mindvideo.models.clip import (
     model_config,
 )
 from mindvideo.models.clip_config import ClipConfig, work_units  # noqa: F401  (re-exported)
+from mindvideo.train.loop import fit
 from mindvideo.train.schedules import warmup_cosine
 
 
@@ -138,35 +139,44 @@ def _train(
     )
     model.train()
     started = time.perf_counter()
-    step, loss_value = 0, float("nan")
-    for epoch in range(cfg.epochs):
-        order = torch.from_numpy(rng.permutation(n))
-        epoch_loss = 0.0
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            present, caption_of_image = torch.unique(train.caption_index[idx], return_inverse=True)
-            captions = [train.captions[i] for i in present.tolist()]
-            texts = list(captions)
-            if cfg.sub_caption_words is not None:
-                # Sub-captions ("red triangle", "small over") are shared by many scenes, so the
-                # image tower must learn each attribute instead of recognising training scenes.
-                texts += [sub_caption(c, cfg.sub_caption_words, rng) for c in captions]
-            positives = caption_positives(texts, captions)[:, caption_of_image]  # (T, B)
-            for group in optimiser.param_groups:
-                group["lr"] = cfg.lr * warmup_cosine(step, total, warmup_steps)
-            pixels = frames_to_pixels(train.frames[idx], size, mean, std)  # (B, 3, size, size)
-            image = model.encode_image(pixels, normalize=True)  # (B, D)
-            text = model.encode_text(tokenizer(texts), normalize=True)  # (T, D)
-            loss = contrastive_loss(image, text, positives, model.logit_scale.exp())
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            epoch_loss += loss.item()
-            step += 1
-        loss_value = epoch_loss / steps_per_epoch
-        progress(1, f"clip epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.3f}")
+    order: list[torch.Tensor] = []
+
+    def new_order(epoch: int) -> None:
+        order[:] = [torch.from_numpy(rng.permutation(n))]
+
+    def loss_at(step: int) -> torch.Tensor:
+        b = step % steps_per_epoch
+        idx = order[0][b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        present, caption_of_image = torch.unique(train.caption_index[idx], return_inverse=True)
+        captions = [train.captions[i] for i in present.tolist()]
+        texts = list(captions)
+        if cfg.sub_caption_words is not None:
+            # Sub-captions ("red triangle", "small over") are shared by many scenes, so the
+            # image tower must learn each attribute instead of recognising training scenes.
+            texts += [sub_caption(c, cfg.sub_caption_words, rng) for c in captions]
+        positives = caption_positives(texts, captions)[:, caption_of_image]  # (T, B)
+        pixels = frames_to_pixels(train.frames[idx], size, mean, std)  # (B, 3, size, size)
+        image = model.encode_image(pixels, normalize=True)  # (B, D)
+        text = model.encode_text(tokenizer(texts), normalize=True)  # (T, D)
+        return contrastive_loss(image, text, positives, model.logit_scale.exp())
+
+    def clamp_scale() -> None:
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+    def end_epoch(epoch: int, loss: float) -> None:
+        progress(1, f"clip epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
+
+    loss_value = fit(
+        optimiser,
+        loss_at,
+        steps=total,
+        period=steps_per_epoch,
+        lr_at=lambda step, peak: peak * warmup_cosine(step, total, warmup_steps),
+        begin=new_order,
+        end=end_epoch,
+        after_step=clamp_scale,
+    )
     seconds = time.perf_counter() - started
 
     clip = ClipModel(model, tokenizer, size, mean, std)

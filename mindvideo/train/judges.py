@@ -50,6 +50,7 @@ from mindvideo.eval.judges import (
     quiet_transformers,
     read_json,
 )
+from mindvideo.train.loop import fit
 from mindvideo.train.schedules import warmup_cosine_pi_first
 
 # Numpy stream ids of the judges' random draws (data order, augmentation).
@@ -286,27 +287,31 @@ def _fit(
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_fraction * total))
-    step, loss_mean = 0, float("nan")
+    order: list[torch.Tensor] = []
+
+    def new_order(epoch: int) -> None:
+        order[:] = [torch.from_numpy(rng.permutation(len(x)))]
+
+    def loss_at(step: int) -> torch.Tensor:
+        i = (step % steps_per_epoch) * cfg.batch_size
+        idx = order[0][i : i + cfg.batch_size]
+        xb, yb = _augment(x_all[idx], y_all[idx].clone(), judge.kind, cfg, rng)
+        logits = model(pixel_values=judge.preprocess(xb)).logits
+        return F.cross_entropy(logits, yb.to(judge.device), label_smoothing=cfg.label_smoothing)
+
+    def end_epoch(epoch: int, loss: float) -> None:
+        tick(1, f"{judge.kind} judge epoch {epoch + 1}/{cfg.epochs} (loss {loss:.3f})")
+
     model.train()
-    for epoch in range(cfg.epochs):
-        order = torch.from_numpy(rng.permutation(len(x)))
-        losses = []
-        for i in range(0, len(x), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            xb, yb = x_all[idx], y_all[idx].clone()
-            xb, yb = _augment(xb, yb, judge.kind, cfg, rng)
-            lr = cfg.lr * warmup_cosine_pi_first(step, total, warmup)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            logits = model(pixel_values=judge.preprocess(xb)).logits
-            loss = F.cross_entropy(logits, yb.to(judge.device), label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            step += 1
-        loss_mean = float(np.mean(losses))
-        tick(1, f"{judge.kind} judge epoch {epoch + 1}/{cfg.epochs} (loss {loss_mean:.3f})")
+    loss_mean = fit(
+        opt,
+        loss_at,
+        steps=total,
+        period=steps_per_epoch,
+        lr_at=lambda step, peak: peak * warmup_cosine_pi_first(step, total, warmup),
+        begin=new_order,
+        end=end_epoch,
+    )
     model.eval()
     return loss_mean
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from mindvideo.models.fmri_mae import FmriMAE
 from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.models.encoder_config import MAEConfig
+from mindvideo.train.loop import fit
 from mindvideo.train.schedules import warmup_cosine
 
 
@@ -117,11 +118,9 @@ def train_mbm(
     updates as one process with the whole batch, up to float rounding.
     """
     import torch
-    import torch.distributed as dist
 
     from mindvideo.distributed import check_divisible, wrap_ddp
     from mindvideo.models.fmri_mae import n_patches, seeded_mae
-    from mindvideo.precision import autocast
 
     tick = progress or (lambda n, what: None)
     log = log_metric or (lambda name, value, step=None: None)
@@ -141,35 +140,38 @@ def train_mbm(
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    step = 0
     metrics: dict[str, float] = {}
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(len(train))
-        running = torch.zeros((), dtype=torch.float64)
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            noise = torch.rand(len(idx), patches, generator=masks)  # the global batch's masks
-            batch = torch.from_numpy(train[idx[mine]]).to(device)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * warmup_cosine(step, total, warmup)
-            with autocast(device):
-                loss, _, _ = net(batch, noise=noise[mine])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            running += loss.detach().double().cpu()
-            step += 1
-        if world > 1:
-            dist.all_reduce(running)
-            running /= world
-        metrics = {"train_loss": float(running) / steps_per_epoch} | evaluate(
-            model, val, seed + 1, device
-        )
+    order: list[np.ndarray] = []
+
+    def new_order(epoch: int) -> None:
+        order[:] = [rng.permutation(len(train))]
+
+    def loss_at(step: int):
+        b = step % steps_per_epoch
+        idx = order[0][b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        noise = torch.rand(len(idx), patches, generator=masks)  # the global batch's masks
+        loss, _, _ = net(torch.from_numpy(train[idx[mine]]).to(device), noise=noise[mine])
+        return loss
+
+    def end_epoch(epoch: int, train_loss: float) -> None:
+        metrics.clear()
+        metrics.update({"train_loss": train_loss} | evaluate(model, val, seed + 1, device))
         for name, value in metrics.items():
             log(name, value, epoch)
         tick(1, f"epoch {epoch + 1}/{cfg.epochs} val loss {metrics['val_loss']:.3f}")
+
+    fit(
+        opt,
+        loss_at,
+        steps=total,
+        period=steps_per_epoch,
+        lr_at=lambda step, peak: peak * warmup_cosine(step, total, warmup),
+        grad_clip=cfg.grad_clip,
+        params=model.parameters(),
+        begin=new_order,
+        end=end_epoch,
+        autocast_device=device,
+    )
     return model, metrics
 
 

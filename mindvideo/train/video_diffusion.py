@@ -3,7 +3,6 @@ loop of the cotrain and video_pretrain stages."""
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -95,12 +94,12 @@ def train_cotrain(
     autocast on a GPU. Timesteps, noise and condition dropout are drawn for the whole batch,
     so W processes make the updates of one."""
     import torch
-    import torch.distributed as dist
     import torch.nn.functional as F
 
     from mindvideo.distributed import check_divisible, wrap_ddp
     from mindvideo.models.pipeline import video_noise
-    from mindvideo.precision import autocast
+    from mindvideo.train.loop import fit
+    from mindvideo.train.schedules import warmup_then_cosine
 
     tick = progress or (lambda n, what: None)
     log = log_metric or (lambda name, value, step=None: None)
@@ -119,7 +118,6 @@ def train_cotrain(
     model = _conditioned(encoder, inflated, fill_window(cfg.uncond, x)).to(device).train()
     net = wrap_ddp(model, device)
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
-    peaks = [g["lr"] for g in opt.param_groups]
     params = [p for g in groups for p in g["params"]]
     rng = np.random.default_rng([seed, 6])
     g = torch.Generator().manual_seed(seed)
@@ -128,37 +126,38 @@ def train_cotrain(
     total = cfg.epochs * steps_per_epoch
     x_all, lat_all = torch.from_numpy(x), latents
     mine = slice(rank * local, (rank + 1) * local)
-    step, loss_epoch = 0, math.nan
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(n)
-        running = torch.zeros((), dtype=torch.float64)
-        for b in range(steps_per_epoch):
-            idx = torch.from_numpy(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-            keep = torch.from_numpy(rng.random(len(idx)) >= cfg.cond_dropout).float()
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
-            noise = video_noise((len(idx), *lat_all.shape[1:]), g, cfg.noise_share)
-            idx, keep, t, noise = idx[mine], keep[mine], t[mine], noise[mine]
-            noisy = scheduler.add_noise(lat_all[idx], noise, t)
-            factor = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-            factor *= 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
-            for group, peak in zip(opt.param_groups, peaks, strict=True):
-                group["lr"] = peak * factor
-            with autocast(device):
-                eps = net(x_all[idx].to(device), keep.to(device), noisy.to(device), t.to(device))
-            loss = F.mse_loss(eps.float(), noise.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            running += loss.detach().double().cpu()
-            step += 1
-        if world > 1:
-            dist.all_reduce(running)
-            running /= world
-        loss_epoch = float(running) / steps_per_epoch
-        log("train_loss", loss_epoch, epoch)
-        tick(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss_epoch:.4f}")
+    order: list[np.ndarray] = []
+
+    def new_order(epoch: int) -> None:
+        order[:] = [rng.permutation(n)]
+
+    def loss_at(step: int):
+        b = step % steps_per_epoch
+        idx = torch.from_numpy(order[0][b * cfg.batch_size : (b + 1) * cfg.batch_size])
+        keep = torch.from_numpy(rng.random(len(idx)) >= cfg.cond_dropout).float()
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
+        noise = video_noise((len(idx), *lat_all.shape[1:]), g, cfg.noise_share)
+        idx, keep, t, noise = idx[mine], keep[mine], t[mine], noise[mine]
+        noisy = scheduler.add_noise(lat_all[idx], noise, t)
+        eps = net(x_all[idx].to(device), keep.to(device), noisy.to(device), t.to(device))
+        return F.mse_loss(eps.float(), noise.to(device))
+
+    def end_epoch(epoch: int, loss: float) -> None:
+        log("train_loss", loss, epoch)
+        tick(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}")
+
+    loss_epoch = fit(
+        opt,
+        loss_at,
+        steps=total,
+        period=steps_per_epoch,
+        lr_at=lambda step, peak: peak * warmup_then_cosine(step, total, cfg.warmup_steps),
+        grad_clip=cfg.grad_clip,
+        params=params,
+        begin=new_order,
+        end=end_epoch,
+        autocast_device=device,
+    )
     model.eval()
     return {"train_loss": loss_epoch, "trainable_parameters": float(sum(p.numel() for p in params))}
 
