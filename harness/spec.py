@@ -8,16 +8,39 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.functional_validators import AfterValidator
 
 from harness.profiles import BASELINES, format_validation_error, read_yaml
 from mindvideo.errors import ConfigError
+from mindvideo.eval.baselines import refuse_old_names
 from mindvideo.eval.protocols import PROTOCOLS
-from mindvideo.stages.baselines import refuse_old_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def _results_name(v: str | None) -> str | None:
+    if v is not None and not NAME_PATTERN.match(v):
+        raise ValueError("use letters, digits and _ . + - only (it names a folder in results/)")
+    return v
+
+
+# A suite's or a study's name, when the spec gives one.
+ResultsName = Annotated[str | None, AfterValidator(_results_name)]
+
+
+def _seeds(v: tuple[int, ...]) -> tuple[int, ...]:
+    if not v:
+        raise ValueError("give at least one seed")
+    if len(set(v)) != len(v) or min(v) < 0:
+        raise ValueError(f"seeds must be distinct and >= 0, got {list(v)}")
+    return v
+
+
+# The seeds of a suite's or a study's runs.
+Seeds = Annotated[tuple[int, ...], AfterValidator(_seeds)]
 
 # By default a report shows the MinD-Video protocol's metrics, the strict N-way variants too.
 DEFAULT_METRICS = PROTOCOLS["mindvideo"].metrics
@@ -72,7 +95,7 @@ class Spec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    suite: str | None = Field(None, description="name (default: the file's stem)")
+    suite: ResultsName = Field(None, description="name (default: the file's stem)")
     description: str = ""
     profile: str
     overrides: dict[str, Any] = Field(
@@ -80,18 +103,11 @@ class Spec(BaseModel):
     )
     variants: dict[str, dict[str, Any] | None] | None = None
     grid: dict[str, list[Any]] = {}
-    seeds: tuple[int, ...] = (0,)
+    seeds: Seeds = (0,)
     subjects: tuple[str, ...] | None = None
     baselines: tuple[Literal["ridge", "shuffled", "random-train-clip", "autoencoder"], ...] = ()
     reference: str | None = None
     report: ReportSpec = ReportSpec()
-
-    @field_validator("suite")
-    @classmethod
-    def _suite_name(cls, v: str | None) -> str | None:
-        if v is not None and not NAME_PATTERN.match(v):
-            raise ValueError("use letters, digits and _ . + - only (it names results/<suite>/)")
-        return v
 
     @field_validator("variants")
     @classmethod
@@ -116,15 +132,6 @@ class Spec(BaseModel):
                 raise ValueError(f"{key}: give at least one value")
             if len({json.dumps(x, sort_keys=True) for x in values}) != len(values):
                 raise ValueError(f"{key}: values repeat: {values}")
-        return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: tuple) -> tuple:
-        if not v:
-            raise ValueError("give at least one seed")
-        if len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError(f"seeds must be distinct and >= 0, got {list(v)}")
         return v
 
     @field_validator("subjects")

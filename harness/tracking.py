@@ -249,12 +249,14 @@ class Tracker:
     def start_parent(
         self, experiment_id: str, tags: dict[str, str], what: str = "execution"
     ) -> str:
-        run = self.client.create_run(
-            experiment_id,
-            run_name=f"{what} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            tags={KIND: "execution", WORKER: this_worker(), GIT_COMMIT: git_commit(), **tags},
-        )
-        return run.info.run_id
+        name = f"{what} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        return self.create_run(experiment_id, name, "execution", tags).info.run_id
+
+    def create_run(self, experiment_id: str, name: str, kind: str, tags: dict[str, str]):
+        """A new RUNNING run of `kind` (the mvbench.kind tag) stamped with this worker and the
+        code's commit; `tags` come after those and may override them."""
+        stamp = {KIND: kind, WORKER: this_worker(), GIT_COMMIT: git_commit()}
+        return self.client.create_run(experiment_id, run_name=name, tags={**stamp, **tags})
 
     def start_child(
         self,
@@ -263,18 +265,8 @@ class Tracker:
         name: str,
         tags: dict[str, str],
     ) -> str:
-        run = self.client.create_run(
-            experiment_id,
-            run_name=name,
-            tags={
-                KIND: "run",
-                PARENT: parent_id,
-                WORKER: this_worker(),
-                GIT_COMMIT: git_commit(),
-                "mvbench.version": __version__,
-                **tags,
-            },
-        )
+        tags = {PARENT: parent_id, "mvbench.version": __version__, **tags}
+        run = self.create_run(experiment_id, name, "run", tags)
         self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         return run.info.run_id
 

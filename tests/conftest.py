@@ -106,20 +106,26 @@ def run_suite(spec: Path, store: Path, *options: str) -> None:
 TIMINGS = ("seconds", "per_second", "_share")  # wall-clock measurements, not results
 
 
-def run_results(store: Path, experiment: str) -> dict[str, dict]:
-    """{variant: (the run's tags, its metrics less the timings)} of a suite's runs in a store."""
+def tracked_runs(store: Path, experiment: str):
+    """(an MLflow client on the store, {variant: its MLflow run}) of a suite's runs."""
     from mlflow import MlflowClient
 
     from harness.tracking import default_uri
 
     client = MlflowClient(tracking_uri=default_uri(store))
     exp = client.get_experiment_by_name(experiment)
+    found = client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
+    return client, {r.data.tags["mvbench.variant"]: r for r in found}
+
+
+def run_results(store: Path, experiment: str) -> dict[str, dict]:
+    """{variant: (the run's tags, its metrics less the timings)} of a suite's runs in a store."""
     return {
-        r.data.tags["mvbench.variant"]: (
+        variant: (
             r.data.tags,
             {k: v for k, v in r.data.metrics.items() if not any(t in k for t in TIMINGS)},
         )
-        for r in client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
+        for variant, r in tracked_runs(store, experiment)[1].items()
     }
 
 
@@ -230,6 +236,12 @@ TINY_CLIP_ARCH = {
 }
 
 
+# The transformer size of the tiny judges the tests save (ViT and VideoMAE configs).
+TINY_TRANSFORMER = dict(
+    patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+)
+
+
 def tiny_vit_judge(folder: Path, labels: int = 1000, size: int = 32, preprocessor=None) -> Path:
     """A ViTForImageClassification saved with save_pretrained (the frame judge's format)."""
     import json
@@ -238,15 +250,7 @@ def tiny_vit_judge(folder: Path, labels: int = 1000, size: int = 32, preprocesso
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(0)
-    cfg = ViTConfig(
-        image_size=size,
-        patch_size=16,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=labels,
-    )
+    cfg = ViTConfig(image_size=size, num_labels=labels, **TINY_TRANSFORMER)
     ViTForImageClassification(cfg).save_pretrained(folder)
     if preprocessor is not None:
         (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
@@ -263,15 +267,7 @@ def tiny_videomae_judge(folder: Path, labels: int = 400, size: int = 32, frames:
 
     torch.manual_seed(0)
     cfg = VideoMAEConfig(
-        image_size=size,
-        patch_size=16,
-        num_frames=frames,
-        tubelet_size=2,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=labels,
+        image_size=size, num_frames=frames, tubelet_size=2, num_labels=labels, **TINY_TRANSFORMER
     )
     VideoMAEForVideoClassification(cfg).save_pretrained(folder)
     pre = {"image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, "do_normalize": True}

@@ -114,6 +114,12 @@ def complete_seeds_hint(plan, found, options: str = "") -> str:
     )
 
 
+def quiet_command(p: argparse.ArgumentParser, func, help: str = "no progress bars", **defaults):
+    """A command's last arguments: its --quiet flag and the function `main` calls."""
+    p.add_argument("--quiet", action="store_true", help=help)
+    p.set_defaults(func=func, **defaults)
+
+
 def spec_arguments(p: argparse.ArgumentParser, optional: bool = False, what: str = "suite") -> None:
     examples = {
         "suite": "suite spec (.yaml), e.g. experiments/suites/baselines.yaml",

@@ -7,7 +7,13 @@ import json
 import time
 from pathlib import Path
 
-from harness.cli.common import default_store, folder_size, parse_overrides, progress_bar
+from harness.cli.common import (
+    default_store,
+    folder_size,
+    parse_overrides,
+    progress_bar,
+    quiet_command,
+)
 from harness.profiles import available_profiles, load_profile
 from mindvideo.errors import ConfigError
 
@@ -236,8 +242,7 @@ def add_parsers(sub) -> None:
         metavar="KEY=VALUE",
         help="override a profile value, e.g. data.synth.protocol.subjects=2",
     )
-    sim.add_argument("--quiet", action="store_true", help="no progress bar")
-    sim.set_defaults(func=cmd_data_simulate)
+    quiet_command(sim, cmd_data_simulate, "no progress bar")
 
     ins = data_sub.add_parser("inspect", help="summarise (and validate) a CC2017-layout dataset")
     ins.add_argument("dir", help="dataset folder (holding subject*/ or video_fmri_dataset/)")
@@ -263,8 +268,7 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="exit with status 1 when a benchmark validation check fails",
     )
-    ins.add_argument("--quiet", action="store_true", help="no progress bar")
-    ins.set_defaults(func=cmd_data_inspect)
+    quiet_command(ins, cmd_data_inspect, "no progress bar")
 
     exp = data_sub.add_parser("export", help="write a split's ground-truth clips as files")
     exp.add_argument("dir", help="SynthCC dataset folder")

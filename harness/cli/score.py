@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.common import progress_bar, store_folder
+from harness.cli.common import progress_bar, quiet_command, store_folder
 from harness.cli.data import inspect_settings
 from harness.profiles import available_profiles, load_profile
 
@@ -87,7 +87,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     from harness.score import track_scores
     from mindvideo.data.cc2017 import list_subjects
     from mindvideo.data.paired import pairing
-    from mindvideo.stages.baselines import BaselinesConfig, run_baselines
+    from mindvideo.eval.baselines import BaselinesConfig, run_baselines
 
     root = Path(args.dir)
     data = inspect_settings(args, root)
@@ -214,8 +214,7 @@ def add_parsers(sub) -> None:
     sc.add_argument("--json", action="store_true", help="print the result as JSON")
     sc.add_argument("--out", help="also write the JSON result to this file")
     _store_arguments(sc, "score")
-    sc.add_argument("--quiet", action="store_true", help="no progress bars")
-    sc.set_defaults(func=cmd_score)
+    quiet_command(sc, cmd_score)
 
     bl = sub.add_parser(
         "baselines",
@@ -248,7 +247,4 @@ def add_parsers(sub) -> None:
     )
     bl.add_argument("--json", action="store_true")
     _store_arguments(bl, "baselines")
-    bl.add_argument("--quiet", action="store_true")
-    bl.set_defaults(
-        func=cmd_baselines, frame_judge=None, video_judge=None, clip=None, clip_model=None
-    )
+    quiet_command(bl, cmd_baselines, frame_judge=None, video_judge=None, clip=None, clip_model=None)

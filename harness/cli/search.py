@@ -6,7 +6,13 @@ import argparse
 import signal
 from pathlib import Path
 
-from harness.cli.common import parse_overrides, spec_arguments, store_folder, terminate
+from harness.cli.common import (
+    parse_overrides,
+    quiet_command,
+    spec_arguments,
+    store_folder,
+    terminate,
+)
 from mindvideo.errors import ConfigError
 
 
@@ -156,5 +162,4 @@ def add_parsers(sub) -> None:
         "a stage's test metric); by default trials score the validation split (eval.split: "
         "val) and a test objective is refused, since tuning on test biases its scores",
     )
-    se.add_argument("--quiet", action="store_true", help="no progress bars or trial lines")
-    se.set_defaults(func=cmd_search)
+    quiet_command(se, cmd_search, "no progress bars or trial lines")

@@ -10,6 +10,7 @@ from pathlib import Path
 from harness.cli.common import (
     context_flags,
     load_plan,
+    quiet_command,
     selection_arguments,
     spec_arguments,
     store_folder,
@@ -262,8 +263,7 @@ def add_parsers(sub) -> None:
         "worker, on any machine) is marked KILLED and run again (default: "
         "$MVBENCH_LEASE_TIMEOUT or 60)",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.set_defaults(func=cmd_run)
+    quiet_command(run, cmd_run)
 
     pl = sub.add_parser("plan", help="dry run: the suite's runs and stages, cached or to run")
     spec_arguments(pl)

@@ -21,6 +21,24 @@ DPI = 150
 MODEL_COLOR, BASELINE_COLOR, REFERENCE_COLOR = "tab:blue", "0.72", "tab:orange"
 
 
+def _variant_bars(ax, data: pd.DataFrame, metric: str, order: list, hue: tuple, **kw) -> None:
+    """Bars of `metric` per variant in `order` (mean ± std over rows); `hue` is (column, its
+    order, palette)."""
+    column, hue_order, palette = hue
+    sns.barplot(
+        data=data,
+        x="variant",
+        y=metric,
+        order=order,
+        hue=column,
+        hue_order=hue_order,
+        palette=palette,
+        errorbar="sd",
+        ax=ax,
+        **kw,
+    )
+
+
 def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, list[Axes]]:
     """A figure on the Agg canvas, outside pyplot: nothing global to show or close."""
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -101,19 +119,7 @@ def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) ->
     points = points[metric].mean().reset_index().dropna(subset=[metric])  # mean over seeds
 
     fig, (ax,) = _figure(max(4.0, 0.8 * len(order) + 2.0), 3.6)
-    sns.barplot(
-        data=bars,
-        x="variant",
-        y=metric,
-        hue="variant",
-        order=order,
-        hue_order=order,
-        palette=colors,
-        errorbar="sd",
-        capsize=0.2,
-        legend=False,
-        ax=ax,
-    )
+    _variant_bars(ax, bars, metric, order, ("variant", order, colors), capsize=0.2, legend=False)
     # Per-subject points with seeded jitter (seaborn's stripplot jitters from numpy's global
     # generator, so the same runs would not give the same figure).
     rng = np.random.default_rng(0)
@@ -154,18 +160,8 @@ def _subject_bars(runs: pd.DataFrame, metric: str, reference: str | None, path: 
         return False
     order = [v for v in pd.unique(runs["variant"]) if v in set(scores["variant"])]
     fig, (ax,) = _figure(max(5.0, 0.45 * len(order) * len(subjects) + 2.0), 3.6)
-    sns.barplot(
-        data=scores,
-        x="variant",
-        y=metric,
-        hue="subject",
-        order=order,
-        hue_order=subjects,
-        palette=sns.color_palette("dark", len(subjects)),
-        errorbar="sd",
-        capsize=0.1,
-        ax=ax,
-    )
+    colours = sns.color_palette("dark", len(subjects))
+    _variant_bars(ax, scores, metric, order, ("subject", subjects, colours), capsize=0.1)
     ax.legend(fontsize="small", title=None, loc="best")
     ax.set_xlabel("")
     ax.set_ylabel(_axis_label(metric))

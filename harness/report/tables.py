@@ -508,20 +508,27 @@ def _caption(
     return " ".join(parts)
 
 
-def _write_md(
-    summary: dict[str, pd.DataFrame],
-    metrics: list[str],
-    reference: str | None,
-    group_by: Sequence[str],
-    title: str,
-    n_subjects: int,
-    provenance: str = "",
-) -> str:
-    average, per_subject = summary["average"], summary["subject"]
+@dataclass(frozen=True)
+class _Tables:
+    """What both renderers (Markdown, LaTeX) draw from: the summary frames of `write_tables`."""
+
+    summary: dict[str, pd.DataFrame]
+    metrics: list[str]
+    reference: str | None
+    group_by: Sequence[str]
+    title: str
+    n_subjects: int
+    provenance: str = ""
+
+
+def _write_md(t: _Tables) -> str:
+    metrics, reference = t.metrics, t.reference
+    average, per_subject = t.summary["average"], t.summary["subject"]
+    title, n_subjects, group_by = t.title, t.n_subjects, t.group_by
     lines = [f"# {title}", ""] if title else []
-    lines += [f"_{_caption(summary, reference, _MD, n_subjects)}_", ""]
-    if provenance:
-        lines += [f"_{provenance}_", ""]
+    lines += [f"_{_caption(t.summary, reference, _MD, n_subjects)}_", ""]
+    if t.provenance:
+        lines += [f"_{t.provenance}_", ""]
     if "average" in group_by:
         lines += [f"## Average over subjects (mean ± std over {_seeds_text(average, _MD)})", ""]
         lines += _md_table(_grid(average, metrics, reference, _MD, n_subjects=n_subjects)) + [""]
@@ -614,28 +621,21 @@ def _tex_table(grid_rows: list[str], header: list[str], caption: str, label: str
     ]
 
 
-def _write_tex(
-    summary: dict[str, pd.DataFrame],
-    metrics: list[str],
-    reference: str | None,
-    group_by: Sequence[str],
-    title: str,
-    n_subjects: int,
-    provenance: str = "",
-) -> str:
-    average, per_subject = summary["average"], summary["subject"]
-    lead = f"{tex_escape(title)}: " if title else ""
-    caption = _caption(summary, reference, _TEX, n_subjects)
-    if provenance:
-        caption += " " + tex_escape(provenance)
+def _write_tex(t: _Tables) -> str:
+    metrics, reference = t.metrics, t.reference
+    average, per_subject = t.summary["average"], t.summary["subject"]
+    lead = f"{tex_escape(t.title)}: " if t.title else ""
+    caption = _caption(t.summary, reference, _TEX, t.n_subjects)
+    if t.provenance:
+        caption += " " + tex_escape(t.provenance)
     blocks: list[list[str]] = []
-    if "average" in group_by:
-        grid = _grid(average, metrics, reference, _TEX, n_subjects=n_subjects)
+    if "average" in t.group_by:
+        grid = _grid(average, metrics, reference, _TEX, n_subjects=t.n_subjects)
         text = f"{lead}average over subjects (mean $\\pm$ std over {_seeds_text(average, _TEX)}). "
         blocks.append(
-            _tex_table(_tex_rows(grid), grid.header, text + caption, _label(title, "average"))
+            _tex_table(_tex_rows(grid), grid.header, text + caption, _label(t.title, "average"))
         )
-    if "subject" in group_by and not per_subject.empty:
+    if "subject" in t.group_by and not per_subject.empty:
         rows: list[str] = []
         header: list[str] = []
         for i, subject in enumerate(pd.unique(per_subject["subject"])):
@@ -648,7 +648,7 @@ def _write_tex(
             )
             rows += _tex_rows(grid)
         text = f"{lead}per subject (mean $\\pm$ std over {_seeds_text(per_subject, _TEX)}). "
-        blocks.append(_tex_table(rows, header, text + caption, _label(title, "subject")))
+        blocks.append(_tex_table(rows, header, text + caption, _label(t.title, "subject")))
     return "\n\n".join("\n".join(b) for b in blocks) + "\n"
 
 
@@ -694,7 +694,8 @@ def write_tables(
     for fmt in formats:
         path = out / f"table.{fmt}"
         if fmt in render:
-            text = render[fmt](summary, metrics, reference, group_by, title, n_subjects, provenance)
+            tables = _Tables(summary, metrics, reference, group_by, title, n_subjects, provenance)
+            text = render[fmt](tables)
             path.write_text(text, encoding="utf-8")
         else:
             frames = [summary[g].assign(table=g) for g in GROUPINGS if g in group_by]

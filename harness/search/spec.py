@@ -9,17 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.profiles import format_validation_error, load_profile, read_yaml
-from harness.spec import NAME_PATTERN, LoadedSpec, ReportSpec, Spec
+from harness.spec import LoadedSpec, ReportSpec, ResultsName, Seeds, Spec
 from mindvideo.errors import ConfigError
 from mindvideo.eval.registry import metric_info
 
@@ -34,6 +27,10 @@ SPLIT_KEY = "eval.split"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def options(self, *skip: str) -> dict[str, Any]:
+        """The fields as keyword arguments of the Optuna class they configure (no `type`)."""
+        return {k: v for k, v in self.model_dump().items() if k not in ("type", *skip)}
 
 
 # The space ---------------------------------------------------------------------------------
@@ -168,14 +165,7 @@ class TPESpec(_Strict):
     def build(self, space: dict[str, Param], seed: int):
         import optuna
 
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            n_startup_trials=self.n_startup_trials,
-            n_ei_candidates=self.n_ei_candidates,
-            multivariate=self.multivariate,
-            group=False,
-            constant_liar=self.constant_liar,
-        )
+        return optuna.samplers.TPESampler(**self.options("seed"), seed=seed, group=False)
 
 
 class RandomSpec(_Strict):
@@ -219,13 +209,7 @@ class NSGA2Spec(_Strict):
     def build(self, space: dict[str, Param], seed: int):
         import optuna
 
-        return optuna.samplers.NSGAIISampler(
-            seed=seed,
-            population_size=self.population_size,
-            mutation_prob=self.mutation_prob,
-            crossover_prob=self.crossover_prob,
-            swapping_prob=self.swapping_prob,
-        )
+        return optuna.samplers.NSGAIISampler(**self.options("seed"), seed=seed)
 
 
 Sampler = Annotated[TPESpec | RandomSpec | GridSpec | NSGA2Spec, Field(discriminator="type")]
@@ -246,12 +230,7 @@ class MedianSpec(_Strict):
     def build(self, sign: float = 1.0):
         import optuna
 
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=self.n_startup_trials,
-            n_warmup_steps=self.n_warmup_steps,
-            interval_steps=self.interval_steps,
-            n_min_trials=self.n_min_trials,
-        )
+        return optuna.pruners.MedianPruner(**self.options())
 
 
 class HyperbandSpec(_Strict):
@@ -264,12 +243,7 @@ class HyperbandSpec(_Strict):
     def build(self, sign: float = 1.0):
         import optuna
 
-        return optuna.pruners.HyperbandPruner(
-            min_resource=self.min_resource,
-            max_resource=self.max_resource,
-            reduction_factor=self.reduction_factor,
-            bootstrap_count=self.bootstrap_count,
-        )
+        return optuna.pruners.HyperbandPruner(**self.options())
 
 
 class ThresholdSpec(_Strict):
@@ -455,7 +429,7 @@ class SearchSection(_Strict):
 class SearchSpec(_Strict):
     """A search: the runs of one configuration of a profile, over a space of its keys."""
 
-    study: str | None = Field(None, description="name (default: the file's stem)")
+    study: ResultsName = Field(None, description="name (default: the file's stem)")
     description: str = ""
     profile: str
     overrides: dict[str, Any] = Field(
@@ -463,23 +437,9 @@ class SearchSpec(_Strict):
         description="dotted overrides for every trial; eval.split defaults to val (the "
         "objective is scored on the validation split, never on test unless asked)",
     )
-    seeds: tuple[int, ...] = (0,)
+    seeds: Seeds = (0,)
     subjects: tuple[str, ...] | None = None
     search: SearchSection
-
-    @field_validator("study")
-    @classmethod
-    def _study_name(cls, v: str | None) -> str | None:
-        if v is not None and not NAME_PATTERN.match(v):
-            raise ValueError("use letters, digits and _ . + - only (it names results/<study>/)")
-        return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: tuple) -> tuple:
-        if not v or len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError(f"give distinct seeds >= 0, got {list(v)}")
-        return v
 
     @model_validator(mode="after")
     def _no_overlap(self) -> SearchSpec:

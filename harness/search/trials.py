@@ -286,19 +286,13 @@ def study_run(tracker: Tracker, study, loaded: LoadedSearch, options: SearchOpti
                 return run_id
         except Exception:
             pass  # another tracking store than the one the study started with: a new run
-    run = tracker.client.create_run(
-        exp,
-        run_name=f"study {loaded.study}",
-        tags={
-            T.KIND: STUDY,
-            T.WORKER: T.this_worker(),
-            T.GIT_COMMIT: T.git_commit(),
-            T.SPEC_HASH: loaded.hash,
-            T.PROFILE: loaded.profile,
-            "mvbench.spec": str(loaded.path),
-            "mvbench.storage": where(options, loaded),
-        },
-    )
+    tags = {
+        T.SPEC_HASH: loaded.hash,
+        T.PROFILE: loaded.profile,
+        "mvbench.spec": str(loaded.path),
+        "mvbench.storage": where(options, loaded),
+    }
+    run = tracker.create_run(exp, f"study {loaded.study}", STUDY, tags)
     params = T.flatten({"search": loaded.search.model_dump(mode="json", exclude={"enqueue"})})
     tracker.log_metrics(run.info.run_id, [], params)
     study.set_user_attr(STUDY_RUN_ATTR, run.info.run_id)
@@ -330,17 +324,7 @@ class TrialTracker(Tracker):
             self.client.update_run(self.trial_run, status="RUNNING")
             return self.trial_run
         number = self.trial_tags.get(TRIAL_NUMBER, "?")
-        run = self.client.create_run(
-            experiment_id,
-            run_name=f"trial {number}",
-            tags={
-                **tags,
-                T.KIND: TRIAL,
-                T.WORKER: T.this_worker(),
-                T.GIT_COMMIT: T.git_commit(),
-                **self.trial_tags,
-            },
-        )
+        run = self.create_run(experiment_id, f"trial {number}", TRIAL, {**tags, **self.trial_tags})
         self.trial_run = run.info.run_id
         self.log_metrics(self.trial_run, [], self.trial_params)
         return self.trial_run

@@ -110,14 +110,17 @@ class DtseriesInfo:
     n_cortical: int
 
 
+def _first_axis(path: Path, img, kind: type, want: str):
+    """The file's first (row) axis, refused unless it is a `kind`; `want` says what it should be."""
+    axis = img.header.get_axis(0)
+    if not isinstance(axis, kind):
+        raise DataError(f"{path}: the first CIFTI axis is {type(axis).__name__}, not {want}")
+    return axis
+
+
 def dtseries_info(path: Path) -> DtseriesInfo:
     img = _open(path)
-    series = img.header.get_axis(0)
-    if not isinstance(series, cifti2.SeriesAxis):
-        raise DataError(
-            f"{path}: the first CIFTI axis is {type(series).__name__}, not a time series; "
-            "expected a dtseries file"
-        )
+    series = _first_axis(path, img, cifti2.SeriesAxis, "a time series; expected a dtseries file")
     cols = _cortical_columns(path, img.header.get_axis(1))
     n_cortical = cols.stop - cols.start if isinstance(cols, slice) else len(cols)
     tr = float(series.step)
@@ -266,12 +269,8 @@ def read_dlabel(path: Path, map_index: int = 0) -> Parcellation:
     table and the key of every cortical grayordinate."""
     path = Path(path)
     img = _open(path)
-    labels = img.header.get_axis(0)
-    if not isinstance(labels, cifti2.LabelAxis):
-        raise DataError(
-            f"{path}: the first CIFTI axis is {type(labels).__name__}, not labels; a "
-            "parcellation must be a dlabel file (.dlabel.nii)"
-        )
+    want = "labels; a parcellation must be a dlabel file (.dlabel.nii)"
+    labels = _first_axis(path, img, cifti2.LabelAxis, want)
     if not 0 <= map_index < len(labels):
         raise DataError(f"{path}: has {len(labels)} label maps, no map {map_index}")
     axis = img.header.get_axis(1)

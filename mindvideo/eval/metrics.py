@@ -175,6 +175,7 @@ def n_way_top_k(
     trials: int = 100,
     gt_top: int = 3,
     seed: int | np.random.Generator = 0,
+    method: str = "hypergeometric",
 ) -> np.ndarray:
     """Per-sample N-way top-K classification accuracy (the MinD-Video protocol), seeded.
 
@@ -189,15 +190,20 @@ def n_way_top_k(
     the strict variant (only the GT argmax is correct). Ties: a distractor with
     p_pred equal to p_pred(g) does not beat g (the ground truth wins ties).
 
-    Vectorised exactly: with p* the best p_pred over the correct classes and m the number of
-    other classes with p_pred > p*, a trial succeeds iff fewer than K of its distractors are
-    among those m, and that count is Hypergeometric(m, C - gt_top - m, n_way - 1). The trials
-    are drawn from that law, so the scores have the same distribution as drawing distractors
-    one trial at a time (`n_way_top_k_loop`), though not the same values for a given seed.
+    method "hypergeometric" (vectorised, exact): with p* the best p_pred over the correct
+    classes and m the number of other classes with p_pred > p*, a trial succeeds iff fewer
+    than K of its distractors are among those m, and that count is Hypergeometric(m,
+    C - gt_top - m, n_way - 1). The trials are drawn from that law, so the scores have the
+    same distribution as method "loop" (the reference: distractors drawn and ranked
+    literally, one trial at a time, slow), though not the same values for a given seed.
     """
     pred_probs, gt_probs = _to_numpy(pred_probs), _to_numpy(gt_probs)
     _check_n_way(pred_probs, gt_probs, n_way, top_k, trials, gt_top)
     rng = np.random.default_rng(seed)
+    if method == "loop":
+        return _n_way_loop(pred_probs, gt_probs, n_way, top_k, trials, gt_top, rng)
+    if method != "hypergeometric":
+        raise ValueError(f"n_way_top_k: method {method!r}; use 'hypergeometric' or 'loop'")
     n_other = pred_probs.shape[1] - gt_top
     m = _beating_counts(pred_probs, gt_probs, gt_top)[:, None]  # (n, 1)
     drawn_beating = rng.hypergeometric(m, n_other - m, n_way - 1, size=(len(m), trials))
@@ -226,23 +232,8 @@ def n_way_chance(n_way: int, top_k: int = 1, gt_top: int = 3) -> float:
     return 1.0 - math.comb(n_way - 1, top_k) / math.comb(n_way - 1 + gt_top, top_k)
 
 
-def n_way_top_k_loop(
-    pred_probs,
-    gt_probs,
-    n_way: int,
-    top_k: int = 1,
-    trials: int = 100,
-    gt_top: int = 3,
-    seed: int | np.random.Generator = 0,
-) -> np.ndarray:
-    """Reference for `n_way_top_k`: draws and ranks distractors literally, one trial at a time.
-
-    Same arguments, protocol and tie convention; slow. Used to check the vectorised version
-    and as the benchmark baseline.
-    """
-    pred_probs, gt_probs = _to_numpy(pred_probs), _to_numpy(gt_probs)
-    _check_n_way(pred_probs, gt_probs, n_way, top_k, trials, gt_top)
-    rng = np.random.default_rng(seed)
+def _n_way_loop(pred_probs, gt_probs, n_way, top_k, trials, gt_top, rng) -> np.ndarray:
+    """`n_way_top_k` with method "loop": distractors drawn and ranked literally."""
     n_samples, n_classes = pred_probs.shape
     scores = np.empty(n_samples, dtype=np.float64)
     for i in range(n_samples):
@@ -261,18 +252,11 @@ def n_way_top_k_loop(
     return scores
 
 
-def n_way_top_k_frames(
-    pred_probs,
-    gt_probs,
-    n_way: int,
-    top_k: int = 1,
-    trials: int = 100,
-    gt_top: int = 3,
-    seed: int | np.random.Generator = 0,
-) -> np.ndarray:
+def n_way_top_k_frames(pred_probs, gt_probs, n_way: int, **options) -> np.ndarray:
     """Frame-level N-way top-K: (n, F, C) probabilities per frame position -> (n, F) scores.
 
-    Each (sample, frame position) is scored as one `n_way_top_k` row, all from one generator.
+    Each (sample, frame position) is scored as one `n_way_top_k` row, all from one generator;
+    `options` are `n_way_top_k`'s (top_k, trials, gt_top, seed, method).
     """
     pred_probs, gt_probs = _to_numpy(pred_probs), _to_numpy(gt_probs)
     if pred_probs.ndim != 3 or pred_probs.shape != gt_probs.shape:
@@ -285,10 +269,7 @@ def n_way_top_k_frames(
         pred_probs.reshape(n * n_frames, n_classes),
         gt_probs.reshape(n * n_frames, n_classes),
         n_way,
-        top_k=top_k,
-        trials=trials,
-        gt_top=gt_top,
-        seed=seed,
+        **options,
     )
     return scores.reshape(n, n_frames)
 

@@ -194,42 +194,40 @@ def score(
             seed=seeds[m],
         )
 
-    frame_metrics = [m for m in wanted if "frame_judge" in info[m].needs]
+    def needing(model_name: str, model, missing: str) -> list[str]:
+        """The wanted metrics that need `model_name`; all skipped when the model is missing."""
+        metrics = [m for m in wanted if model_name in info[m].needs]
+        if metrics and model is None:
+            skipped.update({m: missing for m in metrics})
+            return []
+        return metrics
+
+    frame_metrics = needing("frame_judge", scorers.frame_judge, "no frame judge")
     if frame_metrics:
-        if scorers.frame_judge is None:
-            skipped.update({m: "no frame judge" for m in frame_metrics})
-        else:
-            judge = scorers.frame_judge
-            pp = judge.probs(p.reshape(-1, height, width, 3))  # (n*F, C)
-            gp = judge.probs(t.reshape(-1, height, width, 3))
-            for m in frame_metrics:
-                s = n_way(m, pp, gp).reshape(n, n_frames)
-                per[m] = s.mean(axis=1)
-                positions[m] = [float(v) for v in s.mean(axis=0)]
-    video_metrics = [m for m in wanted if "video_judge" in info[m].needs]
+        judge = scorers.frame_judge
+        pp = judge.probs(p.reshape(-1, height, width, 3))  # (n*F, C)
+        gp = judge.probs(t.reshape(-1, height, width, 3))
+        for m in frame_metrics:
+            s = n_way(m, pp, gp).reshape(n, n_frames)
+            per[m] = s.mean(axis=1)
+            positions[m] = [float(v) for v in s.mean(axis=0)]
+    video_metrics = needing("video_judge", scorers.video_judge, "no video judge")
     if video_metrics:
-        if scorers.video_judge is None:
-            skipped.update({m: "no video judge" for m in video_metrics})
-        else:
-            judge = scorers.video_judge
-            pp, gp = judge.probs(p), judge.probs(t)  # (n, C)
-            for m in video_metrics:
-                per[m] = n_way(m, pp, gp)
+        pp, gp = scorers.video_judge.probs(p), scorers.video_judge.probs(t)  # (n, C)
+        for m in video_metrics:
+            per[m] = n_way(m, pp, gp)
     if "ssim" in wanted:
         per["ssim"] = M.ssim(p, t).mean(axis=1)
     if "psnr" in wanted:
         per["psnr"] = M.psnr(p, t, max_db=PSNR_CAP_DB).mean(axis=1)
-    clip_metrics = [m for m in wanted if "clip" in info[m].needs]
-    if clip_metrics:
-        if scorers.clip is None:
-            skipped.update({m: "no CLIP model" for m in clip_metrics})
-        elif n_frames < 2:
-            skipped.update({m: "needs >= 2 frames" for m in clip_metrics})
-        else:
-            emb = scorers.clip.image_embeddings(p.reshape(-1, height, width, 3))
-            emb = emb.reshape(n, n_frames, -1)
-            for m in clip_metrics:
-                per[m] = M.clip_pcc(emb, variant=info[m].variant)
+    clip_metrics = needing("clip", scorers.clip, "no CLIP model")
+    if clip_metrics and n_frames < 2:
+        skipped.update({m: "needs >= 2 frames" for m in clip_metrics})
+    elif clip_metrics:
+        emb = scorers.clip.image_embeddings(p.reshape(-1, height, width, 3))
+        emb = emb.reshape(n, n_frames, -1)
+        for m in clip_metrics:
+            per[m] = M.clip_pcc(emb, variant=info[m].variant)
     if "hue_sim" in wanted:
         per["hue_sim"] = M.hue_sim(p, t)
     if "epe" in wanted:

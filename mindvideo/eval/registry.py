@@ -109,6 +109,7 @@ def _info(name: str, **fields) -> MetricInfo:
 
 _FRAMES = frozenset({"frames"})
 _CLIPS = frozenset({"frames", "video"})
+_TRAINING = frozenset({"training"})
 
 # Metrics with one fixed name.
 METRICS: dict[str, MetricInfo] = {
@@ -131,23 +132,17 @@ METRICS: dict[str, MetricInfo] = {
             computed_by=f"{_METRICS_MODULE}.psnr",
             decimals=2,  # dB: tens
         ),
-        _info(
-            "clip_pcc_adjacent",
-            label="CLIP-pcc (adj.)",
-            higher_is_better=True,
-            aspect="temporal",
-            needs=_CLIPS | {"clip"},
-            computed_by=f"{_METRICS_MODULE}.clip_pcc",
-            variant="adjacent",
-        ),
-        _info(
-            "clip_pcc_allpairs",
-            label="CLIP-pcc (all)",
-            higher_is_better=True,
-            aspect="temporal",
-            needs=_CLIPS | {"clip"},
-            computed_by=f"{_METRICS_MODULE}.clip_pcc",
-            variant="allpairs",
+        *(
+            _info(
+                f"clip_pcc_{variant}",
+                label=f"CLIP-pcc ({short})",
+                higher_is_better=True,
+                aspect="temporal",
+                needs=_CLIPS | {"clip"},
+                computed_by=f"{_METRICS_MODULE}.clip_pcc",
+                variant=variant,
+            )
+            for variant, short in (("adjacent", "adj."), ("allpairs", "all"))
         ),
         _info(
             "hue_sim",
@@ -232,26 +227,15 @@ def _retrieval(name: str, m: re.Match) -> MetricInfo:
     )
 
 
-def _loss(name: str, m: re.Match) -> MetricInfo:
-    return MetricInfo(
-        name=name,
-        family="loss",
-        label=name,
-        higher_is_better=False,
-        aspect="training",
-        needs=frozenset({"training"}),
-    )
+def _lower_is_better(family: str, aspect: str, needs: frozenset[str]) -> Callable:
+    """A family of error measures named freely (losses, end-point errors): lower is better."""
 
+    def describe(name: str, m: re.Match) -> MetricInfo:
+        return MetricInfo(
+            name=name, family=family, label=name, higher_is_better=False, aspect=aspect, needs=needs
+        )
 
-def _flow_error(name: str, m: re.Match) -> MetricInfo:
-    return MetricInfo(
-        name=name,
-        family="epe",
-        label=name,
-        higher_is_better=False,
-        aspect="motion",
-        needs=_CLIPS,
-    )
+    return describe
 
 
 @dataclass(frozen=True)
@@ -275,8 +259,12 @@ FAMILIES: tuple[Family, ...] = (
         re.compile(r"retrieval(?P<n>\d+)_(?P<target>image|text)_top(?P<k>\d+)"),
         _retrieval,
     ),
-    Family("loss", re.compile(r".*loss"), _loss),  # losses of any stage: lower is better
-    Family("epe", re.compile(r".+_epe"), _flow_error),  # end-point errors: lower is better
+    Family(
+        "loss", re.compile(r".*loss"), _lower_is_better("loss", "training", _TRAINING)
+    ),  # losses of any stage: lower is better
+    Family(
+        "epe", re.compile(r".+_epe"), _lower_is_better("epe", "motion", _CLIPS)
+    ),  # end-point errors: lower is better
 )
 
 

@@ -186,3 +186,20 @@ def write_clip_set(
                 Image.fromarray(f).save(d / f"{i:03d}.png")
         else:
             raise ValueError(f"unknown clip format {fmt!r}; use gif, png or npy")
+
+
+# What a decoding stage (baselines, decode) writes for `evaluate`: the test clips in order.
+RECONSTRUCTIONS = "clips.npy"  # (n, F, H, W, 3) uint8
+NAMES = "names.txt"  # one <segment>_<clip:03d> per line, the order of clips.npy
+
+
+def write_reconstructions(
+    folder: Path, names: list[str], clips: np.ndarray, fps: float, n_gifs: int = 4
+) -> list[Path]:
+    """The layout every decoding stage writes: clips.npy, names.txt and a few sample GIFs."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / RECONSTRUCTIONS, clips)
+    (folder / NAMES).write_text("".join(f"{n}\n" for n in names))
+    write_clip_set(folder / "samples", names[:n_gifs], clips[:n_gifs], fmt="gif", fps=fps)
+    return [Path(RECONSTRUCTIONS), Path(NAMES)]

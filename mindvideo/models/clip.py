@@ -173,10 +173,18 @@ class ClipModel:
     def image_embeddings(self, frames: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """uint8 frames (n, H, W, 3) -> L2-normalised image embeddings (n, D), float32."""
         self.model.eval()
-        out = []
-        for start in range(0, len(frames), batch_size):
-            x = self.pixels(frames[start : start + batch_size]).to(self.device)
-            out.append(self.model.encode_image(x, normalize=True).float().cpu())
+
+        def encode(chunk):
+            return self.model.encode_image(self.pixels(chunk).to(self.device), normalize=True)
+
+        return self._batched(frames, batch_size, encode)
+
+    def _batched(self, items, batch_size: int, encode: Callable) -> np.ndarray:
+        """`encode` over `items` in batches: (n, D) float32 on the CPU."""
+        out = [
+            encode(items[start : start + batch_size]).float().cpu()
+            for start in range(0, len(items), batch_size)
+        ]
         if not out:
             return np.zeros((0, self._dim()), dtype=np.float32)
         return torch.cat(out).numpy()
@@ -187,14 +195,11 @@ class ClipModel:
         if isinstance(texts, str):
             raise DataError("text_embeddings takes a list of captions, got one string")
         self.model.eval()
-        texts = list(texts)
-        out = []
-        for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(texts[start : start + batch_size]).to(self.device)
-            out.append(self.model.encode_text(tokens, normalize=True).float().cpu())
-        if not out:
-            return np.zeros((0, self._dim()), dtype=np.float32)
-        return torch.cat(out).numpy()
+
+        def encode(chunk):
+            return self.model.encode_text(self.tokenizer(chunk).to(self.device), normalize=True)
+
+        return self._batched(list(texts), batch_size, encode)
 
     @torch.no_grad()
     def text_tokens(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:

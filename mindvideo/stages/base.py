@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel
 
 from mindvideo.errors import ConfigError
+
+# What a decoding stage writes for `evaluate` (re-exported: part of the stage interface).
+from mindvideo.eval.video_io import NAMES as NAMES
+from mindvideo.eval.video_io import RECONSTRUCTIONS as RECONSTRUCTIONS
+from mindvideo.eval.video_io import write_reconstructions as write_reconstructions
 
 
 def _no_progress(n: int, what: str) -> None:
@@ -51,9 +55,6 @@ class StageResult:
     artifacts: list[Path] = field(default_factory=list)
 
 
-# What a decoding stage (baselines, decode) writes for `evaluate`: the test clips in order.
-RECONSTRUCTIONS = "clips.npy"  # (n, F, H, W, 3) uint8
-NAMES = "names.txt"  # one <segment>_<clip:03d> per line, the order of clips.npy
 SYNTHCC_FOLDER = "synthcc"  # where the `simulate` stage writes its dataset
 # What `evaluate` writes for the report's paired statistics: metric -> (n,) per-sample scores,
 # with the scored clips' names and, where the dataset gives them, their scenes.
@@ -156,17 +157,3 @@ def _has_val_folders(data: Any) -> bool:
     return any(root.glob("subject*/fmri/val*/")) or any(
         root.glob("video_fmri_dataset/subject*/fmri/val*/")
     )
-
-
-def write_reconstructions(
-    folder: Path, names: list[str], clips: np.ndarray, fps: float, n_gifs: int = 4
-) -> list[Path]:
-    """The layout every decoding stage writes: clips.npy, names.txt and a few sample GIFs."""
-    from mindvideo.eval.video_io import write_clip_set
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / RECONSTRUCTIONS, clips)
-    (folder / NAMES).write_text("".join(f"{n}\n" for n in names))
-    write_clip_set(folder / "samples", names[:n_gifs], clips[:n_gifs], fmt="gif", fps=fps)
-    return [Path(RECONSTRUCTIONS), Path(NAMES)]

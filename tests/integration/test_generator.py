@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import toy_video_pipeline
+from conftest import toy_video_pipeline, tracked_runs
 
 from mindvideo.errors import ConfigError
 from mindvideo.models import diffusion as D
@@ -226,18 +226,10 @@ report: {metrics: [video_2way_top1, ssim, cotrain.val_loss], samples: 2}
 @pytest.mark.slow  # the smoke pipeline of 4 variants (45 s); tests/integration/
 # test_paper_profile.py runs MinD-Video end to end through mvbench in the default run
 def test_whole_pipeline_runs_is_tracked_and_reports(generator_store, capsys):
-    from mlflow import MlflowClient
-
     from harness.cli import main
-    from harness.tracking import default_uri
 
     spec, store = generator_store
-    client = MlflowClient(tracking_uri=default_uri(store))
-    exp = client.get_experiment_by_name("gen")
-    runs = {
-        r.data.tags["mvbench.variant"]: r
-        for r in client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
-    }
+    client, runs = tracked_runs(store, "gen")
     assert set(runs) == {"full", "no-cotrain", "captions", "autoencoder"}
     # the autoencoder round trip of the true frames: the pixel ceiling of the generator
     ceiling = runs["autoencoder"].data.metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mindvideo.stages import baselines as B
+from mindvideo.eval import baselines as B
 
 
 def test_memoised_fit_gives_the_same_reconstructions(smoke_dataset, one_torch_thread):

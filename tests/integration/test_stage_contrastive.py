@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import tracked_runs
 
 from mindvideo.errors import ConfigError
 from mindvideo.eval.metrics import retrieval_top1
@@ -81,18 +82,10 @@ report: {metrics: [retrieval50_image_top1, retrieval50_text_top1], samples: 0}
 
 
 def test_encoder_runs_are_tracked_with_retrieval_and_curves(suite_store, capsys):
-    from mlflow import MlflowClient
-
     from harness.cli import main
-    from harness.tracking import default_uri
 
     spec, store = suite_store
-    client = MlflowClient(tracking_uri=default_uri(store))
-    exp = client.get_experiment_by_name("enc")
-    runs = {
-        r.data.tags["mvbench.variant"]: r
-        for r in client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
-    }
+    client, runs = tracked_runs(store, "enc")
     assert set(runs) == {"full", "no-contrastive", "image-only"}
     full = runs["full"].data.metrics
     assert 0 <= full["retrieval50_image_top1"] <= 1 and "retrieval50_text_top1" in full

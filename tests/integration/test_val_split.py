@@ -238,7 +238,7 @@ def test_val_split_decodes_the_val_clips(smoke_dataset, smoke_profile):
     from harness.plan import stage_config
     from mindvideo.data.cc2017 import open_stimuli
     from mindvideo.data.paired import subject_windows
-    from mindvideo.stages.baselines import decode_baselines
+    from mindvideo.eval.baselines import decode_baselines
     from mindvideo.stages.evaluate import ground_truth
 
     assert smoke_profile.data.synth.protocol.val_segments == 2

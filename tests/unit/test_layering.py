@@ -88,3 +88,14 @@ def test_no_import_cycles():
         if state[module] == 0:
             visit(module, [module])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_harness_reaches_stages_only_through_their_interface():
+    offenders = [
+        f"{module} imports {target}"
+        for module, targets in imports().items()
+        if module.startswith("harness")
+        for target in targets
+        if target.startswith("mindvideo.stages.") and target not in STAGE_INTERFACE
+    ]
+    assert not offenders, "harness may import the stage interface only:\n" + "\n".join(offenders)

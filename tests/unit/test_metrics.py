@@ -202,7 +202,7 @@ def test_ties_go_to_the_ground_truth():
     pred = np.full((4, 12), 1 / 12)
     gt = softmax(rng.normal(size=(4, 12)))
     assert (M.n_way_top_k(pred, gt, 5, seed=0) == 1.0).all()
-    assert (M.n_way_top_k_loop(pred, gt, 5, trials=20, seed=0) == 1.0).all()
+    assert (M.n_way_top_k(pred, gt, 5, trials=20, seed=0, method="loop") == 1.0).all()
     assert (M.n_way_expected(pred, gt, 5) == 1.0).all()
 
 
@@ -212,7 +212,7 @@ def test_gt_class_ties_break_to_lower_index():
     gt = np.zeros((1, 8))
     pred = np.array([[0.01, 0.2, 0.15, 0.14, 0.13, 0.13, 0.12, 0.12]])
     assert M.n_way_top_k(pred, gt, 2, gt_top=1, seed=0)[0] == 0.0
-    assert M.n_way_top_k_loop(pred, gt, 2, gt_top=1, trials=10, seed=0)[0] == 0.0
+    assert M.n_way_top_k(pred, gt, 2, gt_top=1, trials=10, seed=0, method="loop")[0] == 0.0
     # Top-3 over flat GT scores is classes 0, 1, 2; class 1 is the pred's best: always wins.
     assert M.n_way_top_k(pred, gt, 2, gt_top=3, seed=0)[0] == 1.0
 
@@ -233,8 +233,10 @@ def test_seeding_is_reproducible():
     np.testing.assert_array_equal(a, M.n_way_top_k(pred, gt, 10, seed=0))
     np.testing.assert_array_equal(a, M.n_way_top_k(pred, gt, 10, seed=np.random.default_rng(0)))
     assert not np.array_equal(a, M.n_way_top_k(pred, gt, 10, seed=1))
-    b = M.n_way_top_k_loop(pred[:20], gt[:20], 10, trials=30, seed=0)
-    np.testing.assert_array_equal(b, M.n_way_top_k_loop(pred[:20], gt[:20], 10, trials=30, seed=0))
+    b = M.n_way_top_k(pred[:20], gt[:20], 10, trials=30, seed=0, method="loop")
+    np.testing.assert_array_equal(
+        b, M.n_way_top_k(pred[:20], gt[:20], 10, trials=30, seed=0, method="loop")
+    )
 
 
 @pytest.mark.parametrize(("n_way", "top_k", "gt_top"), [(2, 1, 3), (10, 1, 3), (10, 3, 1)])
@@ -245,7 +247,7 @@ def test_vectorised_and_loop_agree_in_distribution(n_way, top_k, gt_top):
     gt = softmax(rng.normal(0, 1.5, (n, n_classes)))
     kwargs = dict(n_way=n_way, top_k=top_k, trials=100, gt_top=gt_top)
     fast = M.n_way_top_k(pred, gt, seed=0, **kwargs)
-    loop = M.n_way_top_k_loop(pred, gt, seed=0, **kwargs)
+    loop = M.n_way_top_k(pred, gt, seed=0, **kwargs, method="loop")
     # Same inputs: per-sample differences are pure trial noise, centred on zero.
     d = fast - loop
     assert abs(d.mean()) < 4 * d.std(ddof=1) / np.sqrt(n) + 1e-12
@@ -426,3 +428,9 @@ def test_motion_direction_and_speed():
         M.motion(clips, truth[:2])
     with pytest.raises(ValueError, match="at least 2"):
         M.motion(right[:, :1], right[:, :1])
+
+
+def test_n_way_refuses_an_unknown_method():
+    pred = softmax(np.random.default_rng(14).normal(size=(3, 10)))
+    with pytest.raises(ValueError, match="method 'exact'; use 'hypergeometric' or 'loop'"):
+        M.n_way_top_k(pred, pred, 2, method="exact")
