@@ -1,9 +1,9 @@
 """Multi-process training: run a training function in N processes under torch.distributed.
 
-The training functions (`mbm.train_mbm`, `contrastive.train_contrastive`) are written for
-torch.distributed: each process computes its slice of every global batch and gradients are
-averaged, so W processes make the updates one process makes with the whole batch. They work
-in three settings:
+The training recipes (`mindvideo.train`: `mbm.train_mbm`, `contrastive.train_contrastive`,
+`video_diffusion.train_cotrain`) are written for torch.distributed: each process computes its
+slice of every global batch and gradients are averaged, so W processes make the updates one
+process makes with the whole batch. They work in three settings:
 
 * one process (no process group): the default;
 * a process group someone else set up (torchrun, a test, a cluster launcher): they read the

@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 if TYPE_CHECKING:
-    import torch
-
     from mindvideo.models.fmri_encoder import FmriEncoder
 
 from mindvideo.data.cc2017 import open_stimuli
@@ -34,13 +32,15 @@ from mindvideo.data.paired import (
     pairing,
     subject_windows,
 )
-from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.errors import ConfigError, DataError
 from mindvideo.eval.metrics import retrieval_top1
 from mindvideo.models.encoder_config import EncoderConfig, MAEConfig
 from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root
-from mindvideo.train.loop import fit
-from mindvideo.train.schedules import warmup_cosine_pi_first
+from mindvideo.train.contrastive import (
+    MAX_LOGIT_SCALE,
+    ContrastiveTraining,
+    train_worker,
+)
 
 HEADLINE_METRICS = ("retrieval50_image_top1", "retrieval50_text_top1")  # at the default n
 
@@ -48,28 +48,6 @@ HEADLINE_METRICS = ("retrieval50_image_top1", "retrieval50_text_top1")  # at the
 def headline_metrics(cfg: ContrastiveConfig) -> tuple[str, ...]:
     """The retrieval metrics logged without the stage prefix, named by the configured n."""
     return tuple(f"retrieval{cfg.retrieval_n}_{m}_top1" for m in ("image", "text"))
-
-
-MAX_LOGIT_SCALE = math.log(100.0)
-
-Modality = Literal["image", "text"]
-
-
-class ContrastiveTraining(BaseModel):
-    """The contrastive training itself: the profile's `contrastive` section."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    modalities: tuple[Modality, ...] = ("image", "text")
-    epochs: int = Field(30, ge=1, le=10_000)
-    batch_size: int = Field(64, ge=2, le=65_536)
-    lr: float = Field(1e-3, gt=0, le=100.0)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: float = Field(1, ge=0, le=10_000)
-    grad_clip: float | None = Field(1.0, gt=0)
-    logit_scale_init: float = Field(math.log(1 / 0.07), description="log inverse temperature")
-    retrieval_n: int = Field(50, ge=2, le=100_000, description="candidates per retrieval trial")
 
 
 class ContrastiveConfig(ContrastiveTraining, PairingConfig):
@@ -103,16 +81,6 @@ def clip_targets(clip_model, stimuli, samples, frames_per_clip: int) -> dict[str
     image /= np.linalg.norm(image, axis=1, keepdims=True) + 1e-8
     text = clip_model.text_embeddings(list(samples.caption))
     return {"image": image.astype(np.float32), "text": text.astype(np.float32)}
-
-
-def info_nce(emb: torch.Tensor, target: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE between matching rows of two L2-normalised (n, d) batches."""
-    import torch
-    import torch.nn.functional as F
-
-    logits = log_scale.clamp(max=MAX_LOGIT_SCALE).exp() * emb @ target.T
-    labels = torch.arange(len(emb), device=emb.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
 def scene_groups(samples) -> np.ndarray:
@@ -209,115 +177,6 @@ def run(
     ctx.progress(1, f"{cfg.retrieval_n}-way retrieval: {shown}")
 
     return StageResult(metrics=metrics, artifacts=save_encoder(out, encoder, fmri.selected))
-
-
-def train_contrastive(
-    cfg: ContrastiveTraining,
-    encoder: FmriEncoder,
-    log_scale: torch.nn.Parameter,
-    x_train: np.ndarray,
-    targets: dict[str, np.ndarray],
-    seed: int,
-    device: str = "cpu",
-    progress=None,
-    log_metric=None,
-) -> dict[str, float]:
-    """The contrastive loop (AdamW, warm-up then cosine, gradient clipping), in place.
-
-    Under torch.distributed each of the W processes embeds its 1/W slice of every batch; the
-    embeddings are gathered (with their gradients) so that every process scores the whole
-    batch against all its negatives, and DistributedDataParallel averages the gradients: the
-    updates of one process with the whole batch, up to float rounding.
-    """
-    import torch
-
-    from mindvideo.distributed import all_gather_with_grad, check_divisible, wrap_ddp
-
-    tick = progress or (lambda n, what: None)
-    log = log_metric or (lambda name, value, step=None: None)
-    rank, world, local = check_divisible(cfg.batch_size, "contrastive.batch_size")
-    aligner = _aligner(encoder, log_scale).to(device)
-    net = wrap_ddp(aligner, device)
-    params = list(aligner.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng([seed, 2])
-    steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    tensors = {m: torch.from_numpy(targets[m]).to(device) for m in cfg.modalities}
-    x_all = torch.from_numpy(x_train).to(device)
-    mine = slice(rank * local, (rank + 1) * local)
-    order: list[np.ndarray] = []
-
-    def new_order(epoch: int) -> None:
-        order[:] = [rng.permutation(len(x_train))]
-
-    def loss_at(step: int):
-        b = step % steps_per_epoch
-        idx = torch.from_numpy(order[0][b * cfg.batch_size : (b + 1) * cfg.batch_size])
-        idx = idx.to(device)
-        emb, scale = net(x_all[idx[mine]])
-        if world > 1:
-            emb = all_gather_with_grad(emb)  # the global batch, in order
-        return sum(info_nce(emb, tensors[m][idx], scale) for m in tensors) / len(tensors)
-
-    def end_epoch(epoch: int, loss: float) -> None:
-        log("train_loss", loss, epoch)
-        tick(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
-
-    loss_epoch = fit(
-        opt,
-        loss_at,
-        steps=total,
-        period=steps_per_epoch,
-        lr_at=lambda step, peak: peak * warmup_cosine_pi_first(step, total, warmup),
-        grad_clip=cfg.grad_clip,
-        params=params,
-        begin=new_order,
-        end=end_epoch,
-    )
-    return {"train_loss": loss_epoch}
-
-
-def _aligner(encoder: FmriEncoder, log_scale: torch.nn.Parameter) -> torch.nn.Module:
-    """One module (for DDP) holding the encoder and the logit scale: fMRI -> (CLIP-space
-    embedding, log scale)."""
-    import torch
-
-    class Aligner(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder, self.log_scale = encoder, log_scale
-
-        def forward(self, x):
-            return self.encoder.clip_embedding(self.encoder.condition(x)), self.log_scale
-
-    return Aligner()
-
-
-def train_worker(payload, device: str, report) -> tuple[dict, float, dict[str, float]]:
-    """train_contrastive for mindvideo.distributed.launch. payload: (cfg, encoder shape args,
-    initial weights, initial log scale, train fMRI, train targets, seed); returns the weights
-    (on the CPU), the log scale and the final metrics."""
-    import torch
-
-    from mindvideo.models.fmri_encoder import FmriEncoder
-
-    cfg, shape, state, log_scale, x_train, targets, seed = payload
-    encoder = FmriEncoder(*shape)
-    encoder.load_state_dict(state)
-    scale = torch.nn.Parameter(torch.tensor(float(log_scale)))
-    metrics = train_contrastive(
-        cfg,
-        encoder,
-        scale,
-        x_train,
-        targets,
-        seed,
-        device,
-        *callbacks(report),
-    )
-    return cpu_weights(encoder), float(scale.detach()), metrics
 
 
 class EncoderSection(EncoderConfig):

@@ -14,7 +14,7 @@ from mindvideo.errors import ConfigError, DataError
 from mindvideo.models.encoder_config import EncoderConfig
 from mindvideo.models.fmri_encoder import FmriEncoder
 from mindvideo.models.fmri_mae import MAEConfig
-from mindvideo.stages import contrastive, mbm
+from mindvideo.train import contrastive, mbm
 from mindvideo.train.mbm import train_mbm
 
 MAE = MAEConfig(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_num_heads=2)

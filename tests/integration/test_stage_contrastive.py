@@ -11,7 +11,8 @@ from conftest import tracked_runs
 
 from mindvideo.errors import ConfigError
 from mindvideo.eval.metrics import retrieval_top1
-from mindvideo.stages.contrastive import info_nce, scene_groups
+from mindvideo.stages.contrastive import scene_groups
+from mindvideo.train.contrastive import info_nce
 
 
 def test_retrieval_top1_exact_values():
