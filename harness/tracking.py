@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -126,6 +127,79 @@ def _chunks(items: list, n: int) -> Iterator[list]:
         yield items[i : i + n]
 
 
+# A new SQLite store's schema: MLflow builds it by replaying its migrations (about 1.6 s on
+# 2 cores, most of a smoke suite's harness overhead); the first store this machine creates
+# under an MLflow version leaves a copy of its empty database here, and later new stores start
+# from that copy (milliseconds). MVBENCH_SCHEMA_CACHE=off: always let MLflow build it.
+SCHEMA_CACHE_ENV = "MVBENCH_SCHEMA_CACHE"
+
+
+def schema_template() -> Path | None:
+    """Where the empty database of this MLflow version is kept (None: the cache is off)."""
+    setting = os.environ.get(SCHEMA_CACHE_ENV, "")
+    if setting.lower() in ("off", "0", "no", "false"):
+        return None
+    from mlflow.version import VERSION
+
+    base = Path(setting) if setting else None
+    if base is None:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg) if xdg else Path.home() / ".cache") / "mvbench" / "mlflow-schema"
+    return base / f"mlflow-{VERSION}.db"
+
+
+def copy_schema_template(db: Path) -> bool:
+    """Start the new SQLite database `db` from the cached empty one; False when there is none
+    (or `db` appeared meanwhile). Never overwrites: the copy is linked into place only if no
+    file is there, so a store another process has just created is left alone."""
+    template = schema_template()
+    if template is None or not template.is_file():
+        return False
+    import shutil
+    import sqlite3
+
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(template, tmp)
+        # What MLflow would have written for its Default experiment in this process.
+        with contextlib.closing(sqlite3.connect(tmp)) as con, con:
+            now = int(time.time() * 1000)
+            con.execute(
+                "UPDATE experiments SET artifact_location = ?, creation_time = ?, "
+                "last_update_time = ? WHERE experiment_id = 0",
+                (os.path.abspath("mlruns") + "/0", now, now),
+            )
+        os.link(tmp, db)
+        return True
+    except (OSError, sqlite3.Error):
+        return False  # no cache: MLflow builds the schema as usual
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_schema_template(db: Path) -> None:
+    """Keep a copy of the database MLflow has just built (no runs in it yet) for later stores."""
+    template = schema_template()
+    if template is None or template.is_file():
+        return
+    import shutil
+    import sqlite3
+
+    tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(db, tmp)
+        with contextlib.closing(sqlite3.connect(tmp)) as con:
+            (experiments,) = con.execute("SELECT count(*) FROM experiments").fetchone()
+            (runs,) = con.execute("SELECT count(*) FROM runs").fetchone()
+        if experiments == 1 and runs == 0:  # as built: another process has not written yet
+            os.replace(tmp, template)
+    except (OSError, sqlite3.Error):
+        pass  # a read-only home: every store builds its own schema
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class Tracker:
     """The harness's view of an MLflow tracking store."""
 
@@ -138,6 +212,10 @@ class Tracker:
         self.store = Path(store)
         self.uri = uri or tracking_uri(self.store)
         self._check_and_create()
+        db = (
+            Path(self.uri.removeprefix("sqlite:///")) if self.uri.startswith("sqlite:///") else None
+        )
+        built = db is not None and not db.exists() and not copy_schema_template(db)
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)
@@ -151,6 +229,8 @@ class Tracker:
                 f"{str(e)[:300]}. Fix MLFLOW_TRACKING_URI, or unset it to use "
                 f"{default_uri(self.store)}"
             ) from None
+        if built:
+            save_schema_template(db)
 
     @property
     def local(self) -> bool:

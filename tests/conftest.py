@@ -70,6 +70,13 @@ def seed_cache(source_store: Path, store: Path, stages=("simulate", "foundation"
             shutil.copytree(src, store / "cache" / stage, dirs_exist_ok=True)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _schema_cache(tmp_path_factory):
+    """New stores start from an empty MLflow database kept for this test session (as they
+    would from the user's cache), not from one in the home folder."""
+    os.environ.setdefault("MVBENCH_SCHEMA_CACHE", str(tmp_path_factory.mktemp("schema")))
+
+
 @pytest.fixture(autouse=True)
 def _no_outside_tracking(monkeypatch):
     """Tests use their own stores, never a tracking server named by the environment."""

@@ -110,6 +110,7 @@ def _info(name: str, **fields) -> MetricInfo:
 _FRAMES = frozenset({"frames"})
 _CLIPS = frozenset({"frames", "video"})
 _TRAINING = frozenset({"training"})
+_NONE: frozenset[str] = frozenset()
 
 # Metrics with one fixed name.
 METRICS: dict[str, MetricInfo] = {
@@ -259,12 +260,10 @@ FAMILIES: tuple[Family, ...] = (
         re.compile(r"retrieval(?P<n>\d+)_(?P<target>image|text)_top(?P<k>\d+)"),
         _retrieval,
     ),
-    Family(
-        "loss", re.compile(r".*loss"), _lower_is_better("loss", "training", _TRAINING)
-    ),  # losses of any stage: lower is better
-    Family(
-        "epe", re.compile(r".+_epe"), _lower_is_better("epe", "motion", _CLIPS)
-    ),  # end-point errors: lower is better
+    # losses of any stage, end-point errors, wall times (a stage's train_seconds, decode_seconds)
+    Family("loss", re.compile(r".*loss"), _lower_is_better("loss", "training", _TRAINING)),
+    Family("epe", re.compile(r".+_epe"), _lower_is_better("epe", "motion", _CLIPS)),
+    Family("seconds", re.compile(r"(.+_)?seconds"), _lower_is_better("seconds", "cost", _NONE)),
 )
 
 

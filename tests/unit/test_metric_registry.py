@@ -81,9 +81,12 @@ def test_retrieval_family(name, label, chance, target):
         ("flow_epe", "epe"),
         ("decode.flow_epe", "epe"),
         ("evaluate.epe", "epe"),
+        ("decode.decode_seconds", "seconds"),
+        ("cotrain.train_seconds", "seconds"),
+        ("seconds", "seconds"),
     ],
 )
-def test_losses_and_flow_errors_are_lower_is_better(name, family):
+def test_losses_flow_errors_and_times_are_lower_is_better(name, family):
     info = metric_info(name)
     assert info.family == family and info.known
     assert info.higher_is_better is False and info.ranked
@@ -168,7 +171,7 @@ def test_every_registered_metric_is_well_formed():
         assert info.needs <= set(NEEDS), info.name
         if info.stimulus is not None:
             assert metric_info(info.stimulus).stimulus_level, info.name
-    assert [f.name for f in FAMILIES] == ["n_way", "retrieval", "loss", "epe"]
+    assert [f.name for f in FAMILIES] == ["n_way", "retrieval", "loss", "epe", "seconds"]
 
 
 def test_lookups_are_cached_and_immutable():
