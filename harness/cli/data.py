@@ -102,6 +102,16 @@ def _print_report(report: dict) -> None:
                 + ", ".join(s["segments_without_npy_frames"])
                 + " (convert the movies to uint8 (F, H, W, 3) .npy for the pipeline)"
             )
+    if "motion" in report and "speed" in report["motion"]:
+        m = report["motion"]
+        px, sp = m["px_per_scored_frame"], m["speed"]
+        print(
+            f"motion ({m['motion']}): speed {sp['min']:.3f}-{sp['max']:.3f} frame widths/s "
+            f"(configured {m['configured_speed_range'][0]:g}-{m['configured_speed_range'][1]:g}); "
+            f"per scored frame {px['p5']:.1f} / {px['median']:.1f} / {px['p95']:.1f} px (5% / "
+            f"median / 95%), {100 * m['share_at_least_one_latent_px']:.0f}% moving >= one latent "
+            f"pixel ({m['latent_px']:g} px)"
+        )
     if "corpus" in report:
         c = report["corpus"]
         print(
@@ -155,10 +165,10 @@ def _print_report(report: dict) -> None:
             for c in failed:
                 print(f"  {c['subject']}: {c['name']} = {c['value']} (needs {c['threshold']})")
         else:
-            print(
-                f"benchmark validation passed ({len(report['checks'])} checks: roi recall, "
-                "false positives, lag)"
+            kinds = "roi recall, false positives, lag" + (
+                ", motion" if any(c["subject"] == "stimuli" for c in report["checks"]) else ""
             )
+            print(f"benchmark validation passed ({len(report['checks'])} checks: {kinds})")
 
 
 def _print_flat(report: dict) -> None:
@@ -198,6 +208,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
             data.window_edge,
             validate=not args.no_validate,
             progress=tick,
+            frames_per_clip=data.frames_per_clip,
         )
     finally:
         bar.close()

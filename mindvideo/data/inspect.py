@@ -10,6 +10,8 @@ Validation figures per subject:
   shape, colour and motion direction, cross-validated across training segments; the lag
   where its accuracy peaks;
 - true_lag_tr: the lag at which the true HRFs respond most to a one-TR clip.
+And for a SynthCC dataset, its realised motion (`motion_statistics`), checked against SynthCC
+v2's rule where objects wrap.
 """
 
 from __future__ import annotations
@@ -132,8 +134,10 @@ def inspect_dataset(
     validate: bool = True,
     max_lag: int = 6,
     progress: Progress | None = None,
+    frames_per_clip: int = 6,
 ) -> dict:
-    """A JSON-ready summary of the dataset at `root` (see the module docstring)."""
+    """A JSON-ready summary of the dataset at `root` (see the module docstring);
+    `frames_per_clip` is the pipeline's (the scored frames of SynthCC's motion statistics)."""
     preprocess = preprocess or PreprocessConfig()
     root = resolve_cc2017(Path(root))
     meta = read_metadata(root)
@@ -215,10 +219,84 @@ def inspect_dataset(
     if missing_frames:
         # Real CC2017 ships mp4 movies: the pipeline needs them as stimuli/<segment>.npy.
         report.setdefault("stimuli", {})["segments_without_npy_frames"] = sorted(missing_frames)
+    world = (meta.get("config") or {}).get("world")
+    if stimuli is not None and world is not None:
+        report["motion"] = motion_statistics(stimuli, world, frames_per_clip)
+        if validate:
+            checks.extend(_motion_checks(report["motion"]))
     if validate and truth is not None:
         report["checks"] = checks
         report["valid"] = all(c["passed"] for c in checks)
     return report
+
+
+def motion_statistics(stimuli, world: dict, frames_per_clip: int) -> dict:
+    """The object's realised motion in SynthCC's frame tables (<segment>_frames.csv) against
+    the world config: its speed per scene, and its displacement between consecutive scored
+    frames (`frames_per_clip` spread over each TR) within a scene, in pixels (across the frame's
+    edges where objects wrap). One latent pixel of the stand-in (a factor-4 autoencoder on
+    64 px frames) is width / 16 pixels: SynthCC v2's motion rule asks at least that."""
+    unit = min(world["height"], world["width"])
+    wrap = world.get("motion", "capped") == "wrap"
+    step = max(1, stimuli.frames_per_tr // frames_per_clip)  # rendered frames per scored frame
+    speeds, moves = [], []
+    for path in sorted(stimuli.folder.glob("*_frames.csv")):
+        table = pd.read_csv(path, usecols=["scene", "speed", "x", "y"])
+        scored = table.iloc[::step]
+        same = scored["scene"].to_numpy()[1:] == scored["scene"].to_numpy()[:-1]
+        d = np.diff(scored[["x", "y"]].to_numpy(), axis=0)
+        if wrap:  # the shorter way round the torus
+            size = np.array([world["width"], world["height"]]) / unit
+            d -= size * np.round(d / size)
+        moves.append(np.hypot(d[:, 0], d[:, 1])[same] * unit)
+        speeds.append(table.groupby("scene")["speed"].first().to_numpy())
+    if not moves:
+        return {"skipped": "no <segment>_frames.csv tables (SynthCC writes them)"}
+    px, speed = np.concatenate(moves), np.concatenate(speeds)
+    latent_px = world["width"] / 16
+    lo, hi = world["speed_range"]
+    return {
+        "motion": "wrap" if wrap else "capped",
+        "configured_speed_range": [lo, hi],
+        "speed": {
+            "min": float(speed.min()),
+            "median": float(np.median(speed)),
+            "max": float(speed.max()),
+        },
+        "scored_frames_per_s": frames_per_clip * stimuli.fps / stimuli.frames_per_tr,
+        "px_per_scored_frame": {
+            "p5": float(np.percentile(px, 5)),
+            "median": float(np.median(px)),
+            "p95": float(np.percentile(px, 95)),
+        },
+        "latent_px": latent_px,
+        "share_at_least_one_latent_px": float((px >= latent_px - 1e-6).mean()),
+        "share_speed_in_range": float(((speed >= lo - 1e-9) & (speed <= hi + 1e-9)).mean()),
+    }
+
+
+def _motion_checks(motion: dict) -> list[dict]:
+    """SynthCC v2's motion rule (wrapping worlds): every scene at its drawn speed within the
+    configured range, every scored frame moving the object by one latent pixel or more. A v1
+    world (capped travel) is reported, not checked: its rule was not this one."""
+    if motion.get("motion") != "wrap":
+        return []
+    return [
+        {
+            "subject": "stimuli",
+            "name": "share_speed_in_range",
+            "value": motion["share_speed_in_range"],
+            "threshold": f"== 1 (speeds in {motion['configured_speed_range']})",
+            "passed": motion["share_speed_in_range"] == 1.0,
+        },
+        {
+            "subject": "stimuli",
+            "name": "share_at_least_one_latent_px",
+            "value": motion["share_at_least_one_latent_px"],
+            "threshold": f"== 1 (>= {motion['latent_px']:g} px per scored frame)",
+            "passed": motion["share_at_least_one_latent_px"] == 1.0,
+        },
+    ]
 
 
 def _validate(rec, cfg, stimuli, truth, root, max_lag, tick) -> dict:

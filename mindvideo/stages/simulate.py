@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from mindvideo.data.synth.config import VAL_NEUTRAL, SimulateConfig
+from mindvideo.data.synth.config import VAL_NEUTRAL, VERSION_NEUTRAL, SimulateConfig
 from mindvideo.data.synth.simulate import FORMAT_VERSION, simulate, work_units
 from mindvideo.stages.base import SYNTHCC_FOLDER, Stage, StageContext, StageResult
 
@@ -48,5 +48,8 @@ STAGE = Stage(
     artifacts=(SYNTHCC_FOLDER,),
     work_units=work_units,
     # options added after datasets were cached: out of the key while at these values
-    key_neutral={("protocol", name): value for name, value in VAL_NEUTRAL.items()},
+    key_neutral={
+        **{("protocol", name): value for name, value in VAL_NEUTRAL.items()},
+        **VERSION_NEUTRAL,
+    },
 )

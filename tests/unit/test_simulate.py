@@ -93,3 +93,22 @@ def test_tr_and_fps_must_give_whole_frames(tmp_path, smoke_profile):
     )
     with pytest.raises(ConfigError, match="whole number of frames per TR"):
         simulate(bad, tmp_path / "out")
+
+
+def test_synthcc_v2_gets_new_keys_and_v1_keeps_its_own():
+    from harness.cache import key_config
+    from harness.profiles import load_profile
+    from mindvideo.stages.registry import get_stage
+
+    for name in ("simulate", "video_pretrain"):  # the stages that render the world
+        stage = get_stage(name)
+        v1, v2 = (
+            key_config(
+                stage.configure(load_profile("tiny", {"data.synth.version": v}), "subject1"),
+                stage.key_neutral,
+            )
+            for v in (1, 2)
+        )
+        world = v1["world"]
+        assert "motion" not in world and "version" not in v1  # as before v2 existed
+        assert v2["world"]["motion"] == "wrap" and v2["world"]["speed_range"] == [0.2, 0.5]

@@ -78,3 +78,70 @@ def test_same_seed_same_frames():
     b = world.render_segment(world.make_scenes(np.random.default_rng(5), 10, cfg), 60, cfg)
     c = world.render_segment(world.make_scenes(np.random.default_rng(6), 10, cfg), 60, cfg)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+# SynthCC v2's motion (issue 28): fast objects that wrap around the frame ---------------------
+
+
+def _v2(**world):
+    from mindvideo.data.synth.config import SimulateConfig
+
+    return SimulateConfig.model_validate({"version": 2, "world": world}).world
+
+
+def test_version_2_takes_the_v2_world_for_fields_not_given():
+    from mindvideo.data.synth.config import V2_WORLD, SimulateConfig
+
+    v1 = SimulateConfig().world
+    assert (v1.speed_range, v1.motion) == ((0.04, 0.14), "capped")
+    v2 = _v2(height=64, width=64)
+    assert (v2.speed_range, v2.motion) == (V2_WORLD["speed_range"], "wrap")
+    assert _v2(speed_range=(0.3, 0.4)).speed_range == (0.3, 0.4)  # given: kept
+    assert SimulateConfig(version=2, world=WorldConfig(height=32)).world.motion == "wrap"
+
+
+def test_the_v2_rule_follows_from_the_stand_ins_resolution():
+    # >= one latent pixel (4 px of 64, factor-4 autoencoder) per scored frame (6 per 2 s TR),
+    # and < the smallest radius per scored frame, so consecutive scored frames overlap
+    v2, scored_fps = _v2(), 6 / 2.0
+    lo, hi = v2.speed_range
+    assert lo * v2.width / scored_fps >= v2.width / 16
+    assert hi * v2.width / scored_fps < v2.size_range[0] * v2.width
+
+
+def test_v2_scenes_keep_their_drawn_speed_and_wrap_around_the_frame():
+    cfg = _v2()
+    scenes = world.make_scenes(np.random.default_rng(4), 600.0, cfg)
+    speeds = np.array([s.speed for s in scenes])
+    assert speeds.min() >= 0.2 and speeds.max() <= 0.5  # no travel cap slows them
+    table = world.frame_table(scenes, 600 * cfg.fps, cfg)
+    assert table["x"].between(0, 1).all() and table["y"].between(0, 1).all()
+    scored = table.iloc[::2]  # 3 scored frames a second of the 6 rendered
+    same = scored["scene"].to_numpy()[1:] == scored["scene"].to_numpy()[:-1]
+    d = np.diff(scored[["x", "y"]].to_numpy(), axis=0)
+    d -= np.round(d)  # across the edge: the short way
+    px = np.hypot(d[:, 0], d[:, 1])[same] * cfg.width
+    assert px.min() >= 4.0 - 1e-6 and px.max() < cfg.size_range[0] * cfg.width
+
+
+def test_a_v2_object_leaving_the_frame_comes_back_on_the_other_side():
+    cfg = _v2(height=48, width=48, fps=6)
+    scene = world.Scene(
+        start_s=0,
+        duration_s=4,
+        shape=world.SHAPES.index("circle"),
+        colour=world.COLOUR_NAMES.index("red"),
+        direction=0,  # right
+        speed=0.5,
+        size=0.2,
+        texture=0,
+        background=0,
+        background_seed=1,
+        x0=0.9,
+        y0=0.5,
+    )
+    frames = world.render_segment([scene], 24, cfg)
+    red = (frames[..., 0] > 180) & (frames[..., 1] < 80)
+    assert red[0, :, :5].any() and red[0, :, -5:].any()  # across the right edge at the start
+    assert red[6, :, :24].sum() > red[6, :, 24:].sum()  # a second later: on the left side
+    assert red.sum(axis=(1, 2)).min() > 0.8 * red[0].sum()  # never cut off

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -35,7 +35,13 @@ class WorldConfig(_Strict):
         (0.18, 0.34), description="object radius as a fraction of the frame's shorter side"
     )
     speed_range: tuple[float, float] = Field(
-        (0.04, 0.14), description="object speed, frame widths per second"
+        (0.04, 0.14), description="object speed, frame widths per second (v2: see V2_WORLD)"
+    )
+    motion: Literal["capped", "wrap"] = Field(
+        "capped",
+        description="capped (v1): a scene travels at most 60% of the frame, so long scenes move "
+        "slower than drawn; wrap (v2): the object keeps its speed and direction for the whole "
+        "scene, leaving the frame on one side and coming back on the other",
     )
 
     @field_validator("size_range", "speed_range")
@@ -168,11 +174,45 @@ class CorpusConfig(_Strict):
     trs: int = Field(240, ge=8, le=20_000, description="volumes per run")
 
 
+# SynthCC v2's world (issue 28), fixed from the generator's resolution before any v2 fMRI result:
+# the stand-in decodes 64 px frames through a factor-4 autoencoder (16 x 16 latents), and a clip
+# is scored on 6 frames over a 2 s TR (3 scored frames a second). Motion must move the object by
+# at least one latent pixel (4 px) per scored frame: speed >= 4 px x 3 / 64 px = 0.1875 frame
+# widths a second, rounded up to 0.2. It must stay below the smallest object's radius per scored
+# frame (0.18 x 64 = 11.5 px), so that consecutive scored frames overlap and direction is not
+# aliased: speed <= 11.5 x 3 / 64 = 0.54, rounded down to 0.5. Hence 0.2-0.5 frame widths a
+# second (4.3-10.7 px, 1.1-2.7 latent pixels per scored frame; 2.1-5.3 px per rendered frame at
+# 6 fps), uniform; "slowly" / "quickly" in captions split at 0.35. Objects wrap around the frame
+# instead of stopping at v1's travel cap, so a scene keeps its direction label and its speed.
+V2_WORLD = {"speed_range": (0.2, 0.5), "motion": "wrap"}
+
+# Options added after v1 datasets were simulated: at these values a dataset (and its cache key)
+# is what it was before they existed.
+VERSION_NEUTRAL = {("version",): 1, ("world", "motion"): "capped"}
+
+
 class SimulateConfig(_Strict):
     """Everything `mvbench data simulate` needs; the seed fixes every byte written."""
 
+    version: Literal[1, 2] = Field(
+        1,
+        description="SynthCC version: 2 takes V2_WORLD's motion (faster, wrapping objects) for "
+        "the world fields the profile does not give; 1 keeps v1's (the committed v1 tables)",
+    )
     seed: int = 0
     world: WorldConfig = WorldConfig()
     brain: BrainConfig = BrainConfig()
     protocol: ProtocolConfig = ProtocolConfig()
     corpus: CorpusConfig = CorpusConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_defaults(cls, data: Any) -> Any:
+        """With version 2, V2_WORLD's values for the world fields not given."""
+        if not isinstance(data, dict) or data.get("version") != 2:
+            return data
+        world = data.get("world")
+        if isinstance(world, WorldConfig):
+            world = world.model_dump(exclude_unset=True)
+        world = dict(world or {})
+        return {**data, "world": {**V2_WORLD, **world}}

@@ -34,7 +34,7 @@ import numpy as np
 from mindvideo.data.cifti import SurfaceModel, brain_axis, write_dtseries
 from mindvideo.data.synth import brain as brain_model
 from mindvideo.data.synth import world
-from mindvideo.data.synth.config import VAL_NEUTRAL, SimulateConfig
+from mindvideo.data.synth.config import VAL_NEUTRAL, VERSION_NEUTRAL, SimulateConfig
 from mindvideo.errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
@@ -256,11 +256,21 @@ def _write(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress, extra: 
 
 
 def config_record(cfg: SimulateConfig) -> dict:
-    """The config as dataset.json records it: without validation segments, their options are
-    left out (such a dataset reads as before they existed)."""
-    if cfg.protocol.val_segments:
-        return cfg.model_dump(mode="json")
-    return cfg.model_dump(mode="json", exclude={"protocol": set(VAL_NEUTRAL)})
+    """The config as dataset.json records it: options added later are left out while they
+    hold the values that behave as before they existed (no validation segments; SynthCC v1's
+    capped motion), so such a dataset reads as before."""
+    record = cfg.model_dump(mode="json")
+    if not cfg.protocol.val_segments:
+        for name in VAL_NEUTRAL:
+            record["protocol"].pop(name, None)
+    for path, value in VERSION_NEUTRAL.items():
+        *parents, leaf = path
+        section = record
+        for part in parents:
+            section = section[part]
+        if section.get(leaf) == value:
+            del section[leaf]
+    return record
 
 
 def _write_corpus(cfg: SimulateConfig, root: Path, per_tr: int, tick: Progress) -> list[str]:

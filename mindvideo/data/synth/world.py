@@ -133,12 +133,16 @@ def make_scenes(rng: np.random.Generator, duration_s: float, world: WorldConfig)
         direction = int(rng.integers(len(DIRECTIONS)))
         speed = float(rng.uniform(*world.speed_range))
         size = float(rng.uniform(*world.size_range))
-        # Keep the path inside the frame: at most 60% of the width is travelled.
-        travel = min(speed * aspect_w * dur, 0.6 * min(aspect_w, aspect_h))
         angle = math.radians(45.0 * direction)
         dx, dy = math.cos(angle), -math.sin(angle)
-        cx = aspect_w / 2 + rng.uniform(-0.08, 0.08)
-        cy = aspect_h / 2 + rng.uniform(-0.08, 0.08)
+        if world.motion == "wrap":  # v2: the drawn speed for the whole scene, from anywhere
+            x0, y0 = float(rng.uniform(0, aspect_w)), float(rng.uniform(0, aspect_h))
+        else:  # v1: keep the path inside the frame, at most 60% of the width travelled
+            travel = min(speed * aspect_w * dur, 0.6 * min(aspect_w, aspect_h))
+            cx = aspect_w / 2 + rng.uniform(-0.08, 0.08)
+            cy = aspect_h / 2 + rng.uniform(-0.08, 0.08)
+            speed = travel / (aspect_w * dur)
+            x0, y0 = cx - dx * travel / 2, cy - dy * travel / 2
         scenes.append(
             Scene(
                 start_s=t,
@@ -146,13 +150,13 @@ def make_scenes(rng: np.random.Generator, duration_s: float, world: WorldConfig)
                 shape=shape,
                 colour=colour,
                 direction=direction,
-                speed=travel / (aspect_w * dur),
+                speed=speed,
                 size=size,
                 texture=int(rng.integers(len(TEXTURES))),
                 background=int(rng.integers(len(BACKGROUNDS))),
                 background_seed=int(rng.integers(2**31 - 1)),
-                x0=cx - dx * travel / 2,
-                y0=cy - dy * travel / 2,
+                x0=x0,
+                y0=y0,
             )
         )
         t += dur
@@ -248,8 +252,13 @@ def render_segment(scenes: list[Scene], n_frames: int, world: WorldConfig) -> np
         step = scene.speed * (w / unit)
         cx = (scene.x0 + math.cos(angle) * step * dt).astype(np.float32)
         cy = (scene.y0 - math.sin(angle) * step * dt).astype(np.float32)
-        u = (x[None] - cx[:, None, None]) / scene.size  # (f, H, W)
-        v = (y[None] - cy[:, None, None]) / scene.size
+        ox = x[None] - cx[:, None, None]  # (f, H, W): offsets from the object's centre
+        oy = y[None] - cy[:, None, None]
+        if world.motion == "wrap":  # the nearest copy on the torus: drawn across the edges
+            ox -= np.float32(w / unit) * np.round(ox / np.float32(w / unit))
+            oy -= np.float32(h / unit) * np.round(oy / np.float32(h / unit))
+        u = ox / scene.size
+        v = oy / scene.size
         dist_px = _shape_distance(SHAPES[scene.shape], u, v) * scene.size * unit
         alpha = np.clip(0.5 - dist_px, 0.0, 1.0)[..., None]  # antialiased edge
         shade = _texture(TEXTURES[scene.texture], u, v)[..., None]
@@ -268,10 +277,15 @@ def frame_table(scenes: list[Scene], n_frames: int, world: WorldConfig) -> pd.Da
     idx = np.searchsorted(starts, times + 1e-9, side="right") - 1
     rows = []
     w_unit = world.width / min(world.height, world.width)
+    h_unit = world.height / min(world.height, world.width)
     for k, (t, i) in enumerate(zip(times, idx, strict=True)):
         s = scenes[i]
         dt = t - s.start_s
         angle = math.radians(45.0 * s.direction)
+        x = s.x0 + math.cos(angle) * s.speed * w_unit * dt
+        y = s.y0 - math.sin(angle) * s.speed * w_unit * dt
+        if world.motion == "wrap":
+            x, y = x % w_unit, y % h_unit
         rows.append(
             {
                 "frame": k,
@@ -284,8 +298,8 @@ def frame_table(scenes: list[Scene], n_frames: int, world: WorldConfig) -> pd.Da
                 "background": BACKGROUNDS[s.background],
                 "speed": s.speed,
                 "size": s.size,
-                "x": s.x0 + math.cos(angle) * s.speed * w_unit * dt,
-                "y": s.y0 - math.sin(angle) * s.speed * w_unit * dt,
+                "x": x,
+                "y": y,
                 "frame_class": frame_class(s.shape, s.colour),
                 "video_class": video_class(s.shape, s.direction),
                 "caption": s.caption(world),
