@@ -38,7 +38,7 @@ from mindvideo.models.clip import (
     model_config,
 )
 from mindvideo.models.clip_config import ClipConfig, work_units  # noqa: F401  (re-exported)
-from mindvideo.train.loop import fit
+from mindvideo.train.loop import fit_epochs, steps_per_epoch
 from mindvideo.train.schedules import warmup_cosine
 
 
@@ -131,22 +131,16 @@ def _train(
     rng = np.random.default_rng([cfg.seed, 1])  # batch order and sub-captions
 
     n = train.frames.shape[0]
-    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the ragged last batch
-    total = steps_per_epoch * cfg.epochs
+    total = steps_per_epoch(n, cfg.batch_size) * cfg.epochs  # whole batches only
     warmup_steps = max(1, round(cfg.warmup * total))
     optimiser = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
     )
     model.train()
     started = time.perf_counter()
-    order: list[torch.Tensor] = []
 
-    def new_order(epoch: int) -> None:
-        order[:] = [torch.from_numpy(rng.permutation(n))]
-
-    def loss_at(step: int) -> torch.Tensor:
-        b = step % steps_per_epoch
-        idx = order[0][b * cfg.batch_size : (b + 1) * cfg.batch_size]
+    def batch_loss(batch: np.ndarray) -> torch.Tensor:
+        idx = torch.from_numpy(batch)
         present, caption_of_image = torch.unique(train.caption_index[idx], return_inverse=True)
         captions = [train.captions[i] for i in present.tolist()]
         texts = list(captions)
@@ -167,15 +161,11 @@ def _train(
     def end_epoch(epoch: int, loss: float) -> None:
         progress(1, f"clip epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
 
-    loss_value = fit(
-        optimiser,
-        loss_at,
-        steps=total,
-        period=steps_per_epoch,
-        lr_at=lambda step, peak: peak * warmup_cosine(step, total, warmup_steps),
-        begin=new_order,
-        end=end_epoch,
-        after_step=clamp_scale,
+    def lr_at(step: int, peak: float) -> float:
+        return peak * warmup_cosine(step, total, warmup_steps)
+
+    loss_value = fit_epochs(
+        optimiser, batch_loss, rng, n, cfg, lr_at=lr_at, end=end_epoch, after_step=clamp_scale
     )
     seconds = time.perf_counter() - started
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from mindvideo.models.fmri_encoder import FmriEncoder
 
 from mindvideo.distributed import callbacks, cpu_weights
-from mindvideo.train.loop import fit
+from mindvideo.train.loop import fit_epochs, steps_per_epoch
 from mindvideo.train.schedules import warmup_cosine_pi_first
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -81,21 +81,14 @@ def train_contrastive(
     params = list(aligner.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([seed, 2])
-    steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    per_epoch = steps_per_epoch(len(x_train), cfg.batch_size)
+    total, warmup = cfg.epochs * per_epoch, int(round(cfg.warmup_epochs * per_epoch))
     tensors = {m: torch.from_numpy(targets[m]).to(device) for m in cfg.modalities}
     x_all = torch.from_numpy(x_train).to(device)
     mine = slice(rank * local, (rank + 1) * local)
-    order: list[np.ndarray] = []
 
-    def new_order(epoch: int) -> None:
-        order[:] = [rng.permutation(len(x_train))]
-
-    def loss_at(step: int):
-        b = step % steps_per_epoch
-        idx = torch.from_numpy(order[0][b * cfg.batch_size : (b + 1) * cfg.batch_size])
-        idx = idx.to(device)
+    def batch_loss(batch: np.ndarray):
+        idx = torch.from_numpy(batch).to(device)
         emb, scale = net(x_all[idx[mine]])
         if world > 1:
             emb = all_gather_with_grad(emb)  # the global batch, in order
@@ -105,18 +98,13 @@ def train_contrastive(
         log("train_loss", loss, epoch)
         tick(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
 
-    loss_epoch = fit(
-        opt,
-        loss_at,
-        steps=total,
-        period=steps_per_epoch,
-        lr_at=lambda step, peak: peak * warmup_cosine_pi_first(step, total, warmup),
-        grad_clip=cfg.grad_clip,
-        params=params,
-        begin=new_order,
-        end=end_epoch,
+    def lr_at(step: int, peak: float) -> float:
+        return peak * warmup_cosine_pi_first(step, total, warmup)
+
+    loss = fit_epochs(
+        opt, batch_loss, rng, len(x_train), cfg, lr_at=lr_at, params=params, end=end_epoch
     )
-    return {"train_loss": loss_epoch}
+    return {"train_loss": loss}
 
 
 def _aligner(encoder: FmriEncoder, log_scale: torch.nn.Parameter) -> torch.nn.Module:

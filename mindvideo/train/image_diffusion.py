@@ -20,8 +20,29 @@ Progress = Callable[[int, str], None]
 LogMetric = Callable[[str, float, int | None], None]
 
 
-def _adamw(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+def _fit_steps(model, loss_at, cfg, name: str, progress, log_metric, **options) -> None:
+    """`fit` for `cfg.steps` steps of AdamW (peak `cfg.lr`, warm-up then cosine to a 10%
+    floor), the mean loss logged as `<name>_train_loss` every tenth of the steps."""
+    tick = progress or (lambda n, what: None)
+    log = log_metric or (lambda name, value, step=None: None)
+    every = max(1, cfg.steps // 10)
+
+    def report(period: int, loss: float) -> None:
+        step = (period + 1) * every
+        log(f"{name}_train_loss", loss, step)
+        tick(every, f"{name} step {step}/{cfg.steps} loss {loss:.4f}")
+
+    if options.get("grad_clip"):
+        options["params"] = model.parameters()
+    fit(
+        torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01),
+        loss_at,
+        steps=cfg.steps,
+        period=every,
+        lr_at=lambda step, peak: warmup_cosine_floor(step, cfg.steps, peak),
+        end=report,
+        **options,
+    )
 
 
 def train_vae(
@@ -33,15 +54,12 @@ def train_vae(
     log_metric: LogMetric | None = None,
 ) -> AutoencoderKL:
     """L2 reconstruction + KL on uint8 frames (n, H, W, 3); sets the latents' scaling factor."""
-    tick = progress or (lambda n, what: None)
-    log = log_metric or (lambda name, value, step=None: None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = build_vae(cfg, frames.shape[1])
     vae.to(device).train()
     rng = np.random.default_rng([seed, 3])
     noise = torch.Generator(device=device).manual_seed(seed)
-    every = max(1, cfg.steps // 10)
 
     def loss_at(step: int) -> torch.Tensor:
         idx = np.sort(rng.choice(len(frames), size=min(cfg.batch_size, len(frames)), replace=False))
@@ -54,19 +72,7 @@ def train_vae(
         recon = vae.decode(posterior.sample(generator=noise)).sample
         return F.mse_loss(recon, x) + cfg.kl_weight * posterior.kl().mean()
 
-    def report(period: int, loss: float) -> None:
-        step = (period + 1) * every
-        log("vae_train_loss", loss, step)
-        tick(every, f"vae step {step}/{cfg.steps} loss {loss:.4f}")
-
-    fit(
-        _adamw(vae, cfg.lr),
-        loss_at,
-        steps=cfg.steps,
-        period=every,
-        lr_at=lambda step, peak: warmup_cosine_floor(step, cfg.steps, peak),
-        end=report,
-    )
+    _fit_steps(vae, loss_at, cfg, "vae", progress, log_metric)
     vae.eval()
     latents = encode(vae, frames[rng.choice(len(frames), min(512, len(frames)), replace=False)])
     vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
@@ -87,15 +93,12 @@ def train_unet(
     """Text-to-image training: scaled latents (n, c, h, w), each with the row of cond_tokens
     (captions, tokens, dim) it shows; the zero condition replaces it in `cond_dropout` of
     the samples (the unconditional branch of guidance)."""
-    tick = progress or (lambda n, what: None)
-    log = log_metric or (lambda name, value, step=None: None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = build_unet(cfg, latents.shape[1], cond_tokens.shape[-1], latents.shape[-1])
     unet.to(device).train()
     rng = np.random.default_rng([seed, 4])
     g = torch.Generator().manual_seed(seed)
-    every = max(1, cfg.steps // 10)
 
     def predict(noisy, t, cond):
         return unet(noisy, t, encoder_hidden_states=cond).sample
@@ -107,19 +110,5 @@ def train_unet(
         cond = (cond * keep[:, None, None]).to(device)
         return diffusion_loss(predict, scheduler, latents[idx].to(device), cond, g)
 
-    def report(period: int, loss: float) -> None:
-        step = (period + 1) * every
-        log("unet_train_loss", loss, step)
-        tick(every, f"unet step {step}/{cfg.steps} loss {loss:.4f}")
-
-    fit(
-        _adamw(unet, cfg.lr),
-        loss_at,
-        steps=cfg.steps,
-        period=every,
-        lr_at=lambda step, peak: warmup_cosine_floor(step, cfg.steps, peak),
-        grad_clip=1.0,
-        params=unet.parameters(),
-        end=report,
-    )
+    _fit_steps(unet, loss_at, cfg, "unet", progress, log_metric, grad_clip=1.0)
     return unet.eval()

@@ -5,7 +5,6 @@ mindvideo.eval.judges.load_judge."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -50,7 +49,7 @@ from mindvideo.eval.judges import (
     quiet_transformers,
     read_json,
 )
-from mindvideo.train.loop import fit
+from mindvideo.train.loop import fit_epochs, steps_per_epoch
 from mindvideo.train.schedules import warmup_cosine_pi_first
 
 # Numpy stream ids of the judges' random draws (data order, augmentation).
@@ -284,17 +283,11 @@ def _fit(
         betas=(0.9, 0.99),
     )
     x_all, y_all = torch.from_numpy(x), torch.from_numpy(y)
-    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.epochs * steps_per_epoch(len(x), cfg.batch_size, ragged=True)
     warmup = max(1, int(cfg.warmup_fraction * total))
-    order: list[torch.Tensor] = []
 
-    def new_order(epoch: int) -> None:
-        order[:] = [torch.from_numpy(rng.permutation(len(x)))]
-
-    def loss_at(step: int) -> torch.Tensor:
-        i = (step % steps_per_epoch) * cfg.batch_size
-        idx = order[0][i : i + cfg.batch_size]
+    def batch_loss(batch: np.ndarray) -> torch.Tensor:
+        idx = torch.from_numpy(batch)
         xb, yb = _augment(x_all[idx], y_all[idx].clone(), judge.kind, cfg, rng)
         logits = model(pixel_values=judge.preprocess(xb)).logits
         return F.cross_entropy(logits, yb.to(judge.device), label_smoothing=cfg.label_smoothing)
@@ -302,15 +295,12 @@ def _fit(
     def end_epoch(epoch: int, loss: float) -> None:
         tick(1, f"{judge.kind} judge epoch {epoch + 1}/{cfg.epochs} (loss {loss:.3f})")
 
+    def lr_at(step: int, peak: float) -> float:
+        return peak * warmup_cosine_pi_first(step, total, warmup)
+
     model.train()
-    loss_mean = fit(
-        opt,
-        loss_at,
-        steps=total,
-        period=steps_per_epoch,
-        lr_at=lambda step, peak: peak * warmup_cosine_pi_first(step, total, warmup),
-        begin=new_order,
-        end=end_epoch,
+    loss_mean = fit_epochs(
+        opt, batch_loss, rng, len(x), cfg, ragged=True, lr_at=lr_at, end=end_epoch
     )
     model.eval()
     return loss_mean

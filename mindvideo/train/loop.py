@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 
 LossAt = Callable[[int], torch.Tensor]
@@ -83,3 +84,44 @@ def fit(
             if end is not None:
                 end(index, mean)
     return mean
+
+
+def fit_epochs(
+    optimiser: torch.optim.Optimizer,
+    batch_loss: Callable[[np.ndarray], torch.Tensor],
+    rng: np.random.Generator,
+    n: int,
+    cfg,
+    ragged: bool = False,
+    **options,
+) -> float:
+    """`fit` over `cfg.epochs` epochs of `n` examples in batches of `cfg.batch_size`, clipped
+    to `cfg.grad_clip` where the recipe has one: each epoch draws a new order
+    (`rng.permutation(n)`) and each step's `batch_loss(indices)` gets the next batch of it.
+    An epoch is `steps_per_epoch(n, cfg.batch_size, ragged)` steps. `options` are `fit`'s
+    (lr_at, params, end, ...); returns the last epoch's mean loss."""
+    per_epoch = steps_per_epoch(n, cfg.batch_size, ragged)
+    order: list[np.ndarray] = []
+
+    def new_order(epoch: int) -> None:
+        order[:] = [rng.permutation(n)]
+
+    def loss_at(step: int) -> torch.Tensor:
+        start = (step % per_epoch) * cfg.batch_size
+        return batch_loss(order[0][start : start + cfg.batch_size])
+
+    options.setdefault("grad_clip", getattr(cfg, "grad_clip", None) or 0.0)
+    return fit(
+        optimiser,
+        loss_at,
+        steps=cfg.epochs * per_epoch,
+        period=per_epoch,
+        begin=new_order,
+        **options,
+    )
+
+
+def steps_per_epoch(n: int, batch_size: int, ragged: bool = False) -> int:
+    """Batches an epoch of `n` examples takes: whole batches only (at least one), or with a
+    ragged last batch (`ragged`)."""
+    return math.ceil(n / batch_size) if ragged else max(1, n // batch_size)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from mindvideo.models.fmri_mae import FmriMAE
 from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.models.encoder_config import MAEConfig
-from mindvideo.train.loop import fit
+from mindvideo.train.loop import fit_epochs, steps_per_epoch
 from mindvideo.train.schedules import warmup_cosine
 
 
@@ -137,18 +137,11 @@ def train_mbm(
     masks = torch.Generator().manual_seed(int(rng.integers(2**31)))
     patches = n_patches(train.shape[1], cfg.model.patch_size)
     mine = slice(rank * local, (rank + 1) * local)
-    steps_per_epoch = max(1, len(train) // cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    per_epoch = steps_per_epoch(len(train), cfg.batch_size)
+    total, warmup = cfg.epochs * per_epoch, int(round(cfg.warmup_epochs * per_epoch))
     metrics: dict[str, float] = {}
-    order: list[np.ndarray] = []
 
-    def new_order(epoch: int) -> None:
-        order[:] = [rng.permutation(len(train))]
-
-    def loss_at(step: int):
-        b = step % steps_per_epoch
-        idx = order[0][b * cfg.batch_size : (b + 1) * cfg.batch_size]
+    def batch_loss(idx: np.ndarray):
         noise = torch.rand(len(idx), patches, generator=masks)  # the global batch's masks
         loss, _, _ = net(torch.from_numpy(train[idx[mine]]).to(device), noise=noise[mine])
         return loss
@@ -160,15 +153,17 @@ def train_mbm(
             log(name, value, epoch)
         tick(1, f"epoch {epoch + 1}/{cfg.epochs} val loss {metrics['val_loss']:.3f}")
 
-    fit(
+    def lr_at(step: int, peak: float) -> float:
+        return peak * warmup_cosine(step, total, warmup)
+
+    fit_epochs(
         opt,
-        loss_at,
-        steps=total,
-        period=steps_per_epoch,
-        lr_at=lambda step, peak: peak * warmup_cosine(step, total, warmup),
-        grad_clip=cfg.grad_clip,
+        batch_loss,
+        rng,
+        len(train),
+        cfg,
+        lr_at=lr_at,
         params=model.parameters(),
-        begin=new_order,
         end=end_epoch,
         autocast_device=device,
     )

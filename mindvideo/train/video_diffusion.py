@@ -98,7 +98,7 @@ def train_cotrain(
 
     from mindvideo.distributed import check_divisible, wrap_ddp
     from mindvideo.models.pipeline import video_noise
-    from mindvideo.train.loop import fit
+    from mindvideo.train.loop import fit_epochs, steps_per_epoch
     from mindvideo.train.schedules import warmup_then_cosine
 
     tick = progress or (lambda n, what: None)
@@ -121,19 +121,12 @@ def train_cotrain(
     params = [p for g in groups for p in g["params"]]
     rng = np.random.default_rng([seed, 6])
     g = torch.Generator().manual_seed(seed)
-    n = len(x)
-    steps_per_epoch = max(1, n // cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.epochs * steps_per_epoch(len(x), cfg.batch_size)
     x_all, lat_all = torch.from_numpy(x), latents
     mine = slice(rank * local, (rank + 1) * local)
-    order: list[np.ndarray] = []
 
-    def new_order(epoch: int) -> None:
-        order[:] = [rng.permutation(n)]
-
-    def loss_at(step: int):
-        b = step % steps_per_epoch
-        idx = torch.from_numpy(order[0][b * cfg.batch_size : (b + 1) * cfg.batch_size])
+    def batch_loss(batch: np.ndarray):
+        idx = torch.from_numpy(batch)
         keep = torch.from_numpy(rng.random(len(idx)) >= cfg.cond_dropout).float()
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
         noise = video_noise((len(idx), *lat_all.shape[1:]), g, cfg.noise_share)
@@ -146,15 +139,17 @@ def train_cotrain(
         log("train_loss", loss, epoch)
         tick(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}")
 
-    loss_epoch = fit(
+    def lr_at(step: int, peak: float) -> float:
+        return peak * warmup_then_cosine(step, total, cfg.warmup_steps)
+
+    loss_epoch = fit_epochs(
         opt,
-        loss_at,
-        steps=total,
-        period=steps_per_epoch,
-        lr_at=lambda step, peak: peak * warmup_then_cosine(step, total, cfg.warmup_steps),
-        grad_clip=cfg.grad_clip,
+        batch_loss,
+        rng,
+        len(x),
+        cfg,
+        lr_at=lr_at,
         params=params,
-        begin=new_order,
         end=end_epoch,
         autocast_device=device,
     )
