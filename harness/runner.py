@@ -113,7 +113,22 @@ def run_tags(plan: Plan, run: Run) -> dict[str, str]:
         T.SEED: str(run.seed),
         T.GRID: json.dumps(run.variant.grid),
         T.PROFILE: plan.spec.profile,
+        T.DESCRIPTION: run_description(plan, run),
     }
+
+
+def run_description(plan: Plan, run: Run) -> str:
+    """What the MLflow UI shows as a run's description: variant, subject, seed and the
+    dotted overrides it runs with (beyond the suite's own)."""
+    overrides = {**run.variant.overrides, **run.variant.grid}
+    lines = [
+        f"{run.variant.name} ({run.variant.kind}) on {run.subject}, seed {run.seed}, "
+        f"suite {plan.suite}, profile {plan.spec.profile}",
+        *(f"- {k}: {json.dumps(v)}" for k, v in sorted(overrides.items())),
+    ]
+    if not overrides:
+        lines.append("- no overrides: the profile as it is")
+    return "\n".join(lines)
 
 
 def metric_name(node: StageNode, key: str) -> str:
@@ -309,7 +324,10 @@ class Runner:
                 T.PROFILE: plan.spec.profile,
                 "mvbench.spec": str(plan.spec.path),
                 "mvbench.runs": str(len(todo)),
+                T.DESCRIPTION: f"mvbench run {plan.spec.path}: {len(todo)} runs of suite "
+                f"{plan.suite} on profile {plan.spec.profile}",
             },
+            what=f"{plan.suite} ({plan.spec.profile})",
         )
         status = "FINISHED"
         try:

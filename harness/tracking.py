@@ -40,9 +40,20 @@ STALE = "mvbench.stale"  # why a run left RUNNING was marked KILLED
 DEVICES = "mvbench.devices"  # the torch devices its stages were computed on ("cpu", "cuda")
 THREADS = "mvbench.torch_threads"  # torch's CPU thread counts its stages were computed with
 PARENT = "mlflow.parentRunId"
+DESCRIPTION = "mlflow.note.content"  # a run's or experiment's description in the MLflow UI
+# The UI's view of an experiment: model training (runs, metrics, charts), not the GenAI one.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
 
 MAX_PARAM_CHARS = 6000
 MAX_TAG_CHARS = 5000
+
+
+def ui_command(uri: str) -> str:
+    """How to look at a tracking store's runs in MLflow's UI."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri}"
 
 
 def default_uri(store: Path) -> str:
@@ -264,6 +275,8 @@ class Tracker:
                     f"MLflow experiment {suite!r} is deleted; restore it "
                     f"(mlflow experiments restore) or give the suite another name"
                 )
+            if EXPERIMENT_KIND not in exp.tags:  # made before the harness set it
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
             return exp.experiment_id
         if not create:
             return None
@@ -271,9 +284,8 @@ class Tracker:
         if self.local:
             location = (self.store / "artifacts").resolve().as_uri()
         try:
-            return self.client.create_experiment(
-                suite, artifact_location=location, tags={"mvbench.suite": suite}
-            )
+            tags = {"mvbench.suite": suite, EXPERIMENT_KIND: TRAINING_KIND}
+            return self.client.create_experiment(suite, artifact_location=location, tags=tags)
         except Exception:
             exp = self.client.get_experiment_by_name(suite)  # created concurrently
             if exp is None:

@@ -21,6 +21,7 @@ from harness.cli.common import (
     tracker_with_runs,
 )
 from harness.cli.search import cmd_search_report
+from harness.tracking import ui_command
 from mindvideo.errors import ConfigError
 
 
@@ -60,6 +61,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     figures = [p for p in written if p.parent.name == "figures"]
     gifs = [p for p in written if p.suffix == ".gif"]
     print(f"  + {len(figures)} figures in {out / 'figures'}, {len(gifs)} GIFs in {out / 'samples'}")
+    print(f"the runs in MLflow's UI: {ui_command(tracker.uri)} (experiment {plan.suite})")
     if found.missing:
         print(
             f"warning: {len(found.missing)} of {len(plan.runs)} planned runs have not finished "

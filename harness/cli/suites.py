@@ -17,6 +17,7 @@ from harness.cli.common import (
     terminate,
 )
 from harness.status import cache_state, compute_estimate
+from harness.tracking import ui_command
 from mindvideo.errors import ConfigError
 
 
@@ -91,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     print(f"Next: mvbench report {plan.spec.path}{context_flags(args)}")
     if tracker.local:
-        print(f"      mlflow ui --backend-store-uri {tracker.uri}")
+        print(f"      {ui_command(tracker.uri)}")
     else:
         print(f"      open {tracker.uri} in a browser (the MLflow UI)")
     return 1 if result.failed else 0

@@ -288,6 +288,30 @@ class Stimuli:
             )
         return arr
 
+    def check_length(self, segment: str, n_volumes: int) -> None:
+        """Refuse frames that cannot be aligned with the segment's `n_volumes` fMRI volumes at
+        `frames_per_tr`: too few, or half as many again (frames at another rate than the one
+        the stimuli are read at, which would let the clips drift out of line with the fMRI). A
+        few trailing frames past the last volume are allowed (movies often have them)."""
+        n_frames = self.frames(segment).shape[0]
+        path = self.folder / f"{segment}.npy"
+        expected = n_volumes * self.frames_per_tr
+        if n_frames < expected:
+            raise DataError(
+                f"{path}: {n_frames} frames cover fewer than the {n_volumes} volumes of "
+                f"{segment} ({self.frames_per_tr} frames per TR)"
+            )
+        per_tr = n_frames / n_volumes
+        if per_tr >= 1.5 * self.frames_per_tr:
+            raise DataError(
+                f"{path}: {n_frames} frames for {n_volumes} volumes is {per_tr:.1f} frames per "
+                f"TR, but the stimuli are read at {self.frames_per_tr} per TR ({self.fps:g} "
+                "fps): the clips would drift out of line with the fMRI. If the frames are at "
+                f"another rate, say so in {self.folder / STIMULI_META} (e.g. "
+                f'{{"fps": {self.fps * round(per_tr) / self.frames_per_tr:g}, '
+                f'"frames_per_tr": {round(per_tr)}}}), or resample them'
+            )
+
     def clip(self, segment: str, clip: int, n_frames: int) -> np.ndarray:
         """The clip at TR `clip` as `n_frames` evenly spaced frames: (n_frames, H, W, 3).
 
@@ -319,15 +343,39 @@ class Stimuli:
         return pd.read_csv(path) if path.exists() else None
 
 
+STIMULI_META = "stimuli.json"  # real data's frame rate: {"fps": 3, "frames_per_tr": 6}
+
+
 def open_stimuli(root: Path) -> Stimuli | None:
-    """The stimuli/ folder with its frame rate (from dataset.json), or None if absent."""
+    """The stimuli/ folder with its frame rate, or None if absent. The rate comes from
+    dataset.json (SynthCC), else stimuli/stimuli.json (real data: the rate the movies were
+    converted at), else the release's movies taken at 3 fps (6 frames per 2 s TR)."""
     root = resolve_root(root)
     folder = root / "stimuli"
     if not folder.is_dir():
         return None
     meta = read_metadata(root)
+    if "fps" not in meta and (folder / STIMULI_META).exists():
+        meta = _stimuli_meta(folder / STIMULI_META)
     fps = float(meta.get("fps", 3))
     return Stimuli(folder=folder, fps=fps, frames_per_tr=int(meta.get("frames_per_tr", 6)))
+
+
+def _stimuli_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a JSON object ({type(e).__name__}: {e})") from None
+    fps, per_tr = meta.get("fps") if isinstance(meta, dict) else None, None
+    if isinstance(meta, dict):
+        per_tr = meta.get("frames_per_tr")
+    ok = isinstance(fps, int | float) and fps > 0 and isinstance(per_tr, int) and per_tr >= 1
+    if not ok or set(meta) - {"fps", "frames_per_tr"}:
+        raise DataError(
+            f'{path}: expected {{"fps": <frames per second>, "frames_per_tr": <whole frames per '
+            f"TR>}}, got {json.dumps(meta)[:200]}"
+        )
+    return meta
 
 
 def read_metadata(root: Path) -> dict:

@@ -203,14 +203,7 @@ def inspect_dataset(
                     if not (stimuli.folder / f"{seg}.npy").exists():
                         missing_frames.add(seg)
                         continue
-                    n_frames = stimuli.frames(seg).shape[0]
-                    n_tr = rec.info(rec.runs[split][seg][0]).n_volumes
-                    if n_frames < n_tr * stimuli.frames_per_tr:
-                        raise DataError(
-                            f"{stimuli.folder / (seg + '.npy')}: {n_frames} frames cover fewer "
-                            f"than the {n_tr} volumes of {subject}'s {seg} "
-                            f"({stimuli.frames_per_tr} frames per TR)"
-                        )
+                    stimuli.check_length(seg, rec.info(rec.runs[split][seg][0]).n_volumes)
         if validate:
             entry.update(_validate(rec, stats_cfg, stimuli, truth, root, max_lag, tick))
             checks.extend(_checks(subject, entry))

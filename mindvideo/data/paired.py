@@ -313,6 +313,10 @@ def subject_windows(
     edge, offset = cfg.window_edge, cfg.window_offset
     if split == "held_out":
         split = held_out_split(fmri)
+    if stimuli is not None:  # frames at the rate they are read at, before any clip is cut
+        for name in ("train", split):
+            for seg in rec.segments(name):
+                stimuli.check_length(seg, rec.info(rec.runs[name][seg][0]).n_volumes)
     train = make_samples(fmri, "train", cfg.window, offset, edge, pad, stimuli)
     held = make_samples(fmri, split, cfg.window, offset, edge, pad, stimuli)
     return fmri, train, held

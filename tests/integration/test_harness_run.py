@@ -62,6 +62,25 @@ def test_children_hold_params_tags_metrics_and_artifacts(harness_run):
     assert "baselines.ridge_alpha" in ridge[0].data.metrics
 
 
+def test_mlflow_shows_runs_where_a_researcher_looks(harness_run, capsys):
+    spec, store = harness_run
+    client, children, parents = client_and_children(store)
+    exp = client.get_experiment_by_name("smoke-baselines")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # training view
+    assert parents[0].info.run_name.startswith("smoke-baselines (smoke) ")
+    assert (
+        "runs of suite smoke-baselines on profile smoke"
+        in parents[0].data.tags["mlflow.note.content"]
+    )
+    for c in children:
+        note = c.data.tags["mlflow.note.content"]
+        variant, seed = c.data.tags["mvbench.variant"], c.data.tags["mvbench.seed"]
+        assert note.startswith(f"{variant} (baseline) on subject1, seed {seed}, suite ")
+        assert "- method: " in note  # the baseline's override, dotted
+    assert main(["report", str(spec), "--store", str(store), "--out", str(store / "r")]) == 0
+    assert f"mlflow ui --backend-store-uri {default_uri(store)}" in capsys.readouterr().out
+
+
 def test_identical_stages_are_computed_once(harness_run):
     _, store = harness_run
     counts = {d.name: len(list(d.glob("*/manifest.json"))) for d in (store / "cache").iterdir()}

@@ -140,3 +140,50 @@ def test_a_run_on_other_vertices_is_refused_by_name(tmp_path):
     write_run(cc2017_run_path(tmp_path, "subject1", "test1", 1), data, axis=standard)
     with pytest.raises(DataError, match=rf"{path}: its cortical grayordinates are not those of"):
         open_subject(tmp_path, "subject1").load("train", "seg1")
+
+
+def _frames(root, segment: str, n: int) -> None:
+    (root / "subject1" / "fmri").mkdir(parents=True, exist_ok=True)  # a CC2017 layout
+    folder = root / "stimuli"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"{segment}.npy", np.zeros((n, 4, 4, 3), dtype=np.uint8))
+
+
+def test_frames_at_another_rate_than_they_are_read_at_are_refused(tmp_path):
+    from mindvideo.data.cc2017 import open_stimuli
+
+    _frames(tmp_path, "seg1", 10 * 12)  # 6 fps: 12 frames per 2 s TR
+    stimuli = open_stimuli(tmp_path)  # the release's default: 3 fps, 6 per TR
+    assert (stimuli.fps, stimuli.frames_per_tr) == (3.0, 6)
+    with pytest.raises(DataError, match=r"seg1\.npy: 120 frames for 10 volumes is 12\.0 frames"):
+        stimuli.check_length("seg1", 10)
+    with pytest.raises(DataError, match=r'"fps": 6, "frames_per_tr": 12'):
+        stimuli.check_length("seg1", 10)
+    with pytest.raises(DataError, match="cover fewer than the 30 volumes"):
+        stimuli.check_length("seg1", 30)
+    (tmp_path / "stimuli" / "stimuli.json").write_text('{"fps": 6, "frames_per_tr": 12}')
+    stimuli = open_stimuli(tmp_path)
+    assert (stimuli.fps, stimuli.frames_per_tr) == (6.0, 12)
+    stimuli.check_length("seg1", 10)  # now read at their own rate
+    _frames(tmp_path, "seg2", 10 * 12 + 5)  # a few trailing frames: fine
+    stimuli.check_length("seg2", 10)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"fps": 6}',
+        '{"fps": 0, "frames_per_tr": 12}',
+        '{"fps": 6, "frames_per_tr": 1.5}',
+        '{"fps": 6, "frames_per_tr": 12, "x": 1}',
+        "[6, 12]",
+        "not json",
+    ],
+)
+def test_a_bad_stimuli_json_names_the_file_and_the_expected_form(tmp_path, text):
+    from mindvideo.data.cc2017 import open_stimuli
+
+    _frames(tmp_path, "seg1", 60)
+    (tmp_path / "stimuli" / "stimuli.json").write_text(text)
+    with pytest.raises(DataError, match=r"stimuli\.json: (expected|not a JSON)"):
+        open_stimuli(tmp_path)
