@@ -84,7 +84,10 @@ def inspect_settings(args: argparse.Namespace, root: Path):
     if name is not None:
         return load_profile(name, parse_overrides(args.set)).data
     if args.set:
-        raise ConfigError("--set needs --profile (the config the overrides apply to)")
+        raise ConfigError(
+            f"--set {args.set[0]}: {root} records no profile of this project, so there is "
+            "nothing to override; give --profile (e.g. --profile paper) with --set"
+        )
     return DataConfig(source="cc2017")
 
 
@@ -267,7 +270,8 @@ def add_parsers(sub) -> None:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a profile value, e.g. data.window_offset=3",
+        help="override a value of the profile in use (--profile, or the one the dataset "
+        "records), e.g. data.window_offset=3",
     )
     ins.add_argument(
         "--no-validate",
