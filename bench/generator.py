@@ -24,7 +24,7 @@ from harness.profiles import load_profile
 from mindvideo.errors import typed_section
 from mindvideo.models import diffusion as D
 from mindvideo.models.clip_config import ClipConfig
-from mindvideo.models.inflated_unet import InflatedUNet
+from mindvideo.models.inflated_unet import InflatedUNet, inflate
 from mindvideo.models.pipeline import MindVideoPipeline
 
 GOAL_RATIO = 1.7
@@ -39,8 +39,7 @@ def tiny_pipeline(profile: str, device: str) -> tuple[MindVideoPipeline, int, in
     vae = D.build_vae(p.diffusion.vae, side).eval()
     latent = side // p.diffusion.vae.downsample
     unet = D.build_unet(p.diffusion.unet, p.diffusion.vae.latent_channels, text_width, latent)
-    g = p.generator
-    inflated = InflatedUNet(unet.eval(), g.frame_attention, g.temporal_layers, g.temporal_heads)
+    inflated = inflate(unet.eval(), p.generator, seed=0)
     pipe = MindVideoPipeline.with_ddim(vae, inflated, D.build_scheduler(p.diffusion).config)
     return pipe.to(device), side, p.encoder.cond_tokens, text_width
 

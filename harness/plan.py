@@ -248,6 +248,18 @@ def select_runs(
     return Plan(spec=plan.spec, runs=runs, nodes={k: n for k, n in plan.nodes.items() if k in keys})
 
 
+def _check_runnable_source(profile) -> None:
+    """The stages read SynthCC and CC2017 runs; MinD-Video's npy arrays are read by `mvbench
+    data inspect` only so far: say so before any work, not deep inside a stage."""
+    if profile.data.source == "mindvideo_npy":
+        raise ConfigError(
+            f"data.source: mindvideo_npy: the pipeline's stages do not read MinD-Video's "
+            f"preprocessed npy arrays yet (mvbench data inspect {profile.data.root or 'ROOT'} "
+            "checks them); run on the CC2017 release's CIFTI runs (data.source: cc2017) or on "
+            "SynthCC"
+        )
+
+
 def build_plan(spec: LoadedSpec, overrides: dict[str, Any] | None = None) -> Plan:
     """Expand the spec into runs and share identical stages between them."""
     overrides = overrides or {}
@@ -281,6 +293,7 @@ def build_plan(spec: LoadedSpec, overrides: dict[str, Any] | None = None) -> Pla
         _check_paths(spec, variant, base)
         profile = _resolve(spec, variant, overrides)
         try:
+            _check_runnable_source(profile)
             stages = pipeline(profile)
             check_local_paths(profile, [name for name, _ in stages])
         except ConfigError as e:

@@ -262,8 +262,14 @@ def write_report(
             block_clips=sig.block_clips,
             correction=sig.correction,
         )
+    published = _published(plan, list(report.metrics), run_scoring(plan, found))
+    apart = []
+    if published is not None and published[2]:
+        from harness.report.reported import write_apart
+
+        apart = [write_apart(out / REPORTED_APART, published[1], published[2], report.metrics)]
     try:
-        written = write_tables(
+        written = apart + write_tables(
             found.runs,
             list(report.metrics),
             out,
@@ -273,9 +279,16 @@ def write_report(
             title=title,
             tests=tests,
             level=report.significance.level,
-            reported=_published(plan, list(report.metrics)),
+            reported=published[:2] if published is not None else None,
             provenance=" ".join(
-                t for t in (partial_text(plan, found), computed_with_text(found)) if t
+                t
+                for t in (
+                    partial_text(plan, found),
+                    windows_text(plan, found),
+                    apart_text(published),
+                    computed_with_text(found),
+                )
+                if t
             ),
             split=split,
         )
@@ -322,9 +335,13 @@ def write_report(
     return [*written, out / "runs.json"], found
 
 
-def _published(plan: Plan, metrics: list[str]) -> tuple[pd.DataFrame, str] | None:
-    """Published rows for the suite's dataset (real data only; never on SynthCC)."""
-    from harness.report.reported import load_reported, reported_rows
+def _published(
+    plan: Plan, metrics: list[str], scoring=None
+) -> tuple[pd.DataFrame, str, list] | None:
+    """(published rows, their source, [(row, why apart)]) for the suite's dataset: real data
+    only, never SynthCC; with the runs' `scoring` (run_scoring), the rows scored otherwise are
+    kept out of the frame and listed apart (harness/report/reported.py)."""
+    from harness.report.reported import comparable_rows, load_reported, reported_rows
 
     sources = {run.profile.data.source for run in plan.runs}
     if sources != {"cc2017"}:
@@ -332,7 +349,64 @@ def _published(plan: Plan, metrics: list[str]) -> tuple[pd.DataFrame, str] | Non
     reported = load_reported("cc2017")
     if reported is None:
         return None
-    return reported_rows(reported, metrics), reported.source
+    apart = []
+    if scoring is not None:
+        reported, apart = comparable_rows(reported, metrics, scoring)
+    return reported_rows(reported, metrics), reported.source, apart
+
+
+REPORTED_APART = "reported.md"  # published rows scored otherwise than the runs
+
+
+def apart_text(published: tuple | None) -> str:
+    """The caption's pointer to the published rows kept out of the table."""
+    if published is None or not published[2]:
+        return ""
+    names = ", ".join(row.method for row, _ in published[2])
+    return (
+        f"Published rows scored otherwise than these runs ({names}) are listed apart, with the "
+        f"reason, in {REPORTED_APART}."
+    )
+
+
+def run_scoring(plan: Plan, found: Collected):
+    """How the collected runs were scored: protocol, samples scored, scene-cut rule."""
+    from harness.report.reported import Scoring
+    from mindvideo.eval.protocols import get_protocol
+
+    n = found.runs.set_index(["variant", "subject", "seed"]).get("n_samples")
+    runs = []
+    for run in plan.runs:
+        if run.key not in found.run_ids or n is None:
+            continue
+        ev = run.profile.eval
+        excluded = ev.exclude_scene_cuts
+        if excluded is None:
+            excluded = get_protocol(ev.protocol, ev.extra_metrics).exclude_scene_cuts
+        samples = n.get((run.variant.name, run.subject, run.seed))
+        if samples is not None and samples == samples:  # baselines scored alike log it too
+            runs.append((ev.protocol, int(samples), bool(excluded)))
+    return Scoring.of(runs)
+
+
+def windows_text(plan: Plan, found: Collected) -> str:
+    """Real data: how the runs paired fMRI with clips and how many test samples they scored
+    (what a published number must share to compare)."""
+    if {run.profile.data.source for run in plan.runs} == {"synth"}:
+        return ""
+    said = set()
+    for run in plan.runs:
+        if run.key in found.run_ids:
+            d = run.profile.data
+            said.add(
+                f"window {d.window} from {d.window_offset} TRs after the clip, edge {d.window_edge}"
+            )
+    scoring = run_scoring(plan, found)
+    samples = " / ".join(f"{n:,}" for n in sorted(scoring.test_samples))
+    return (
+        f"fMRI windows: {'; '.join(sorted(said))}; {samples or 'unknown'} test samples scored "
+        "per run."
+    )
 
 
 def write_samples(plan: Plan, tracker: Tracker, found: Collected, out: Path, k: int) -> list[Path]:

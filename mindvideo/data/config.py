@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mindvideo.data.paired import CheckedValSegments, FramesPerClip, Window, WindowOffset
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.data.synth.config import SimulateConfig
+
+# The window offset where a profile leaves it unset: SynthCC's responses and CIFTI runs are
+# recorded as acquired, so the window looks 2 TRs (4 s) ahead for the haemodynamic delay; the
+# public MinD-Video code reads its preprocessed arrays with the window at the clip's own TR.
+SOURCE_WINDOW_OFFSET = {"synth": 2, "cc2017": 2, "mindvideo_npy": 0}
 
 
 class DataConfig(BaseModel):
@@ -31,15 +36,31 @@ class DataConfig(BaseModel):
     # bounds: the pairing's (mindvideo/data/paired.py), 10-100x beyond any sane value
     window: Window = Field(2, description="fMRI frames per sample (paper: 2)")
     window_offset: WindowOffset = Field(
-        2, description="first fMRI frame of the window, in TRs after the clip"
+        2,
+        description="first fMRI frame of the window, in TRs after the clip; unset (or null): "
+        "the source's (SOURCE_WINDOW_OFFSET: 2 for SynthCC and CIFTI runs, the haemodynamic "
+        "delay; 0 for MinD-Video's npy arrays, read as its public code reads them)",
     )
-    window_edge: Literal["drop", "clamp"] = "drop"
+    window_edge: Literal["drop", "clamp"] = Field(
+        "drop",
+        description="a window that runs past its segment's end: dropped (drop), or its volumes "
+        "clamped to the segment, repeating the last one (clamp: every TR yields a sample)",
+    )
     frames_per_clip: FramesPerClip = Field(6, description="video frames sampled per 2 s clip")
     val_segments: CheckedValSegments = Field(
         (),
         description="real data: training segments held out as the validation split, by name "
         "([seg18]) or a count from the end of the training list (1); never trained on",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _offset_by_source(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("window_offset") is None:
+            source = data.get("source", "synth")
+            if source in SOURCE_WINDOW_OFFSET:
+                data = {**data, "window_offset": SOURCE_WINDOW_OFFSET[source]}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

@@ -115,6 +115,26 @@ class GeneratorConfig(BaseModel):
         True, description="a zero-initialised temporal attention per block"
     )
     temporal_heads: int = Field(8, ge=1, le=256)
+    temporal_layer: Literal["post_transformer", "in_block"] = Field(
+        "post_transformer",
+        description="where the temporal attention sits: after each whole spatial transformer "
+        "(post_transformer: GroupNorm, frame positions, all-zero output at init) or inside "
+        "each transformer block after its feed-forward (in_block: MinD-Video's public UNet; "
+        "LayerNorm, no positions, only the output weight zero at init)",
+    )
+
+
+# Generator fields added after entries were cached, at the value those entries had: left out of
+# the keys of the stages that read `generator` (GENERATOR_KEY_NEUTRAL) and of generator.json, so
+# earlier entries stay valid.
+GENERATOR_NEUTRAL = {"temporal_layer": "post_transformer"}
+GENERATOR_KEY_NEUTRAL = {("generator", k): v for k, v in GENERATOR_NEUTRAL.items()}
+
+
+def generator_record(generator: GeneratorConfig) -> dict:
+    """How `generator` is recorded: its fields, less those at their GENERATOR_NEUTRAL value."""
+    record = generator.model_dump(mode="json")
+    return {k: v for k, v in record.items() if GENERATOR_NEUTRAL.get(k, object()) != v}
 
 
 class GuidanceConfig(BaseModel):

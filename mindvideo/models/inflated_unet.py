@@ -9,9 +9,16 @@ MinD-Video's "network temporal inflation", built on an unmodified `UNet2DConditi
     first_prev  the first frame and frame i-1 (clamped),
     full        every frame,
     none        frame i itself: the image model applied to each frame independently;
-- after each spatial transformer block a temporal attention layer (`TemporalAttention`) lets
-  every pixel attend across the frames; its output projection starts at zero, so a freshly
-  inflated UNet computes exactly what the image UNet computes.
+- a temporal attention layer lets every pixel (token) attend across the frames, placed as
+  `temporal_layer` says:
+    post_transformer  after each whole spatial transformer (`TemporalAttention`): GroupNorm,
+                      sinusoidal frame positions, output projection (weight and bias) zero at
+                      init, so a freshly inflated UNet computes exactly what the image UNet does;
+    in_block          inside each transformer block after its feed-forward (`BlockTemporal`), as
+                      MinD-Video's public UNet places it: LayerNorm, no frame positions, only the
+                      output projection's weight zero at init (its bias keeps the default draw,
+                      so a fresh layer adds the same small vector to every frame: it mixes no
+                      frames, but the output is the image UNet's only up to that shift).
 The condition (tokens, dim) is shared by every frame of a clip.
 """
 
@@ -30,10 +37,11 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
 from mindvideo.errors import ConfigError, DataError
-from mindvideo.models.diffusion_config import GeneratorConfig
+from mindvideo.models.diffusion_config import GeneratorConfig, generator_record
 
 FrameAttention = Literal["prev2", "first_prev", "full", "none"]
 FRAME_ATTENTION: tuple[str, ...] = ("prev2", "first_prev", "full", "none")
+TEMPORAL_LAYERS: tuple[str, ...] = ("post_transformer", "in_block")
 
 
 def key_frames(mode: str, frames: int) -> torch.Tensor:
@@ -143,6 +151,39 @@ class TemporalAttention(nn.Module):
         return y.view(b, h * w, frames, c).permute(0, 2, 3, 1).reshape(bf, c, h, w)
 
 
+class BlockTemporal(nn.Module):
+    """Attention over the frames at each token of a transformer block's output (in_block);
+    returns the residual to add."""
+
+    def __init__(self, channels: int, heads: int, state: FrameState):
+        super().__init__()
+        self.state = state
+        self.norm = nn.LayerNorm(channels)
+        self.attn = Attention(query_dim=channels, heads=heads, dim_head=channels // heads)
+        nn.init.zeros_(self.attn.to_out[0].weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = self.state.frames
+        bf, n, c = x.shape  # (batch * frames, tokens, channels)
+        b = bf // frames
+        y = self.norm(x).view(b, frames, n, c).transpose(1, 2).reshape(b * n, frames, c)
+        y = self.attn(y)
+        return y.view(b, n, frames, c).transpose(1, 2).reshape(bf, n, c)
+
+
+class InflatedBlock(nn.Module):
+    """A spatial transformer's block (attention, cross-attention, feed-forward) followed by its
+    temporal attention layer (in_block)."""
+
+    def __init__(self, spatial: nn.Module, temporal: BlockTemporal):
+        super().__init__()
+        self.spatial, self.temporal = spatial, temporal
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        out = self.spatial(hidden_states, *args, **kwargs)
+        return out + self.temporal(out)
+
+
 class InflatedTransformer(nn.Module):
     """A UNet block's spatial transformer followed by its temporal attention layer."""
 
@@ -178,15 +219,28 @@ class InflatedUNet(nn.Module):
         frame_attention: str = "prev2",
         temporal_layers: bool = True,
         temporal_heads: int = 8,
+        temporal_layer: str = "post_transformer",
     ):
         super().__init__()
+        if temporal_layer not in TEMPORAL_LAYERS:
+            raise ValueError(
+                f"temporal layer {temporal_layer!r}: choose one of {', '.join(TEMPORAL_LAYERS)}"
+            )
         self.unet = unet
         self.state = FrameState()
         self.temporal_layers = temporal_layers
+        self.temporal_layer = temporal_layer
+        in_block = temporal_layers and temporal_layer == "in_block"
         for slots, i in list(_transformer_slots(unet)):
             spatial = slots[i]
             temporal = None
-            if temporal_layers:
+            if in_block:
+                blocks = spatial.transformer_blocks
+                for j, block in enumerate(blocks):
+                    width = block.norm1.normalized_shape[0]
+                    heads = math.gcd(temporal_heads, width)
+                    blocks[j] = InflatedBlock(block, BlockTemporal(width, heads, self.state))
+            elif temporal_layers:
                 channels = spatial.config.in_channels
                 heads = math.gcd(temporal_heads, channels)
                 temporal = TemporalAttention(channels, heads, self.state)
@@ -244,10 +298,10 @@ def load_pretrained(folder: Path, generator: GeneratorConfig) -> dict:
 
     folder = Path(folder)
     saved = json.loads((folder / GENERATOR_FILE).read_text())["generator"]
-    if saved != generator.model_dump(mode="json"):
+    if GeneratorConfig.model_validate(saved) != generator:
         raise DataError(
             f"{folder}: the video-pretrained UNet was inflated as {saved}, this run asks for "
-            f"{generator.model_dump(mode='json')}; the planner pairs them, so this entry was "
+            f"{generator_record(generator)}; the planner pairs them, so this entry was "
             "moved or edited: remove it and run again"
         )
     return load_file(str(folder / UNET_WEIGHTS), device="cpu")
@@ -259,6 +313,12 @@ UNET_WEIGHTS = "unet.safetensors"  # the inflated UNet's state dict (unet.* and 
 GENERATOR_FILE = "generator.json"
 
 
+def save_generator_file(folder: Path, generator: GeneratorConfig) -> None:
+    """generator.json beside an inflated UNet's weights: how it was inflated."""
+    text = json.dumps({"generator": generator_record(generator)}, indent=1) + "\n"
+    (Path(folder) / GENERATOR_FILE).write_text(text)
+
+
 def inflate(unet, cfg: GeneratorConfig, seed: int):
     """The inflated UNet, its new temporal layers initialised from `seed`."""
     import torch
@@ -267,7 +327,9 @@ def inflate(unet, cfg: GeneratorConfig, seed: int):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return InflatedUNet(unet, cfg.frame_attention, cfg.temporal_layers, cfg.temporal_heads)
+        return InflatedUNet(
+            unet, cfg.frame_attention, cfg.temporal_layers, cfg.temporal_heads, cfg.temporal_layer
+        )
 
 
 def check_compatible(encoder, model, cfg) -> None:

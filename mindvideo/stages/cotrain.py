@@ -15,7 +15,6 @@ the fMRI tells the generator). Under torch.distributed each process takes a slic
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,7 +30,7 @@ from mindvideo.data.cc2017 import open_stimuli
 from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig, clip_video, pairing
 from mindvideo.distributed import callbacks, cpu_weights
 from mindvideo.models.clip_config import check_condition_width
-from mindvideo.models.diffusion_config import GeneratorConfig
+from mindvideo.models.diffusion_config import GENERATOR_KEY_NEUTRAL, GeneratorConfig
 from mindvideo.models.uncond import fill_window
 from mindvideo.stages.base import Stage, StageContext, StageResult, dataset_root, decodes_fmri
 from mindvideo.train.video_diffusion import CotrainTraining, held_out_loss, train_cotrain
@@ -71,10 +70,10 @@ def run(
     from mindvideo.models.diffusion import load_diffusion
     from mindvideo.models.fmri_encoder import load_encoder, save_encoder
     from mindvideo.models.inflated_unet import (
-        GENERATOR_FILE,
         UNET_WEIGHTS,
         check_compatible,
         load_pretrained,
+        save_generator_file,
     )
 
     started = time.perf_counter()
@@ -111,9 +110,7 @@ def run(
     encoder.load_state_dict(encoder_state)
     artifacts = save_encoder(out, encoder, voxels)
     save_file(unet_state, str(out / UNET_WEIGHTS))
-    (out / GENERATOR_FILE).write_text(
-        json.dumps({"generator": cfg.generator.model_dump(mode="json")}, indent=1) + "\n"
-    )
+    save_generator_file(out, cfg.generator)
     metrics |= {
         "train_clips": float(len(train)),
         "train_seconds": time.perf_counter() - started,
@@ -184,7 +181,12 @@ STAGE = Stage(
     artifacts=("unet.safetensors", "generator.json"),  # models/inflated_unet.py
     work_units=work_units,
     # added later: at these values, the keys cached before them hold
-    key_neutral={("noise_share",): 0.0, ("uncond",): "zero_embedding", **PAIRING_KEY_NEUTRAL},
+    key_neutral={
+        ("noise_share",): 0.0,
+        ("uncond",): "zero_embedding",
+        **PAIRING_KEY_NEUTRAL,
+        **GENERATOR_KEY_NEUTRAL,
+    },
     # On the validation clips where the data have them, else on test: see subject_windows.
     held_out_metrics=("val_loss",),
 )

@@ -28,7 +28,12 @@ from pydantic import Field
 from mindvideo.data.cc2017 import open_stimuli
 from mindvideo.data.paired import PAIRING_KEY_NEUTRAL, PairingConfig, pairing
 from mindvideo.models.clip_config import check_condition_width
-from mindvideo.models.diffusion_config import DecodeOptions, GeneratorConfig, GuidanceConfig
+from mindvideo.models.diffusion_config import (
+    GENERATOR_KEY_NEUTRAL,
+    DecodeOptions,
+    GeneratorConfig,
+    GuidanceConfig,
+)
 from mindvideo.models.uncond import Uncond, fill_window, unconditional
 from mindvideo.stages.base import (
     NAMES,
@@ -248,5 +253,6 @@ STAGE = Stage(
         ("uncond",): "zero_embedding",
         ("split",): "test",
         **PAIRING_KEY_NEUTRAL,
+        **GENERATOR_KEY_NEUTRAL,
     },
 )

@@ -17,7 +17,6 @@ config). SynthCC only (`video_pretrain.enabled: true`); real data inflates SD 1.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mindvideo.data.synth.config import WorldConfig
 from mindvideo.errors import ConfigError, DataError
-from mindvideo.models.diffusion_config import GeneratorConfig
+from mindvideo.models.diffusion_config import GENERATOR_KEY_NEUTRAL, GeneratorConfig
 from mindvideo.stages.base import Stage, StageContext, StageResult, decodes_fmri
 
 NAME = "video_pretrain"
@@ -128,7 +127,7 @@ def run(
     from mindvideo.distributed import launch
     from mindvideo.eval.foundation import load_foundation_clip
     from mindvideo.models.diffusion import load_diffusion
-    from mindvideo.models.inflated_unet import GENERATOR_FILE, UNET_WEIGHTS
+    from mindvideo.models.inflated_unet import GENERATOR_FILE, UNET_WEIGHTS, save_generator_file
 
     started = time.perf_counter()
     out = Path(out)
@@ -152,9 +151,7 @@ def run(
         train_worker, payload, ctx.processes, ctx.device, ctx.progress, ctx.log_metric
     )
     save_file(unet_state, str(out / UNET_WEIGHTS))
-    (out / GENERATOR_FILE).write_text(
-        json.dumps({"generator": cfg.generator.model_dump(mode="json")}, indent=1) + "\n"
-    )
+    save_generator_file(out, cfg.generator)
     metrics |= {
         "train_clips": float(cfg.clips),
         "train_captions": float(len(train[1])),
@@ -254,5 +251,5 @@ STAGE = Stage(
     artifacts=("unet.safetensors", "generator.json"),  # models/inflated_unet.py
     work_units=work_units,
     # options added after results were cached: out of the key while at these values
-    key_neutral={("world", "motion"): "capped"},
+    key_neutral={("world", "motion"): "capped", **GENERATOR_KEY_NEUTRAL},
 )

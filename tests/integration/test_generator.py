@@ -43,7 +43,9 @@ def test_batched_guidance_equals_two_calls_and_calls_the_unet_once_per_step():
     calls.clear()
     separate = generate(pipe, output_type="latent", batched_guidance=False)
     assert calls == [2] * 6
-    torch.testing.assert_close(batched, separate, atol=1e-5, rtol=1e-5)
+    # equal up to float32 summation order, which a batch of 4 and one of 2 may take differently
+    # (seen: 1.05e-5 with one thread)
+    torch.testing.assert_close(batched, separate, atol=5e-5, rtol=1e-5)
     calls.clear()
     generate(pipe, guidance_scale=1.0, output_type="latent")
     assert calls == [2, 2, 2]  # no guidance: the condition alone

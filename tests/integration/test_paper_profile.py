@@ -6,6 +6,7 @@ environment variables the profile documents."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -291,6 +292,25 @@ def test_a_suite_override_gives_a_path_without_its_variable(paper_env, tmp_path,
     assert main(["plan", str(spec), "--store", str(tmp_path / "store")]) == 0
 
 
+def test_window_offset_follows_the_source_unless_set():
+    paper = load_profile("paper")
+    assert (paper.data.window_offset, paper.data.window_edge) == (2, "clamp")  # CIFTI runs
+    npy = load_profile("paper", {"data.source": "mindvideo_npy"})
+    assert npy.data.window_offset == 0  # as MinD-Video's code reads its arrays
+    set_ = load_profile("paper", {"data.source": "mindvideo_npy", "data.window_offset": 1})
+    assert set_.data.window_offset == 1
+    assert load_profile("tiny").data.window_offset == 2
+
+
+def test_a_plan_on_npy_arrays_says_the_stages_do_not_read_them(paper_env, tmp_path, capsys):
+    npy = SUITE.replace("overrides:\n", "overrides:\n  data.source: mindvideo_npy\n")
+    spec = write_spec(tmp_path, npy)
+    assert main(["plan", str(spec), "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert "data.source: mindvideo_npy" in err and "mvbench data inspect" in err
+    assert "data.source: cc2017" in err
+
+
 def test_the_paper_pipeline_runs_is_tracked_and_reports(paper_env, tmp_path, one_torch_thread):
     from mlflow import MlflowClient
 
@@ -317,13 +337,23 @@ def test_the_paper_pipeline_runs_is_tracked_and_reports(paper_env, tmp_path, one
         "diffusion.cond_dim",
     ):
         assert np.isfinite(m[key]), key
-    assert m["n_samples"] == 9  # 12 test TRs, windows of 2 at offset 2: 9 clips
+    # 12 test TRs, windows of 2 at offset 2, clamped at the segment's end: every TR pairs
+    assert m["n_samples"] == 12
     assert m["diffusion.cond_dim"] == 768
     assert run.data.params["data.root"] == paper_env["MINDVIDEO_CC2017_ROOT"]
     # reconstructions at the stimuli's size, 6 frames per clip (3 fps)
     clips = np.load(next((store / "cache" / "decode").glob("*/clips.npy")))
-    assert clips.dtype == np.uint8 and clips.shape == (9, 6, 16, 16, 3)
+    assert clips.dtype == np.uint8 and clips.shape == (12, 6, 16, 16, 3)
     out = tmp_path / "report"
     assert main(["report", str(spec), "--store", str(store), "--out", str(out)]) == 0
     table = (out / "table.md").read_text()
     assert "full" in table and "SSIM" in table
+    # the windows and sample count are stated; a published row scored on another test set
+    # (MinD-Video: 1,200 samples) is listed apart with the reason, one that states none stays
+    assert "fMRI windows: window 2 from 2 TRs after the clip, edge clamp; 12 test samples" in table
+    assert "MinD-Video 2023 [mean of 3] (reported)" not in table
+    assert "NEURONS 2025 [mean of 3] (reported)" in table
+    apart = (out / "reported.md").read_text()
+    assert "| MinD-Video 2023 | mean of 3 | 0.839 |" in apart
+    assert "1,200 test samples, these runs scored 12" in apart
+    assert "reported.md" in json.loads((out / "runs.json").read_text())["files"]

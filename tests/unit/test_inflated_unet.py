@@ -1,19 +1,34 @@
 """The inflated UNet: equal to the image UNet frame by frame when fresh with `none`; frame
-attention uses exactly the frames it names; temporal layers start silent and then act."""
+attention uses exactly the frames it names; temporal layers start silent and then act, at
+either placement (post_transformer, in_block: MinD-Video's public UNet)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
+from torch import nn
 
+from harness.cache import key_config
+from harness.plan import stage_config
+from harness.profiles import load_profile
+from mindvideo.errors import DataError
+from mindvideo.models.diffusion_config import GeneratorConfig
 from mindvideo.models.inflated_unet import (
+    GENERATOR_FILE,
+    TEMPORAL_LAYERS,
+    BlockTemporal,
     FrameAttnProcessor,
     FrameState,
     InflatedUNet,
     key_frames,
+    load_pretrained,
+    save_generator_file,
 )
+from mindvideo.stages.registry import get_stage
 
 FRAMES = 5
 
@@ -50,16 +65,80 @@ def test_key_frames_known_values():
         key_frames("causal", 3)
 
 
-def test_fresh_inflated_unet_with_none_is_the_image_unet_per_frame():
+def zero_in_block_biases(video: InflatedUNet) -> None:
+    """in_block's fresh output bias (the one thing a fresh in_block layer adds) set to zero."""
+    with torch.no_grad():
+        for module in video.modules():
+            if isinstance(module, BlockTemporal):
+                module.attn.to_out[0].bias.zero_()
+
+
+@pytest.mark.parametrize("placement", TEMPORAL_LAYERS)
+def test_fresh_inflated_unet_with_none_is_the_image_unet_per_frame(placement):
     image = tiny_unet()
-    video = InflatedUNet(tiny_unet(), frame_attention="none", temporal_layers=True)
+    video = InflatedUNet(tiny_unet(), "none", temporal_layers=True, temporal_layer=placement)
     assert video.temporal_parameters()  # the temporal layers exist, with zero output weights
+    if placement == "in_block":
+        zero_in_block_biases(video)  # the public init keeps this bias (next test)
     sample, t, cond = inputs()
     with torch.no_grad():
         out = video(sample, t, cond)
         for f in range(FRAMES):
             expected = image(sample[:, :, f], t, encoder_hidden_states=cond).sample
             torch.testing.assert_close(out[:, :, f], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fresh_in_block_layers_mix_no_frames():
+    """MinD-Video's init zeroes only the output weight: a fresh in_block layer adds its bias,
+    the same vector at every frame, so each output frame still depends on its own input only."""
+    video = InflatedUNet(tiny_unet(), "none", temporal_layer="in_block")
+    image = tiny_unet()
+    sample, t, cond = inputs()
+    with torch.no_grad():
+        base = video(sample, t, cond)
+        assert (
+            base[:, :, 0] - image(sample[:, :, 0], t, encoder_hidden_states=cond).sample
+        ).abs().max() > 1e-6
+        for j in range(FRAMES):
+            moved = sample.clone()
+            moved[:, :, j] += 1.0
+            changed = (video(moved, t, cond) - base).abs().amax(dim=(0, 1, 3, 4)) > 1e-6
+            assert changed.tolist() == [i == j for i in range(FRAMES)]
+
+
+def test_in_block_layers_sit_in_every_transformer_block_with_layernorm():
+    unet = tiny_unet()
+    blocks = sum(
+        len(m.transformer_blocks) for m in unet.modules() if hasattr(m, "transformer_blocks")
+    )
+    video = InflatedUNet(unet, "prev2", temporal_layer="in_block")
+    layers = [m for m in video.modules() if isinstance(m, BlockTemporal)]
+    assert len(layers) == blocks > 0
+    assert all(isinstance(m.norm, nn.LayerNorm) for m in layers)
+    names = [n for n, _ in video.named_parameters() if ".temporal." in n]
+    assert names and all(".transformer_blocks." in n for n in names)
+    assert all(torch.count_nonzero(m.attn.to_out[0].weight) == 0 for m in layers)
+    assert all(torch.count_nonzero(m.attn.to_out[0].bias) > 0 for m in layers)
+    # frame attention still reaches the blocks' own self-attention
+    processors = video.unet.attn_processors
+    assert sum(isinstance(p, FrameAttnProcessor) for p in processors.values()) == blocks
+    with pytest.raises(ValueError, match="post_transformer, in_block"):
+        InflatedUNet(tiny_unet(), "prev2", temporal_layer="inside")
+
+
+@pytest.mark.parametrize("placement", TEMPORAL_LAYERS)
+def test_only_post_transformer_layers_know_frame_order(placement):
+    """in_block has no frame positions: with frames processed alone otherwise (`none`),
+    reversing the frames reverses the output; post_transformer's positions break that."""
+    video = InflatedUNet(tiny_unet(), "none", temporal_layer=placement)
+    with torch.no_grad():
+        for p in video.temporal_parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        sample, t, cond = inputs()
+        out = video(sample, t, cond)
+        flipped = video(sample.flip(2), t, cond).flip(2)
+    same = torch.allclose(out, flipped, atol=1e-5, rtol=1e-5)
+    assert same == (placement == "in_block")
 
 
 def _one_attention(mode: str):
@@ -103,8 +182,9 @@ def test_frame_attention_equals_attention_over_the_named_frames():
     torch.testing.assert_close(out[i], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_sparse_causal_unet_never_looks_ahead():
-    video = InflatedUNet(tiny_unet(), frame_attention="prev2")
+@pytest.mark.parametrize("placement", TEMPORAL_LAYERS)
+def test_sparse_causal_unet_never_looks_ahead(placement):
+    video = InflatedUNet(tiny_unet(), frame_attention="prev2", temporal_layer=placement)
     sample, t, cond = inputs()
     with torch.no_grad():
         base = video(sample, t, cond)
@@ -118,8 +198,9 @@ def test_sparse_causal_unet_never_looks_ahead():
         assert (out - base).abs().amax(dim=(0, 1, 3, 4)).gt(1e-6).all()  # frame 0 reaches all
 
 
-def test_temporal_layers_act_once_trained():
-    video = InflatedUNet(tiny_unet(), frame_attention="none", temporal_layers=True)
+@pytest.mark.parametrize("placement", TEMPORAL_LAYERS)
+def test_temporal_layers_act_once_trained(placement):
+    video = InflatedUNet(tiny_unet(), "none", temporal_layers=True, temporal_layer=placement)
     sample, t, cond = inputs()
     with torch.no_grad():
         base = video(sample, t, cond)
@@ -145,3 +226,36 @@ def test_inflated_unet_trains_on_one_frame_and_changes_mode():
     assert video.frame_attention == "prev2"
     with pytest.raises(ValueError, match="choose one of"):
         video.set_frame_attention("all")
+
+
+# Recording the placement -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cotrain", "decode", "video_pretrain"])
+def test_temporal_layer_is_key_neutral_at_post_transformer_only(name):
+    """Entries cached before the option existed keep their keys; in_block gets its own."""
+    profile = load_profile("tiny", {"video_pretrain.enabled": True})
+    cfg = stage_config(name, profile, "subject1")
+    neutral = get_stage(name).key_neutral
+    dumped = key_config(cfg, neutral)
+    assert "temporal_layer" not in dumped["generator"]
+    in_block = cfg.generator.model_copy(update={"temporal_layer": "in_block"})
+    assert key_config(cfg.model_copy(update={"generator": in_block}), neutral) != dumped
+    paper = load_profile("paper")
+    assert paper.generator.temporal_layer == "in_block"
+
+
+def test_generator_file_records_placement_and_reads_older_files(tmp_path):
+    plain, in_block = GeneratorConfig(), GeneratorConfig(temporal_layer="in_block")
+    save_generator_file(tmp_path, plain)
+    saved = json.loads((tmp_path / GENERATOR_FILE).read_text())["generator"]
+    assert "temporal_layer" not in saved  # as entries written before the option
+    (tmp_path / "unet.safetensors").write_bytes(b"")  # never read: the check comes first
+    with pytest.raises(DataError, match="inflated as .*this run asks for .*in_block"):
+        load_pretrained(tmp_path, in_block)
+    save_generator_file(tmp_path, in_block)
+    assert json.loads((tmp_path / GENERATOR_FILE).read_text())["generator"]["temporal_layer"] == (
+        "in_block"
+    )
+    with pytest.raises(DataError, match="inflated as"):
+        load_pretrained(tmp_path, plain)

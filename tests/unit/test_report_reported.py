@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from harness.report.build import _published
-from harness.report.reported import load_reported, reported_rows
+from harness.report.reported import (
+    ReportedRow,
+    Scoring,
+    load_reported,
+    reported_rows,
+    why_apart,
+    write_apart,
+)
 from harness.report.tables import write_tables
 from mindvideo.errors import ConfigError
 
@@ -33,8 +40,35 @@ def _plan(source: str):
 
 def test_published_rows_only_beside_real_cc2017_runs():
     assert _published(_plan("synth"), ["video_2way_top1"]) is None
-    rows, source = _published(_plan("cc2017"), ["video_2way_top1"])
-    assert not rows.empty and "Table 1" in source
+    rows, source, apart = _published(_plan("cc2017"), ["video_2way_top1"])
+    assert not rows.empty and "Table 1" in source and apart == []
+
+
+def test_a_published_row_compares_only_when_scored_as_the_runs(tmp_path):
+    metrics = ["video_2way_top1", "ssim"]
+    paper = Scoring.of([("mindvideo", 1200, False)] * 3)
+    rows, _, apart = _published(_plan("cc2017"), metrics, paper)
+    assert "MinD-Video 2023 [mean of 3] (reported)" in set(rows.variant) and apart == []
+    # dropping the windows that leave a segment scores 1,185: MinD-Video's row goes apart,
+    # rows whose source states no sample count stay
+    dropped = Scoring.of([("mindvideo", 1185, False)] * 3)
+    rows, source, apart = _published(_plan("cc2017"), metrics, dropped)
+    assert "MinD-Video 2023 [mean of 3] (reported)" not in set(rows.variant)
+    assert "NEURONS 2025 [mean of 3] (reported)" in set(rows.variant)
+    ((row, why),) = apart
+    assert row.method == "MinD-Video 2023"
+    assert why == ["1,200 test samples, these runs scored 1,185"]
+    text = write_apart(tmp_path / "reported.md", source, apart, metrics).read_text()
+    assert "| MinD-Video 2023 | mean of 3 | 0.839 | 0.171 | 1,200 test samples" in text
+    # another protocol: nothing compares; runs that disagree are named with every value
+    other = Scoring.of([("mind-animator", 1200, False), ("mind-animator", 1185, True)])
+    rows, _, apart = _published(_plan("cc2017"), metrics, other)
+    assert rows.empty and len(apart) == len(load_reported("cc2017").rows)
+    mindvideo = dict((r.method, w) for r, w in apart)["MinD-Video 2023"]
+    assert mindvideo[0] == "protocol mindvideo, these runs mind-animator"
+    assert mindvideo[1] == "1,200 test samples, these runs scored 1,185 and 1,200"
+    stated = ReportedRow(method="x", subjects="s1", metrics={}, scene_cuts="excluded")
+    assert why_apart(stated, "mindvideo", paper) == ["scene-cut clips excluded, in these runs kept"]
 
 
 def test_table_lists_published_rows_last_marked_and_never_best(tmp_path):
