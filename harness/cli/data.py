@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -132,6 +133,7 @@ def _print_report(report: dict) -> None:
         "fpr",
         "ceiling",
         "lag peak/true",
+        "enc. lag",
     ]
     rows = []
     for name, e in report["subjects"].items():
@@ -152,15 +154,40 @@ def _print_report(report: dict) -> None:
                 fmt(e.get("roi_false_positive_rate")),
                 fmt(e.get("noise_ceiling")),
                 f"{e.get('lag_peak_tr', '-')}/{e.get('true_lag_tr', '-')}",
+                str(e.get("encoding_lag_peak_tr", "-")),
             ]
         )
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    for name, e in report["subjects"].items():
+        if "selection_failed" in e:
+            print(f"{name}: voxel selection: {e['selection_failed']}")
     skipped = {e["lag_skipped"] for e in report["subjects"].values() if "lag_skipped" in e}
     for why in sorted(skipped):
         print(f"lag: not estimated: {why}")
+    curves = {
+        n: e["encoding_lag_r"] for n, e in report["subjects"].items() if "encoding_lag_r" in e
+    }
+    if curves:
+        lags = list(next(iter(curves.values())))
+        print(
+            f"encoding lag (held-out r of a stimulus-feature model, training segments) at "
+            f"{lags[0]}..{lags[-1]} TRs; [peak]; the profile's window starts at "
+            f"{report['window']['offset']}:"
+        )
+        for name, curve in curves.items():
+            peak = max(curve, key=curve.get)
+            cells = [f"[{v:.3f}]" if k == peak else f"{v:.3f}" for k, v in curve.items()]
+            print(f"  {name}: {' '.join(cells)}")
+    skipped = {
+        e["encoding_lag_skipped"]
+        for e in report["subjects"].values()
+        if "encoding_lag_skipped" in e
+    }
+    for why in sorted(skipped):
+        print(f"encoding lag: not estimated: {why}")
     if "checks" in report:
         failed = [c for c in report["checks"] if not c["passed"]]
         if failed:
@@ -168,7 +195,7 @@ def _print_report(report: dict) -> None:
             for c in failed:
                 print(f"  {c['subject']}: {c['name']} = {c['value']} (needs {c['threshold']})")
         else:
-            kinds = "roi recall, false positives, lag" + (
+            kinds = "roi recall, false positives, lag (decoding and encoding)" + (
                 ", motion" if any(c["subject"] == "stimuli" for c in report["checks"]) else ""
             )
             print(f"benchmark validation passed ({len(report['checks'])} checks: {kinds})")
@@ -219,6 +246,16 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=1))
     else:
         _print_report(report)
+    if args.figure:
+        from harness.report.figures import write_lag_figure
+
+        written = write_lag_figure(report, Path(args.figure))
+        print(
+            f"wrote {written}"
+            if written
+            else f"--figure {args.figure}: no encoding lag was estimated, so no figure",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     if args.check and not report.get("valid", True):
         return 1
     return 0
@@ -277,6 +314,12 @@ def add_parsers(sub) -> None:
         "--no-validate",
         action="store_true",
         help="summarise only: skip voxel selection and the decoding checks",
+    )
+    ins.add_argument(
+        "--figure",
+        metavar="PNG",
+        help="write each subject's encoding-model accuracy by lag (the data-driven lag "
+        "estimate) to this image",
     )
     ins.add_argument(
         "--check",

@@ -158,6 +158,37 @@ def _print_plan(plan, store: Path) -> None:
         f"{len(plan.nodes) - n_cached} to compute"
     )
     print(compute_estimate(plan, store, cached))
+    for line in sample_lines(plan):
+        print(line)
+
+
+def sample_lines(plan) -> list[str]:
+    """Real data: the samples each subject's runs pair (from the runs' headers), with the
+    window settings that give them, so a count can be checked against a paper's before any
+    work (the paper's CC2017: 4,320 training and 1,200 test samples per subject)."""
+    from mindvideo.data.paired import PairingConfig, pairing, sample_counts
+    from mindvideo.errors import DataError
+
+    lines, seen = [], set()
+    for run in plan.runs:
+        data = run.profile.data
+        if data.source != "cc2017" or data.root is None or not Path(data.root).is_dir():
+            continue
+        cfg = PairingConfig(**pairing(data, run.subject))
+        if cfg in seen:
+            continue
+        seen.add(cfg)
+        try:
+            counts = sample_counts(Path(data.root), cfg)
+        except DataError as e:
+            lines.append(f"samples of {run.subject}: cannot count ({e})")
+            continue
+        said = ", ".join(f"{split} {n:,}" for split, n in counts.items())
+        lines.append(
+            f"samples of {run.subject}: {said} (window {cfg.window} from {cfg.window_offset} "
+            f"TRs after the clip, edge {cfg.window_edge})"
+        )
+    return lines
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -301,3 +301,29 @@ def write_figures(
         if _tradeoff(runs, column, metrics, path):
             written.append(path)
     return written
+
+
+def write_lag_figure(report: dict, path: Path) -> Path | None:
+    """`mvbench data inspect --figure`: each subject's encoding-model accuracy by lag (held-out
+    r), the profile's window offset marked, and the true lag where SynthCC knows it."""
+    curves = {
+        n: e["encoding_lag_r"] for n, e in report["subjects"].items() if "encoding_lag_r" in e
+    }
+    if not curves:
+        return None
+    fig, (ax,) = _figure(5.0, 3.2)
+    for name, curve in curves.items():
+        lags = [int(k) for k in curve]
+        ax.plot(lags, list(curve.values()), marker="o", label=name)
+    offset = report["window"]["offset"]
+    ax.axvline(offset, color="grey", linestyle="--", label=f"window offset ({offset})")
+    true = {e["true_lag_tr"] for e in report["subjects"].values() if "true_lag_tr" in e}
+    for lag in sorted(true):
+        ax.axvline(lag, color="black", linestyle=":", label=f"true lag ({lag})")
+    ax.set_xlabel("lag (TRs after the clip)")
+    ax.set_ylabel("held-out r (mean over voxels)")
+    ax.set_title("stimulus-feature encoding model by lag")
+    ax.legend(fontsize=7)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return Path(path)

@@ -9,6 +9,10 @@ Validation figures per subject:
 - lag_accuracy / lag_peak_tr: a ridge decoder from the fMRI volume at t+lag to the clip's
   shape, colour and motion direction, cross-validated across training segments; the lag
   where its accuracy peaks;
+- encoding_lag_r / encoding_lag_peak_tr: a ridge encoding model from simple features of each
+  TR's frames (luminance and motion energy on a 4 x 4 grid, mean colour) to the selected voxels
+  `lag` TRs later, cross-validated across training segments (mean held-out correlation over
+  voxels); needs frames, not annotations, so it estimates the lag of real data too;
 - true_lag_tr: the lag at which the true HRFs respond most to a one-TR clip.
 And for a SynthCC dataset, its realised motion (`motion_statistics`), checked against SynthCC
 v2's rule where objects wrap.
@@ -31,7 +35,7 @@ from mindvideo.data.cc2017 import (
     read_metadata,
 )
 from mindvideo.data.cc2017 import resolve_root as resolve_cc2017
-from mindvideo.data.paired import SubjectFMRI, prepare_fmri
+from mindvideo.data.paired import NoVoxelSelected, SubjectFMRI, prepare_fmri
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.data.windows import Edge, window_indices
 from mindvideo.errors import DataError
@@ -122,6 +126,80 @@ def lag_curve(
                     hit = pred[:, spans[j] : spans[j + 1]].argmax(1) == codes[te]
                     acc[a] += hit.sum() / len(targets)
         curve[lag] = float(acc.max() / len(x))
+    return curve
+
+
+def stimulus_features(frames: np.ndarray, frames_per_tr: int, n_tr: int, grid: int = 4):
+    """(n_tr, 2 * grid**2 + 3) simple features of each TR's frames: luminance and motion energy
+    (mean absolute frame-to-frame change) on a grid x grid tiling, and the mean colour."""
+    n = n_tr * frames_per_tr
+    if frames.shape[0] < n:
+        raise DataError(f"{frames.shape[0]} frames for {n_tr} TRs of {frames_per_tr} frames")
+    h, w = frames.shape[1] // grid * grid, frames.shape[2] // grid * grid
+    out = np.empty((n_tr, 2 * grid * grid + 3))
+    previous = None
+    for t in range(n_tr):  # a TR at a time: real movies are large, the frames memory-mapped
+        clip = np.asarray(frames[t * frames_per_tr : (t + 1) * frames_per_tr, :h, :w], np.float32)
+        clip /= 255.0
+        grey = clip.mean(-1)  # (F, h, w)
+        joined = grey if previous is None else np.concatenate([previous[None], grey])
+        change = np.abs(np.diff(joined, axis=0)) if len(joined) > 1 else np.zeros_like(grey)
+        cells = (grid, h // grid, grid, w // grid)
+        out[t, : grid * grid] = grey.mean(0).reshape(cells).mean((1, 3)).ravel()
+        out[t, grid * grid : 2 * grid * grid] = change.mean(0).reshape(cells).mean((1, 3)).ravel()
+        out[t, 2 * grid * grid :] = clip.mean((0, 1, 2))
+        previous = grey[-1]
+    return out
+
+
+def encoding_lag_curve(
+    fmri: SubjectFMRI,
+    features: dict[str, np.ndarray],
+    lags: tuple[int, ...] = (0, 1, 2, 3, 4),
+    folds: int = 4,
+    alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4),
+) -> dict[int, float]:
+    """Cross-validated accuracy of a ridge encoding model from each TR's stimulus features to
+    the selected voxels `lag` TRs later: the mean over voxels of the correlation between held-out
+    predictions and responses. Training segments only; folds group whole segments, and every
+    lag predicts the same clips (t < T - max lag). Needs no annotations, so it runs on real
+    data: the peak is the lag at which the stimulus best explains the fMRI."""
+    segs = [s for s in fmri.segments.get("train", {}) if s in features]
+    if len(segs) < 2:
+        raise DataError("the encoding lag estimate needs >= 2 training segments with frames")
+    folds = min(folds, len(segs))
+    top = max(lags)
+    xs, fold_of = [], []
+    per_lag: dict[int, list[np.ndarray]] = {lag: [] for lag in lags}
+    for i, s in enumerate(segs):
+        run = fmri.segments["train"][s].mean(0)  # (T, V)
+        n = min(run.shape[0], len(features[s])) - top
+        if n < 2:
+            raise DataError(f"segment {s}: {run.shape[0]} TRs, too short for lags up to {top}")
+        t = np.arange(n)
+        xs.append(features[s][t])
+        fold_of.append(np.full(n, i % folds))
+        for lag in lags:
+            per_lag[lag].append(run[t + lag])
+    x = np.concatenate(xs)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-8)
+    fold_of = np.concatenate(fold_of)
+    curve: dict[int, float] = {}
+    for lag, blocks in per_lag.items():
+        y = np.concatenate(blocks).astype(np.float64)
+        pred = np.zeros((len(alphas), *y.shape))
+        for f in range(folds):
+            tr, te = fold_of != f, fold_of == f
+            mx, my = x[tr].mean(0), y[tr].mean(0)
+            xt = x[tr] - mx
+            evals, evecs = np.linalg.eigh(xt.T @ xt)
+            proj = evecs.T @ (xt.T @ (y[tr] - my))
+            for a, alpha in enumerate(alphas):
+                pred[a, te] = (x[te] - mx) @ (evecs @ (proj / (evals + alpha)[:, None])) + my
+        yc = y - y.mean(0)
+        pc = pred - pred.mean(1, keepdims=True)
+        r = (pc * yc).sum(1) / np.sqrt((pc * pc).sum(1) * (yc * yc).sum(0) + 1e-12)
+        curve[lag] = float(r.mean(1).max())
     return curve
 
 
@@ -293,14 +371,25 @@ def _motion_checks(motion: dict) -> list[dict]:
 
 
 def _validate(rec, cfg, stimuli, truth, root, max_lag, tick) -> dict:
-    fmri = prepare_fmri(rec, cfg)
-    out: dict = {"selected_voxels": int(fmri.selected.size)}
+    out: dict = {}
+    try:
+        fmri = prepare_fmri(rec, cfg)
+        out["selected_voxels"] = int(fmri.selected.size)
+    except NoVoxelSelected as e:
+        # Summarise what can be: the estimates below on the most reproducible voxels, unthresholded
+        loose = cfg.selection.model_copy(update={"p_threshold": 1.0, "correction": "none"})
+        fmri = prepare_fmri(rec, cfg.model_copy(update={"selection": loose}))
+        out["selected_voxels"] = 0
+        out["selection_failed"] = (
+            f"{e}. The noise ceiling and lags below use the most reproducible "
+            f"{cfg.selection.keep_fraction:g} of voxels ({fmri.selected.size}), unthresholded"
+        )
     out["noise_ceiling"] = noise_ceiling(fmri.segments.get("test", {}))
     if truth is not None:
         arrays = np.load(root / "truth" / f"{rec.subject}.npz")
         driven = (arrays["region"] < 4) & (arrays["snr"] > 0)
         selected = np.zeros(driven.shape[0], dtype=bool)
-        selected[fmri.selected] = True
+        selected[fmri.selected] = "selection_failed" not in out  # nothing selected: none
         out["roi_recall"] = float((selected & driven).sum() / max(driven.sum(), 1))
         out["roi_false_positive_rate"] = float((selected & ~driven).sum() / max((~driven).sum(), 1))
         out["selected_fraction_by_region"] = {
@@ -309,6 +398,7 @@ def _validate(rec, cfg, stimuli, truth, root, max_lag, tick) -> dict:
             if (arrays["region"] == k).any()
         }
         out["true_lag_tr"] = int(truth["subjects"][rec.subject]["true_lag_tr"])
+    out.update(_encoding_lag(fmri, stimuli, max_lag))
     clips = {s: stimuli.clips(s) for s in rec.segments("train")} if stimuli else {}
     tables = {s: c for s, c in clips.items() if c is not None}
     annotated = {s: c for s, c in tables.items() if set(LABEL_COLUMNS) <= set(c.columns)}
@@ -323,6 +413,28 @@ def _validate(rec, cfg, stimuli, truth, root, max_lag, tick) -> dict:
             f"{len(annotated)} annotated training segment(s) of {len(tables)} (it needs 2)"
         )
     return out
+
+
+def _encoding_lag(fmri: SubjectFMRI, stimuli, max_lag: int) -> dict:
+    """The encoding-model lag estimate where the training segments have frames, else why not."""
+    if stimuli is None:
+        return {"encoding_lag_skipped": "no stimuli/ folder"}
+    train = fmri.segments.get("train", {})
+    framed = [s for s in train if (stimuli.folder / f"{s}.npy").exists()]
+    if len(framed) < 2:
+        return {
+            "encoding_lag_skipped": f"{len(framed)} of {len(train)} training segments have "
+            "stimuli/<segment>.npy frames (it needs 2)"
+        }
+    features = {
+        s: stimulus_features(stimuli.frames(s), stimuli.frames_per_tr, train[s].shape[1])
+        for s in framed
+    }
+    curve = encoding_lag_curve(fmri, features, lags=tuple(range(max_lag + 1)))
+    return {
+        "encoding_lag_r": {str(k): round(v, 4) for k, v in curve.items()},
+        "encoding_lag_peak_tr": int(max(curve, key=curve.get)),
+    }
 
 
 def _checks(subject: str, entry: dict) -> list[dict]:
@@ -347,18 +459,19 @@ def _checks(subject: str, entry: dict) -> list[dict]:
                 "passed": fpr <= THRESHOLDS["roi_false_positive_rate"],
             }
         )
-    if "lag_peak_tr" in entry and "true_lag_tr" in entry:
-        gap = abs(entry["lag_peak_tr"] - entry["true_lag_tr"])
-        checks.append(
-            {
-                "subject": subject,
-                "name": "lag_peak_tr",
-                "value": entry["lag_peak_tr"],
-                "threshold": f"within {THRESHOLDS['lag_tolerance_tr']} TR of "
-                f"true_lag_tr={entry['true_lag_tr']}",
-                "passed": gap <= THRESHOLDS["lag_tolerance_tr"],
-            }
-        )
+    for name in ("lag_peak_tr", "encoding_lag_peak_tr"):  # the decoder's and the encoder's
+        if name in entry and "true_lag_tr" in entry:
+            gap = abs(entry[name] - entry["true_lag_tr"])
+            checks.append(
+                {
+                    "subject": subject,
+                    "name": name,
+                    "value": entry[name],
+                    "threshold": f"within {THRESHOLDS['lag_tolerance_tr']} TR of "
+                    f"true_lag_tr={entry['true_lag_tr']}",
+                    "passed": gap <= THRESHOLDS["lag_tolerance_tr"],
+                }
+            )
     return checks
 
 

@@ -138,13 +138,17 @@ def prepare_fmri(
     stats = reproducibility(zs)
     selected = select_voxels(stats, cfg.selection)
     if selected.size == 0:
-        raise DataError(
+        raise NoVoxelSelected(
             f"{rec.root / rec.subject}: no voxel passes the reproducibility test "
             f"(p < {cfg.selection.p_threshold}, correction {cfg.selection.correction}, "
             f"{stats.n_segments} segments); raise data.preprocess.selection.p_threshold or set "
             "correction: none"
         )
     return _load_segments(rec, cfg, SubjectFMRI(rec.subject, tr, n_cortical, selected, stats), tick)
+
+
+class NoVoxelSelected(DataError):
+    """The reproducibility test kept no voxel (too few segments or repeats for its threshold)."""
 
 
 def selection_splits(cfg: PreprocessConfig) -> list[str]:
@@ -297,6 +301,27 @@ def roi_voxels(dataset: Path, cfg, n_cortical: int) -> np.ndarray:
 def held_out_split(fmri: SubjectFMRI) -> str:
     """Where a stage measures its held-out loss: validation when the data have it, else test."""
     return "val" if fmri.segments.get("val") else "test"
+
+
+def sample_counts(dataset: Path, cfg) -> dict[str, int]:
+    """Samples per split that `cfg` (PairingConfig) pairs for its subject, from the runs'
+    headers only (no fMRI is read): the windows each segment yields at its length, once per
+    segment where repeats are averaged, once per viewing where they are kept."""
+    rec = open_subject(dataset, cfg.subject, cfg.val_segments)
+    rec.check()
+    counts = {}
+    for split in SPLITS:
+        how = cfg.preprocess.train_repeats if split == "train" else cfg.preprocess.test_repeats
+        segments = rec.segments(split)
+        if not segments:
+            continue
+        n = 0
+        for seg in segments:
+            n_tr = rec.info(rec.runs[split][seg][0]).n_volumes
+            clips, _ = window_indices(n_tr, cfg.window, cfg.window_offset, cfg.window_edge)
+            n += len(clips) * (1 if how == "average" else rec.repeats(split, seg))
+        counts[split] = n
+    return counts
 
 
 def subject_windows(

@@ -237,6 +237,50 @@ def test_plan_reads_the_paths_from_the_environment(paper_env, tmp_path, capsys):
     for stage in ("foundation", "mbm", "contrastive", "diffusion", "cotrain", "decode"):
         assert f"{stage} 1 (0 cached)" in out, stage
     assert "align" not in out  # MinD-Video: the encoder's condition goes to SD as it is
+    # what the runs pair, from their headers: 2 training segments of 12 TRs (repeats averaged)
+    # and one test segment, every TR a sample under the paper's clamped windows
+    assert (
+        "samples of subject1: train 24, test 12 (window 2 from 2 TRs after the clip, edge clamp)"
+        in out
+    )
+
+
+def test_inspect_estimates_the_lag_of_real_shaped_data(paper_env, tmp_path, capsys):
+    """CIFTI runs with frames and captions but no annotations or truth: the encoding model's
+    lag curve is printed and drawn. Under the paper's selection (Bonferroni) three segments
+    select no voxel: inspect says so and summarises the rest on the most reproducible half."""
+    root = Path(paper_env["MINDVIDEO_CC2017_ROOT"])
+    figure = tmp_path / "lag.png"
+    args = ["data", "inspect", str(root), "--profile", "paper", "--figure", str(figure)]
+    assert main([*args, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "encoding lag (held-out r of a stimulus-feature model" in out
+    assert "subject1: voxel selection: " in out and "no voxel passes" in out
+    assert "most reproducible 0.5 of voxels (20), unthresholded" in out
+    assert "the profile's window starts at 2" in out
+    line = next(x for x in out.splitlines() if x.startswith("  subject1: "))
+    assert len(line.split()) == 1 + 7 and line.count("[") == 1  # lags 0..6, one peak
+    assert figure.stat().st_size > 1000
+
+
+def test_release_shaped_runs_pair_the_papers_sample_counts(tmp_path):
+    """18 training segments seen twice and 5 test segments seen 10 times, 240 volumes each (a
+    small surface for speed): the paper profile pairs 4,320 / 1,200 samples, as the paper
+    counts; dropping the windows that leave a segment would give 4,266 / 1,185."""
+    from mindvideo.data.paired import PairingConfig, pairing, sample_counts
+
+    train = tuple((f"seg{k}", 2) for k in range(1, 19))
+    test = tuple((f"test{k}", 10) for k in range(1, 6))
+    make_cc2017(tmp_path, "subject1", train=train, test=test, n_tr=240)
+    data = load_profile("paper", {"data.root": str(tmp_path)}).data
+    cfg = PairingConfig(**pairing(data, "subject1"))
+    assert sample_counts(tmp_path, cfg) == {"train": 4320, "test": 1200}
+    drop = cfg.model_copy(update={"window_edge": "drop"})
+    assert sample_counts(tmp_path, drop) == {"train": 4266, "test": 1185}
+    kept = cfg.model_copy(
+        update={"preprocess": cfg.preprocess.model_copy(update={"test_repeats": "separate"})}
+    )
+    assert sample_counts(tmp_path, kept)["test"] == 12000  # each viewing a sample
 
 
 def test_empty_model_folders_stop_the_plan(paper_env, tmp_path, monkeypatch, capsys):

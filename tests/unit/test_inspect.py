@@ -32,6 +32,13 @@ def test_smoke_dataset_validates(smoke_dataset, smoke_profile):
         }
         curve = entry["lag_accuracy"]
         assert curve[str(entry["lag_peak_tr"])] > curve["0"] + 0.1
+        # the encoding estimate needs no annotations (it runs on real data) and finds the lag
+        # the simulation used: within a TR, and checked as such
+        encoding = entry["encoding_lag_r"]
+        assert abs(entry["encoding_lag_peak_tr"] - entry["true_lag_tr"]) <= 1
+        assert encoding[str(entry["encoding_lag_peak_tr"])] > encoding["0"] + 0.1
+    names = {c["name"] for c in report["checks"]}
+    assert {"lag_peak_tr", "encoding_lag_peak_tr"} <= names
     # a v1 world: its motion is reported (slow: v1's objects move < 1 latent pixel per scored
     # frame), not checked against v2's rule
     motion = report["motion"]
