@@ -16,6 +16,7 @@ import pandas as pd
 from harness import tracking as T
 from harness.plan import Plan, Run
 from harness.report import listed_files, remove_stale
+from harness.report.html import Samples
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
 from mindvideo.eval.registry import metric_info
@@ -306,8 +307,11 @@ def write_report(
     if report.figures:
         written += write_figures(found.runs, list(report.metrics), out / "figures", reference)
     written += write_attention(found.runs, out, title, figures=report.figures)  # interpret runs
+    grid = None
     if report.samples:
-        written += write_samples(plan, tracker, found, out, report.samples)
+        files, grid = write_samples(plan, tracker, found, out, report.samples)
+        written += files
+    written.append(write_page(plan, tracker, found, out, title, split, written, grid, published))
     (out / "runs.json").write_text(
         json.dumps(
             {
@@ -356,6 +360,72 @@ def _published(
 
 
 REPORTED_APART = "reported.md"  # published rows scored otherwise than the runs
+
+
+def write_page(
+    plan: Plan,
+    tracker: Tracker,
+    found: Collected,
+    out: Path,
+    title: str,
+    split: str,
+    written: list[Path],
+    grid,
+    published,
+) -> Path:
+    """index.html over what the report wrote (harness/report/html.py)."""
+    import yaml
+
+    from harness.report.html import environment, write_index
+    from harness.tracking import ui_command
+
+    first = next((r for r in plan.runs if r.key in found.run_ids), plan.runs[0])
+    http = tracker.uri.startswith(("http://", "https://"))
+    exp = tracker.experiment(plan.suite, create=False) if http else None
+    runs = []
+    for run in plan.runs:
+        if run.key not in found.run_ids:
+            continue
+        run_id = found.run_ids[run.key]
+        url = (
+            f"{tracker.uri.rstrip('/')}/#/experiments/{exp.experiment_id}/runs/{run_id}"
+            if exp is not None
+            else ""
+        )
+        runs.append(
+            {
+                "variant": run.variant.name,
+                "subject": run.subject,
+                "seed": str(run.seed),
+                "run id": run_id,
+                "computed with": computed_with_label(*found.computed_with.get(run.key, ("", ""))),
+                "url": url,
+            }
+        )
+    summary = [
+        f"Scored on the {split} split; profile {plan.spec.profile}; {len(runs)} of "
+        f"{len(plan.runs)} planned runs finished.",
+        *[t for t in (partial_text(plan, found), apart_text(published)) if t],
+    ]
+    tables = out / "table.md"
+    figures = [p for p in written if p.suffix == ".png" and p.parent == out / "figures"]
+    labels = {k: computed_with_label(*v) for k, v in found.computed_with.items()}
+    return write_index(
+        out,
+        title,
+        summary,
+        tables.read_text(encoding="utf-8")
+        if tables.exists() and tables in written
+        else "The tables are in this folder's table.csv / table.tex (report.formats has no md).",
+        grid,
+        figures,
+        Path(plan.spec.path).read_text(encoding="utf-8"),
+        yaml.safe_dump(first.profile.model_dump(mode="json"), sort_keys=False),
+        environment(labels, {}),
+        runs,
+        tracker.uri if http else None,
+        ui_command(tracker.uri),
+    )
 
 
 def apart_text(published: tuple | None) -> str:
@@ -409,40 +479,64 @@ def windows_text(plan: Plan, found: Collected) -> str:
     )
 
 
-def write_samples(plan: Plan, tracker: Tracker, found: Collected, out: Path, k: int) -> list[Path]:
-    """A grid of the first subject's first test clips (ground truth over each variant, first
-    seed) and their GIFs under samples/."""
+def write_samples(
+    plan: Plan, tracker: Tracker, found: Collected, out: Path, k: int
+) -> tuple[list[Path], Samples]:
+    """The first `k` test clips of every subject: ground truth and each variant's
+    reconstruction (its first seed) as GIFs under samples/<subject>/, and a grid image of the
+    first subject's (figures/samples_grid.png). Returns the files and what the page's grid
+    shows, with the reason where a run kept no samples."""
     from harness.report.samples import contact_sheet, write_gifs
 
-    first: dict[str, Run] = {}
+    first: dict[tuple[str, str], Run] = {}  # (subject, variant) -> its first-seed run
     for run in plan.runs:
-        if run.key in found.run_ids and run.variant.name not in first:
-            if run.subject == plan.runs[0].subject:
-                first[run.variant.name] = run
-    truth, names, rows = None, None, {}
+        if run.key in found.run_ids:
+            first.setdefault((run.subject, run.variant.name), run)
+    variants = list(dict.fromkeys(v for _, v in first))
+    grid = Samples(columns=["ground truth", *variants])
     written: list[Path] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for variant, run in first.items():
-            path = tracker.download(
-                found.run_ids[run.key], "samples/samples.npz", Path(tmp) / variant
-            )
-            if path is None:
-                continue
-            with np.load(path) as z:
-                if truth is None:
-                    truth, names = z["truth"][:k], [str(n) for n in z["names"][:k]]
-                rows[variant] = z["reconstruction"][:k]
-    if truth is None or not rows:
-        return written
-    sheet = out / "figures" / "samples_grid.png"
-    sheet.parent.mkdir(parents=True, exist_ok=True)
-    written.append(contact_sheet(truth, rows, sheet, names=names))
     folder = out / "samples"
     if folder.exists():
         shutil.rmtree(folder)
-    fps = truth.shape[1] / 2.0
-    written += write_gifs(truth, [f"truth_{n}" for n in names], folder, fps)
-    for variant, clips in rows.items():
-        safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in variant)
-        written += write_gifs(clips, [f"{safe}_{n}" for n in names], folder, fps)
-    return written
+    for subject in dict.fromkeys(s for s, _ in first):
+        truth, names, rows = None, None, {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for variant in variants:
+                run = first.get((subject, variant))
+                if run is None:
+                    grid.gaps[(subject, variant)] = "no finished run for this subject"
+                    continue
+                path = tracker.download(
+                    found.run_ids[run.key], "samples/samples.npz", Path(tmp) / variant
+                )
+                if path is None:
+                    grid.gaps[(subject, variant)] = "its run kept no samples (samples.npz)"
+                    continue
+                with np.load(path) as z:
+                    if truth is None:
+                        truth, names = z["truth"][:k], [str(n) for n in z["names"][:k]]
+                    rows[variant] = z["reconstruction"][:k]
+        if truth is None:
+            continue
+        if not written:  # the first subject's grid image
+            sheet = out / "figures" / "samples_grid.png"
+            sheet.parent.mkdir(parents=True, exist_ok=True)
+            written.append(contact_sheet(truth, rows, sheet, names=names))
+        fps = truth.shape[1] / 2.0
+        where = folder / _safe(subject)
+        grid.subjects[subject] = names
+        gifs = write_gifs(truth, [f"truth_{n}" for n in names], where, fps)
+        written += gifs
+        for name, gif in zip(names, gifs, strict=True):
+            grid.cells[(subject, "ground truth", name)] = gif.relative_to(out).as_posix()
+        for variant, clips in rows.items():
+            gifs = write_gifs(clips, [f"{_safe(variant)}_{n}" for n in names], where, fps)
+            written += gifs
+            for name, gif in zip(names, gifs, strict=True):
+                grid.cells[(subject, variant, name)] = gif.relative_to(out).as_posix()
+    return written, grid
+
+
+def _safe(name: str) -> str:
+    """A name as a file name: letters, digits and -_.= kept, anything else _."""
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)

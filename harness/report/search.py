@@ -330,7 +330,34 @@ def write_search_report(
         written.append(figures / "intermediate.png")
     if _pareto(frame, loaded, pareto, figures / "pareto.png"):
         written.append(figures / "pareto.png")
+    written.append(_page(loaded, tracker, out, md, written))
     return written
+
+
+def _page(loaded: LoadedSearch, tracker: Tracker, out: Path, md: Path, written) -> Path:
+    """index.html of the search: its tables, figures, spec and environment."""
+    import yaml
+
+    from harness.profiles import load_profile
+    from harness.report.html import environment, write_index
+    from harness.tracking import ui_command
+
+    profile = load_profile(loaded.profile, dict(loaded.spec.overrides or {}))
+    return write_index(
+        out,
+        f"search {loaded.study} ({loaded.profile} profile)",
+        [f"Optuna study {loaded.study}; trials scored on the split its objective names."],
+        md.read_text(encoding="utf-8"),
+        None,
+        [p for p in written if p.suffix == ".png"],
+        Path(loaded.path).read_text(encoding="utf-8"),
+        yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False),
+        environment({}, {}),
+        [],
+        None,
+        ui_command(tracker.uri),
+        grid=False,
+    )
 
 
 def _table_md(study, loaded, ordered: pd.DataFrame, pareto, found, why) -> str:

@@ -319,7 +319,11 @@ class TrialTracker(Tracker):
         self.trial_params = {k: str(v) for k, v in params.items()}
         self.trial_run = None
 
-    def start_parent(self, experiment_id: str, tags: dict[str, str]) -> str:
+    def start_parent(
+        self, experiment_id: str, tags: dict[str, str], what: str = "execution"
+    ) -> str:
+        """The trial's run stands as the parent of its suite runs (`what`, the name a suite's
+        parent run would get, is the trial's own: "trial N")."""
         if self.trial_run is not None:
             self.client.update_run(self.trial_run, status="RUNNING")
             return self.trial_run

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -109,7 +112,20 @@ def test_report_reads_runs_back_from_mlflow(harness_run, tmp_path, capsys):
     for name in ("table.md", "table.tex", "table.csv", "runs.json", "figures/samples_grid.png"):
         assert (out / name).stat().st_size > 0, name
     assert len(list((out / "figures").glob("bars_*.png"))) == 4
-    assert len(list((out / "samples").glob("*.gif"))) == 2 * 3  # truth + 2 variants, 2 clips
+    gifs = list((out / "samples" / "subject1").glob("*.gif"))
+    assert len(gifs) == 2 * 3  # truth + 2 variants, 2 clips
+    # index.html: the page over it all, every link relative and present
+    page = (out / "index.html").read_text()
+    assert "<title>smoke-baselines (smoke profile)</title>" in page
+    assert "<td>ridge (ref.)</td>" in page and 'class="sortable"' in page
+    ssim = pd.read_csv(out / "table.csv").query("table == 'average' and metric == 'ssim'")
+    assert f"{ssim[ssim.variant == 'ridge']['mean'].iloc[0]:.3f}" in page
+    links = re.findall(r'src="([^"]+)"', page)
+    assert {f"samples/subject1/{g.name}" for g in gifs} <= set(links)
+    assert all((out / link).is_file() for link in links)
+    assert '<option value="subject1">' in page and "suite: smoke-baselines" in page
+    assert f"mlflow ui --backend-store-uri {default_uri(store)}" in page
+    assert "index.html" in json.loads((out / "runs.json").read_text())["files"]
     table = pd.read_csv(out / "table.csv")
     _, children, _ = client_and_children(store)
     for variant in ("ridge", "random-train-clip"):
@@ -125,6 +141,29 @@ def test_report_reads_runs_back_from_mlflow(harness_run, tmp_path, capsys):
     delta = chance.set_index("metric")["delta"]
     expected = chance.set_index("metric")["mean"] - ridge.set_index("metric")["mean"]
     assert delta["ssim"] == pytest.approx(expected["ssim"])
+
+
+def test_a_run_without_samples_is_a_labelled_gap_in_the_page(harness_run, tmp_path):
+    spec, store = harness_run
+    client, children, _ = client_and_children(store)
+    ridge = next(
+        c
+        for c in children
+        if c.data.tags["mvbench.variant"] == "ridge" and c.data.tags["mvbench.seed"] == "0"
+    )
+    # the store's database names its artifact folder: move the file away for this report only
+    samples = Path(ridge.info.artifact_uri.removeprefix("file://")) / "samples" / "samples.npz"
+    assert samples.is_file()
+    out = tmp_path / "r"
+    shutil.move(samples, tmp_path / "samples.npz")
+    try:
+        argv = ["report", str(spec), "--store", str(store), "--out", str(out), "--seed", "0"]
+        assert main(argv) == 0
+    finally:
+        shutil.move(tmp_path / "samples.npz", samples)
+    page = (out / "index.html").read_text()
+    assert '<span class="gap">ridge: its run kept no samples (samples.npz)</span>' in page
+    assert "random-train-clip, subject1" in page  # the other variant's GIFs still play
 
 
 def test_report_against_another_reference(harness_run, tmp_path, capsys):

@@ -307,6 +307,9 @@ def test_search_report_writes_tables_and_figures(ridge_study, tmp_path):
     assert set(table["trial"]) == {0, 1} and set(table["state"]) == {"COMPLETE"}
     assert {"video_2way_top1", "baselines.top_k", "duration_s", "mlflow_run_id"} <= set(table)
     assert table["video_2way_top1"].is_monotonic_decreasing  # best first
+    page = (out / "index.html").read_text()
+    assert "<title>search ridge (smoke profile)</title>" in page and "Best trials" in page
+    assert 'src="figures/history.png"' in page and 'id="reconstructions"' not in page
 
 
 def test_status_of_a_search_gives_its_trials(ridge_study, capsys):

@@ -1,0 +1,61 @@
+"""The committed reports' index.html in a real browser: headless Chromium loads each from disk
+(no server), runs its script, and shows the tables' values; a screenshot is not blank. Skips
+when no Chromium is installed, except where $MVBENCH_REQUIRE_CHROMIUM is set (CI)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+PAGES = sorted(REPO.glob("results/*/index.html"))
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+
+def browser() -> str:
+    found = next((b for b in map(shutil.which, BROWSERS) if b), None)
+    if found is None:
+        why = "no Chromium installed (Debian: apt-get install chromium)"
+        if os.environ.get("MVBENCH_REQUIRE_CHROMIUM"):  # CI: the test must run, not skip
+            pytest.fail(f"{why} ($MVBENCH_REQUIRE_CHROMIUM is set)")
+        pytest.skip(why)
+    return found
+
+
+def headless(*args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    return subprocess.run(
+        [browser(), *flags, *args], capture_output=True, text=True, timeout=120, check=True
+    )
+
+
+def test_every_committed_suite_has_a_page():
+    suites = {p.parent for p in REPO.glob("results/*/runs.json")}
+    assert suites and {p.parent for p in PAGES} == suites
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.parent.name for p in PAGES])
+def test_a_committed_report_opens_from_disk_with_its_values(page, tmp_path):
+    dom = headless("--dump-dom", page.as_uri()).stdout
+    table = pd.read_csv(page.parent / "table.csv")
+    average = table[table["table"] == "average"].dropna(subset=["mean"])
+    assert not average.empty
+    for _, row in average.head(12).iterrows():  # the values the page's tables show
+        assert f"{row['mean']:.3f}" in dom or f"{row['mean']:.2f}" in dom, (row.variant, row.metric)
+    grid = re.search(r'<select id="subject">(.*?)</select>', dom)
+    if grid is not None:  # the script ran: the grid shows the first subject's clips only
+        subjects = re.findall(r'<option value="([^"]+)"', grid.group(1))
+        rows = re.findall(r'<tr data-subject="([^"]+)"[^>]*?( hidden="")?>', dom)
+        assert rows and all(bool(h) == (s != subjects[0]) for s, h in rows)
+    shot = tmp_path / "page.png"
+    headless(f"--screenshot={shot}", "--window-size=1280,900", page.as_uri())
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # text on a page, not blank
