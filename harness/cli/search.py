@@ -20,6 +20,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from harness.runner import check_threads
     from harness.search.trials import SearchOptions, run_search
 
+    if args.dashboard:
+        return serve_dashboard(args)
+
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials {args.trials}: give 1 or more")
     check_threads(args.threads)
@@ -72,6 +75,34 @@ def cmd_search(args: argparse.Namespace) -> int:
         spec_arg += f" --storage {result.storage}"  # without its password
     print(f"Next: mvbench report {spec_arg}")
     return 0 if result.reached else 1
+
+
+def serve_dashboard(args: argparse.Namespace) -> int:
+    """optuna-dashboard on the study's storage (the journal under the store, or --storage),
+    until Ctrl-C; runs no trial."""
+    from harness.report.search import load_study
+    from harness.search.spec import load_search_spec
+    from harness.search.storage import open_storage, shown
+
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise ConfigError(
+            "--dashboard needs optuna-dashboard: pip install -e '.[dashboard]' (or pip install "
+            "optuna-dashboard)"
+        ) from None
+    loaded = load_search_spec(args.spec, args.profile)
+    study = load_study(loaded, store_folder(args), args.storage)  # says so if it has none
+    where = shown(args.storage) if args.storage else "the journal under the store"
+    print(
+        f"study {loaded.study} ({len(study.trials)} trials, {where}): optuna-dashboard at "
+        f"http://{args.host}:{args.port}/dashboard (Ctrl-C stops it)",
+        flush=True,
+    )
+    store = store_folder(args)
+    storage = open_storage(args.storage, store, loaded.study, loaded.search.retries)
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    return 0
 
 
 def cmd_search_report(args: argparse.Namespace) -> int:
@@ -155,6 +186,14 @@ def add_parsers(sub) -> None:
         "postgresql://user:password@host:5432/db (default: <store>/optuna/<study>.log)",
     )
     se.add_argument("--device", help="torch device for the stages (default: cuda if available)")
+    se.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="run no trial: serve optuna-dashboard on the study's storage (the journal under "
+        "--store, or --storage) at --host:--port until Ctrl-C (pip install -e '.[dashboard]')",
+    )
+    se.add_argument("--host", default="127.0.0.1", help="--dashboard's address (127.0.0.1)")
+    se.add_argument("--port", type=int, default=8080, help="--dashboard's port (8080)")
     se.add_argument(
         "--allow-test-objective",
         action="store_true",

@@ -117,17 +117,23 @@ def _cells(row: str) -> list[str]:
     return [c.strip() for c in re.split(r"(?<!\\)\|", inner)]
 
 
-def _table(block: list[str]) -> str:
-    head = _cells(block[0])
-    body = [_cells(r) for r in block[2:]] if len(block) > 1 else []
-    rows = ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body]
+def _html_table(head: Iterable[str], rows: Iterable[str], kind: str = "sortable") -> str:
+    """A table of `kind` (its class) from header cells (HTML) and whole <tr> rows."""
+    header = "".join(f"<th>{h}</th>" for h in head)
     return (
-        '<div class="scroll"><table class="sortable"><thead><tr>'
-        + "".join(f"<th>{_inline(c)}</th>" for c in head)
-        + "</tr></thead><tbody>"
+        f'<div class="scroll"><table class="{kind}"><thead><tr>{header}</tr></thead><tbody>'
         + "".join(rows)
         + "</tbody></table></div>"
     )
+
+
+def _row(cells: Iterable[str], attrs: str = "") -> str:
+    return f"<tr{attrs}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _table(block: list[str]) -> str:
+    body = [_cells(r) for r in block[2:]] if len(block) > 1 else []
+    return _html_table(map(_inline, _cells(block[0])), [_row(map(_inline, r)) for r in body])
 
 
 def _grid(samples: Samples | None) -> str:
@@ -142,32 +148,26 @@ def _grid(samples: Samples | None) -> str:
         for s, clips in samples.subjects.items()
         for c in clips
     ]
-    head = "".join(f"<th>{e(c)}</th>" for c in ["clip", *samples.columns])
     rows = []
     for subject, clips in samples.subjects.items():
         for clip in clips:
-            cells = [f"<td>{e(clip)}</td>"]
+            cells = [e(clip)]
             for column in samples.columns:
                 src = samples.cells.get((subject, column, clip))
                 if src is not None:
-                    cells.append(
-                        f'<td><img src="{e(src)}" alt="{e(column)}, {e(subject)}, {e(clip)}" '
-                        'loading="lazy"></td>'
-                    )
+                    alt = f"{column}, {subject}, {clip}"
+                    cells.append(f'<img src="{e(src)}" alt="{e(alt)}" loading="lazy">')
                 else:
                     why = samples.gaps.get((subject, column), "no GIF for this clip")
-                    cells.append(f'<td><span class="gap">{e(column)}: {e(why)}</span></td>')
-            rows.append(
-                f'<tr data-subject="{e(subject)}" data-clip="{e(clip)}">{"".join(cells)}</tr>'
-            )
+                    cells.append(f'<span class="gap">{e(column)}: {e(why)}</span>')
+            rows.append(_row(cells, f' data-subject="{e(subject)}" data-clip="{e(clip)}"'))
     return (
         '<p><label>Subject <select id="subject">'
         + "".join(f'<option value="{e(s)}">{e(s)}</option>' for s in subjects)
         + '</select></label> <label>Clip <select id="clip"><option value="all">all</option>'
         + "".join(clip_options)
         + "</select></label> (first seed of each variant; the ground truth leftmost)</p>"
-        + f'<div class="scroll"><table class="grid"><thead><tr>{head}</tr></thead><tbody>'
-        f"{''.join(rows)}</tbody></table></div>"
+        + _html_table(map(e, ["clip", *samples.columns]), rows, kind="grid")
     )
 
 
@@ -181,37 +181,27 @@ def _figures(out: Path, figures: Iterable[Path]) -> str:
 
 
 def _key_values(rows: Iterable[tuple[str, object]]) -> str:
-    body = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in rows)
-    return (
-        '<table class="sortable"><thead><tr><th>what</th><th>value</th></tr></thead>'
-        f"<tbody>{body}</tbody></table>"
-    )
+    return _html_table(["what", "value"], [_row([e(k), e(v)]) for k, v in rows])
 
 
 def _runs(runs: Sequence[Mapping[str, str]], ui: str | None) -> str:
     if not runs:
         return "<p>No finished runs.</p>"
     columns = [c for c in runs[0] if c != "url"]
-    head = "".join(f"<th>{e(c)}</th>" for c in columns)
     rows = []
     for run in runs:
-        cells = []
-        for c in columns:
-            value = e(run[c])
-            if c == "run id" and run.get("url"):
-                value = f'<a href="{e(run["url"])}">{value}</a>'
-            cells.append(f"<td>{value}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+        cells = [e(run[c]) for c in columns]
+        if run.get("url"):
+            at = columns.index("run id")
+            cells[at] = f'<a href="{e(run["url"])}">{cells[at]}</a>'
+        rows.append(_row(cells))
     where = (
         f'<p>Runs link to the MLflow UI at <a href="{e(ui)}">{e(ui)}</a>.</p>'
         if ui
         else "<p>The store's tracking is a local database: open the runs with the UI command "
         "below (links appear when the store's tracking URI is an HTTP server).</p>"
     )
-    return where + (
-        f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
-        "</table>"
-    )
+    return where + _html_table(map(e, columns), rows)
 
 
 def environment(computed_with: Mapping[str, str], tags: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ store), so a trial costs a few seconds."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -310,6 +311,57 @@ def test_search_report_writes_tables_and_figures(ridge_study, tmp_path):
     page = (out / "index.html").read_text()
     assert "<title>search ridge (smoke profile)</title>" in page and "Best trials" in page
     assert 'src="figures/history.png"' in page and 'id="reconstructions"' not in page
+
+
+def test_the_dashboard_serves_the_finished_study_over_http(ridge_study, tmp_path):
+    """`mvbench search --dashboard` starts optuna-dashboard on the study's journal; its HTTP
+    API gives the study's trials back."""
+    pytest.importorskip("optuna_dashboard")
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    spec, store = ridge_study
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "harness.cli", "search", str(spec), "--store", str(store)]
+    proc = subprocess.Popen(
+        [*argv, "--dashboard", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline, studies = time.monotonic() + 60, None
+        while studies is None and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                with urllib.request.urlopen(f"{base}/api/studies", timeout=2) as r:
+                    studies = json.loads(r.read())["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, "the dashboard did not answer in 60 s"
+        (study,) = [s for s in studies if s["study_name"] == "ridge"]
+        with urllib.request.urlopen(f"{base}/api/studies/{study['study_id']}", timeout=10) as r:
+            trials = json.loads(r.read())["trials"]
+        assert sorted(t["number"] for t in trials) == [0, 1]
+        assert {t["state"] for t in trials} == {"Complete"}
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert f"optuna-dashboard at http://127.0.0.1:{port}/dashboard" in out
+
+
+def test_the_dashboard_of_a_study_without_trials_says_what_to_run(tmp_path, capsys):
+    spec = ridge_spec(tmp_path, "never-run", n_trials=2)
+    code = main(["search", str(spec), "--store", str(tmp_path / "s"), "--dashboard"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "study 'never-run' has no trials" in err and f"mvbench search {spec}" in err
 
 
 def test_status_of_a_search_gives_its_trials(ridge_study, capsys):
