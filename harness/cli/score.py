@@ -10,6 +10,7 @@ from pathlib import Path
 from harness.cli.common import progress_bar, quiet_command, store_folder
 from harness.cli.data import inspect_settings
 from harness.profiles import available_profiles, load_profile
+from mindvideo.errors import ConfigError
 
 
 def _dataset_profile(dataset: Path | None, name: str | None = None):
@@ -53,8 +54,9 @@ def _scorers(args: argparse.Namespace, dataset: Path | None, quiet: bool):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from harness.score import format_report, is_dataset, load_pair, track_scores
+    from harness.score import Truth, format_report, is_dataset, load_pair, track_scores
     from mindvideo.eval.protocols import get_protocol, score
+    from mindvideo.eval.video_io import read_side_by_side
 
     protocol = get_protocol(
         args.protocol,
@@ -64,8 +66,24 @@ def cmd_score(args: argparse.Namespace) -> int:
         trials=args.trials,
         exclude_scene_cuts=True if args.exclude_scene_cuts else None,
     )
-    pred_dir, truth_dir = Path(args.pred), Path(args.truth)
-    names, pred, truth = load_pair(pred_dir, truth_dir, protocol.n_frames)
+    if args.side_by_side:
+        if args.pred or args.truth:
+            raise ConfigError(
+                "--side-by-side reads both the ground truth and the reconstructions from its "
+                "folder: leave out --pred and --truth"
+            )
+        folder = Path(args.side_by_side)
+        names, pred, truth_clips = read_side_by_side(folder, truth_first=args.order == "truth")
+        truth = Truth(names, truth_clips, None, None)
+        pred_dir = truth_dir = folder
+    elif not (args.pred and args.truth):
+        raise ConfigError(
+            "give --pred and --truth (folders of clips named alike, or a SynthCC dataset as "
+            "--truth), or --side-by-side DIR (released side-by-side GIFs)"
+        )
+    else:
+        pred_dir, truth_dir = Path(args.pred), Path(args.truth)
+        names, pred, truth = load_pair(pred_dir, truth_dir, protocol.n_frames)
     dataset = truth_dir if is_dataset(truth_dir) else truth.dataset
     scorers = _scorers(args, dataset, args.quiet or args.json)
     report = score(pred, truth.clips, protocol, scorers, truth.scene_cut, seed=args.seed)
@@ -175,14 +193,25 @@ def add_parsers(sub) -> None:
     sc = sub.add_parser("score", help="score reconstructions against ground truth")
     sc.add_argument(
         "--pred",
-        required=True,
         help="folder of predicted clips (.gif, .mp4, .npy, PNG frame folders, or one clips.npy)",
     )
     sc.add_argument(
         "--truth",
-        required=True,
         help="folder of ground-truth clips named like "
         "the predictions, or a SynthCC dataset (predictions named <segment>_<clip>)",
+    )
+    sc.add_argument(
+        "--side-by-side",
+        metavar="DIR",
+        help="instead of --pred and --truth: a folder of clips each showing the ground truth and "
+        "the reconstruction side by side (as published GIFs do); the panels are found by their "
+        "padding and scored against each other",
+    )
+    sc.add_argument(
+        "--order",
+        choices=("truth", "pred"),
+        default="truth",
+        help="--side-by-side: which panel is on the left (default: the ground truth)",
     )
     sc.add_argument("--protocol", default="mindvideo", help="mindvideo or mind-animator")
     sc.add_argument(

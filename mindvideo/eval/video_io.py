@@ -157,6 +157,72 @@ def read_clip_set(folder: Path) -> tuple[list[str], list[np.ndarray]]:
     return list(paths), [read_clip(p) for p in paths.values()]
 
 
+def _spans(keep: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) runs of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def split_side_by_side(
+    clip: np.ndarray, path: Path, panels: int = 2, tolerance: float = 2.0
+) -> list[np.ndarray]:
+    """The `panels` clips laid side by side in `clip` (F, H, W, 3), left to right, as released
+    reconstructions show them (ground truth | reconstruction). Padding is detected, not
+    assumed: a column or row whose pixels are one colour in every frame (std <= `tolerance`,
+    allowing for GIF palettes) is padding; the content columns must form `panels` runs of one
+    width, and without padding columns the width must split evenly."""
+    frames = np.asarray(clip, dtype=np.float32)
+    flat_cols = frames.transpose(2, 0, 1, 3).reshape(frames.shape[2], -1)  # (W, F*H*3)
+    flat_rows = frames.transpose(1, 0, 2, 3).reshape(frames.shape[1], -1)
+    content_cols = flat_cols.std(axis=1) > tolerance
+    content_rows = flat_rows.std(axis=1) > tolerance
+    rows = _spans(content_rows)
+    if not rows:
+        raise DataError(f"{path}: every row is one colour: no panel to read")
+    top, bottom = rows[0][0], rows[-1][1]  # outer padding off; inner uniform rows stay
+    cols = _spans(content_cols)
+    while len(cols) > panels:  # uniform stripes inside a panel: close the narrowest gaps first
+        gaps = [cols[i + 1][0] - cols[i][1] for i in range(len(cols) - 1)]
+        i = int(np.argmin(gaps))
+        cols[i : i + 2] = [(cols[i][0], cols[i + 1][1])]
+    if len(cols) != panels:
+        # no padding between the panels: split the content evenly, where it does
+        left, right = (cols[0][0], cols[-1][1]) if cols else (0, frames.shape[2])
+        width = right - left
+        if width % panels:
+            found = ", ".join(f"{a}-{b}" for a, b in cols) or "none"
+            raise DataError(
+                f"{path}: cannot find {panels} side-by-side panels: content columns {found} of "
+                f"{frames.shape[2]}, and {width} columns do not split into {panels} equal panels; "
+                "crop the clips yourself and score them with --pred / --truth"
+            )
+        step = width // panels
+        cols = [(left + i * step, left + (i + 1) * step) for i in range(panels)]
+    widths = {b - a for a, b in cols}
+    if len(widths) > 1:
+        found = ", ".join(f"{a}-{b}" for a, b in cols)
+        raise DataError(
+            f"{path}: the {panels} panels found (columns {found}) differ in width; crop the clips "
+            "yourself and score them with --pred / --truth"
+        )
+    return [np.ascontiguousarray(clip[:, top:bottom, a:b]) for a, b in cols]
+
+
+def read_side_by_side(
+    folder: Path, truth_first: bool = True
+) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """(names, predictions, ground truth) from a folder of side-by-side clips, one per sample
+    (ground truth on the left unless `truth_first` is False)."""
+    names, clips = read_clip_set(folder)
+    paths = list_clips(folder) if not (Path(folder) / "clips.npy").exists() else {}
+    pred, truth = [], []
+    for name, clip in zip(names, clips, strict=True):
+        left, right = split_side_by_side(clip, paths.get(name, Path(folder) / name))
+        (truth if truth_first else pred).append(left)
+        (pred if truth_first else truth).append(right)
+    return names, pred, truth
+
+
 def write_gif(path: Path, clip: np.ndarray, fps: float) -> None:
     frames = [Image.fromarray(f) for f in clip]
     frames[0].save(
