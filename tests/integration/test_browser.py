@@ -37,9 +37,10 @@ def headless(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_every_committed_suite_has_a_page():
-    suites = {p.parent for p in REPO.glob("results/*/runs.json")}
-    assert suites and {p.parent for p in PAGES} == suites
+def test_every_suite_with_committed_runs_has_a_page():
+    """`mvbench import` + `mvbench report` rebuild these from results/<suite>/runs/."""
+    suites = {p.parent for p in REPO.glob("results/*/runs")}
+    assert suites and suites <= {p.parent for p in PAGES}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.parent.name for p in PAGES])
