@@ -409,3 +409,29 @@ def write_layout(root, n_seg=3, n_tr=4, voxels=20, frames=6, size=8, text=True):
         caps = np.array([[f"clip {s} {t}" for t in range(n_tr)] for s in range(n_seg)])
         np.save(root / "text_train_256_3hz.npy", caps)
     return root
+
+
+MOVIE_FPS = 30
+# three scenes of one colour each (with a square moving inside), cut at 3.0 s and 7.0 s
+MOVIE_SCENES = [(0.0, (200, 30, 30)), (3.0, (30, 200, 30)), (7.0, (30, 30, 200))]
+
+
+def write_movie(path: Path, seconds: float, size=(48, 32)) -> None:
+    """A PyAV-written h264 movie at MOVIE_FPS: MOVIE_SCENES' colours, a white square moving."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=MOVIE_FPS)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for j in range(round(seconds * MOVIE_FPS)):
+            t = j / MOVIE_FPS
+            colour = [c for start, c in MOVIE_SCENES if t >= start][-1]
+            img = np.empty((size[1], size[0], 3), np.uint8)
+            img[:] = colour
+            x = j % (size[0] - 8)
+            img[10:18, x : x + 8] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -1,4 +1,4 @@
-"""`mvbench data simulate | inspect | export`: datasets."""
+"""`mvbench data simulate | prepare | inspect | export`: datasets."""
 
 from __future__ import annotations
 
@@ -261,6 +261,60 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from mindvideo.data.cc2017 import resolve_root
+    from mindvideo.data.prepare import PrepareConfig, prepare_cc2017
+
+    if args.format != "cc2017":
+        raise ConfigError(f"data prepare {args.format}: only cc2017 (the release) is prepared")
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: folder not found (the release's video_fmri_dataset/)")
+    base = PrepareConfig()
+    if args.profile:
+        base = load_profile(args.profile, parse_overrides(args.set)).data.prepare or base
+    elif args.set:
+        raise ConfigError("--set needs --profile (the profile whose data.prepare it overrides)")
+    given = {"size": args.size, "fps": args.fps, "scene_cut_threshold": args.scene_cut_threshold}
+    try:
+        cfg = PrepareConfig(**(base.model_dump() | {k: v for k, v in given.items() if v}))
+    except ValueError as e:
+        raise ConfigError(f"data prepare: {e}") from None
+    movies = sorted((resolve_root(root) / "stimuli").glob("*.mp4"))
+    bar, tick = progress_bar(len(movies), "prepare", args.quiet)
+    start = time.perf_counter()
+    try:
+        done = prepare_cc2017(root, cfg, Path(args.captioner) if args.captioner else None, tick)
+    finally:
+        bar.close()
+    folder = resolve_root(root) / "stimuli"
+    print(
+        f"{folder}: {len(done.written)} segment(s) written, {len(done.skipped)} already "
+        f"prepared, {len(done.captioned)} captioned, in {time.perf_counter() - start:.1f} s "
+        f"({cfg.size} px, {cfg.fps:g} fps, {done.frames_per_tr} frames per TR)"
+    )
+    if done.scene_cuts:
+        cuts = ", ".join(f"{s} {n}" for s, n in done.scene_cuts.items())
+        print(f"scene cuts (threshold {cfg.scene_cut_threshold:g}): {cuts}")
+    for seg, seconds in done.trimmed.items():
+        print(f"{seg}: {seconds:g} s of movie past its runs' last volume left out")
+    if done.no_runs:
+        print(f"movies without fMRI runs, not prepared: {', '.join(done.no_runs)}")
+    if not args.captioner:
+        print(
+            "no captions written: give --captioner FOLDER (a BLIP or BLIP-2 captioning model "
+            "saved with save_pretrained) to caption each TR; contrastive learning needs them"
+        )
+    if done.no_movie:
+        print(
+            f"error: fMRI segments without a movie in {folder}: {', '.join(done.no_movie)}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"Next: mvbench data inspect {root}")
+    return 0
+
+
 def cmd_data_export(args: argparse.Namespace) -> int:
     from harness.score import export_clips
 
@@ -327,6 +381,32 @@ def add_parsers(sub) -> None:
         help="exit with status 1 when a benchmark validation check fails",
     )
     quiet_command(ins, cmd_data_inspect, "no progress bar")
+
+    prep = data_sub.add_parser(
+        "prepare",
+        help="convert the CC2017 release's movies into the loaders' frames, scene cuts and "
+        "captions (idempotent: a second call does only what is missing)",
+    )
+    prep.add_argument("format", choices=("cc2017",), help="the release's layout")
+    prep.add_argument("dir", help="the release's video_fmri_dataset/ (or its parent)")
+    prep.add_argument(
+        "--captioner",
+        metavar="FOLDER",
+        help="a BLIP or BLIP-2 image-captioning model saved with save_pretrained: a caption "
+        "per TR; without it no captions are written",
+    )
+    prep.add_argument("--profile", help="take data.prepare from this profile (e.g. paper)")
+    prep.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a value of --profile"
+    )
+    prep.add_argument("--size", type=int, help="frame side in px (default 256)")
+    prep.add_argument("--fps", type=float, help="frames kept per second (default 3)")
+    prep.add_argument(
+        "--scene-cut-threshold",
+        type=float,
+        help="mean grey-level change between source frames that marks a cut (default 0.1)",
+    )
+    quiet_command(prep, cmd_data_prepare, "no progress bar")
 
     exp = data_sub.add_parser("export", help="write a split's ground-truth clips as files")
     exp.add_argument("dir", help="SynthCC dataset folder")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mindvideo.data.paired import CheckedValSegments, FramesPerClip, Window, WindowOffset
+from mindvideo.data.prepare import PrepareConfig
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.data.synth.config import SimulateConfig
 
@@ -47,6 +48,11 @@ class DataConfig(BaseModel):
         "clamped to the segment, repeating the last one (clamp: every TR yields a sample)",
     )
     frames_per_clip: FramesPerClip = Field(6, description="video frames sampled per 2 s clip")
+    prepare: PrepareConfig | None = Field(
+        None,
+        description="real data: how `mvbench data prepare` converts the release's movies "
+        "(frame size and rate, the scene-cut threshold); None: its defaults",
+    )
     val_segments: CheckedValSegments = Field(
         (),
         description="real data: training segments held out as the validation split, by name "

@@ -18,6 +18,7 @@ from conftest import (
     tiny_open_clip_checkpoint,
     tiny_videomae_judge,
     tiny_vit_judge,
+    write_movie,
     write_sd_folder,
     write_spec,
     write_stimuli,
@@ -261,6 +262,39 @@ def test_inspect_estimates_the_lag_of_real_shaped_data(paper_env, tmp_path, caps
     line = next(x for x in out.splitlines() if x.startswith("  subject1: "))
     assert len(line.split()) == 1 + 7 and line.count("[") == 1  # lags 0..6, one peak
     assert figure.stat().st_size > 1000
+
+
+def test_prepare_then_plan_the_paper_profile_on_the_release(
+    paper_env, tmp_path, monkeypatch, capsys
+):
+    """The release's movies (mp4) prepared into frames and scene cuts, then planned under the
+    paper profile: the runs pair every TR, and plan sees the prepared stimuli."""
+    root = tmp_path / "video_fmri_dataset"
+    make_cc2017(root, "subject1", train=(("seg1", 2), ("seg2", 2)), test=(("test1", 3),), n_tr=12)
+    for seg in ("seg1", "seg2", "test1"):
+        write_movie(root / "stimuli" / f"{seg}.mp4", 24.0, size=(32, 24))
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "cc2017",
+                str(root),
+                "--profile",
+                "paper",
+                "--set",
+                "data.prepare.size=16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "3 segment(s) written" in capsys.readouterr().out
+    monkeypatch.setenv("MINDVIDEO_CC2017_ROOT", str(tmp_path))
+    spec = write_spec(tmp_path, SUITE)
+    assert main(["plan", str(spec), "--store", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert "samples of subject1: train 24, test 12 (window 2 from 2 TRs after the clip" in out
 
 
 def test_release_shaped_runs_pair_the_papers_sample_counts(tmp_path):
