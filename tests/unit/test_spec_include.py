@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import write_spec
 
 from harness.plan import build_plan
@@ -140,15 +141,27 @@ def test_an_error_in_the_spec_itself_names_no_include(tmp_path):
 
 
 def _inlined(path: Path) -> str:
-    """The spec's text with each included file's text in place of its `include:` line (the
-    committed includes hold no include and no key of the suites that include them)."""
-    lines = path.read_text().splitlines(keepends=True)
-    (line,) = [x for x in lines if x.startswith("include:")]
-    names = read_yaml(path)["include"]
+    """The spec written out as one file: each included mapping merged under the spec's own, key
+    by key, as an include is documented to merge (the committed includes hold no include)."""
+    own = read_yaml(path)
+    names = own.pop("include")
     names = [names] if isinstance(names, str) else names
-    assert not any("include" in read_yaml(path.parent / n) for n in names)
-    shared = "".join((path.parent / n).read_text() for n in names)
-    return "".join(x if x is not line else shared for x in lines)
+    merged: dict = {}
+    for name in names:
+        shared = read_yaml(path.parent / name)
+        assert "include" not in shared
+        merged = _merge(merged, shared)
+    return yaml.safe_dump(_merge(merged, own), sort_keys=False)
+
+
+def _merge(below: dict, top: dict) -> dict:
+    out = dict(below)
+    for key, value in top.items():
+        under = out.get(key)
+        out[key] = (
+            _merge(under, value) if isinstance(under, dict) and isinstance(value, dict) else value
+        )
+    return out
 
 
 def test_committed_suites_with_include_plan_as_if_inlined(tmp_path):
