@@ -387,11 +387,7 @@ def write_page(
         if run.key not in found.run_ids:
             continue
         run_id = found.run_ids[run.key]
-        url = (
-            f"{tracker.uri.rstrip('/')}/#/experiments/{exp.experiment_id}/runs/{run_id}"
-            if exp is not None
-            else ""
-        )
+        url = f"{tracker.uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}" if exp else ""
         runs.append(
             {
                 "variant": run.variant.name,

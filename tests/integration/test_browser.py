@@ -43,7 +43,14 @@ def test_every_suite_with_committed_runs_has_a_page():
     assert suites and suites <= {p.parent for p in PAGES}
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.parent.name for p in PAGES])
+# The main job's page in the default run; the others (a browser start each) in the slow tier.
+CASES = [
+    pytest.param(p, id=p.parent.name, marks=() if p.parent.name == "ridge" else pytest.mark.slow)
+    for p in PAGES
+]
+
+
+@pytest.mark.parametrize("page", CASES)
 def test_a_committed_report_opens_from_disk_with_its_values(page, tmp_path):
     dom = headless("--dump-dom", page.as_uri()).stdout
     table = pd.read_csv(page.parent / "table.csv")

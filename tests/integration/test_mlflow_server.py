@@ -165,6 +165,11 @@ def test_suite_tracked_and_reported_over_http(
     assert main(["report", str(spec), "--store", str(store), "--out", str(out)]) == 0
     assert "| ridge (ref.) |" in (out / "table.md").read_text()
     assert (out / "figures" / "samples_grid.png").exists()
+    # the page links each run to the server's UI
+    page = (out / "index.html").read_text()
+    for r in children:
+        link = f"{server_uri}/#/experiments/{exp.experiment_id}/runs/{r.info.run_id}"
+        assert f'<a href="{link}">' in page
 
     # The same seeded numbers as the session's suite, which was logged to SQLite.
     monkeypatch.delenv("MLFLOW_TRACKING_URI")

@@ -313,6 +313,7 @@ def test_search_report_writes_tables_and_figures(ridge_study, tmp_path):
     assert 'src="figures/history.png"' in page and 'id="reconstructions"' not in page
 
 
+@pytest.mark.slow  # a server start: ~5 s
 def test_the_dashboard_serves_the_finished_study_over_http(ridge_study, tmp_path):
     """`mvbench search --dashboard` starts optuna-dashboard on the study's journal; its HTTP
     API gives the study's trials back."""
