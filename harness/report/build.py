@@ -492,9 +492,18 @@ def write_samples(
     grid = Samples(columns=["ground truth", *variants])
     written: list[Path] = []
     folder = out / "samples"
+    # GIFs of an earlier report in `out` (samples/<subject>/, or samples/ for its first
+    # subject): kept where a run's samples are not in the store, as when runs were imported
+    # with their scores only
+    earlier: dict[tuple[str | None, str], bytes] = {}
     if folder.exists():
+        for gif in folder.rglob("*.gif"):
+            subject = gif.parent.name if gif.parent != folder else None
+            earlier[(subject, gif.name)] = gif.read_bytes()
         shutil.rmtree(folder)
-    for subject in dict.fromkeys(s for s, _ in first):
+    subjects = list(dict.fromkeys(s for s, _ in first))
+    kept_sheet = False
+    for subject in subjects:
         truth, names, rows = None, None, {}
         with tempfile.TemporaryDirectory() as tmp:
             for variant in variants:
@@ -514,12 +523,24 @@ def write_samples(
                     rows[variant] = z["reconstruction"][:k]
         if truth is None:
             continue
-        if not written:  # the first subject's grid image
-            sheet = out / "figures" / "samples_grid.png"
+        where = folder / _safe(subject)
+        reused = _earlier_gifs(earlier, subject, subject == subjects[0], variants, names, rows)
+        for variant, gifs in reused.items():
+            where.mkdir(parents=True, exist_ok=True)
+            for name, data in zip(names, gifs, strict=True):
+                path = where / f"{_safe(variant)}_{name}.gif"
+                path.write_bytes(data)
+                written.append(path)
+                grid.cells[(subject, variant, name)] = path.relative_to(out).as_posix()
+            grid.gaps.pop((subject, variant), None)
+        sheet = out / "figures" / "samples_grid.png"
+        if subject == subjects[0] and reused and sheet.exists():
+            kept_sheet = True  # the earlier grid image shows the variants this store lacks
+            written.append(sheet)
+        elif subject == subjects[0] and not kept_sheet:
             sheet.parent.mkdir(parents=True, exist_ok=True)
             written.append(contact_sheet(truth, rows, sheet, names=names))
         fps = truth.shape[1] / 2.0
-        where = folder / _safe(subject)
         grid.subjects[subject] = names
         gifs = write_gifs(truth, [f"truth_{n}" for n in names], where, fps)
         written += gifs
@@ -531,6 +552,26 @@ def write_samples(
             for name, gif in zip(names, gifs, strict=True):
                 grid.cells[(subject, variant, name)] = gif.relative_to(out).as_posix()
     return written, grid
+
+
+def _earlier_gifs(earlier, subject, first_subject, variants, names, rows) -> dict:
+    """variant -> the earlier report's GIFs of `names`, for the variants with no samples here
+    whose every clip an earlier report wrote (in samples/<subject>/, or the first subject's
+    in samples/)."""
+    found = {}
+    for variant in variants:
+        if variant in rows:
+            continue
+        gifs = []
+        for name in names:
+            key = f"{_safe(variant)}_{name}.gif"
+            data = earlier.get((_safe(subject), key))
+            if data is None and first_subject:
+                data = earlier.get((None, key))
+            gifs.append(data)
+        if all(g is not None for g in gifs):
+            found[variant] = gifs
+    return found
 
 
 def _safe(name: str) -> str:

@@ -100,7 +100,9 @@ def markdown_tables(md: str) -> str:
                 i += 1
             out.append(_table(block))
             continue
-        if line.startswith("## "):
+        if line.startswith("### "):
+            out.append(f"<h4>{_inline(line[4:])}</h4>")
+        elif line.startswith("## "):
             out.append(f"<h3>{_inline(line[3:])}</h3>")
         elif line.startswith("# "):
             pass  # the page's own title says it

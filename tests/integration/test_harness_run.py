@@ -154,16 +154,25 @@ def test_a_run_without_samples_is_a_labelled_gap_in_the_page(harness_run, tmp_pa
     # the store's database names its artifact folder: move the file away for this report only
     samples = Path(ridge.info.artifact_uri.removeprefix("file://")) / "samples" / "samples.npz"
     assert samples.is_file()
-    out = tmp_path / "r"
+    out, again = tmp_path / "r", tmp_path / "again"
+    argv = ["report", str(spec), "--store", str(store), "--seed", "0", "--out"]
+    assert main([*argv, str(again)]) == 0  # an earlier report, with ridge's GIFs
+    earlier = {p.name: p.read_bytes() for p in (again / "samples" / "subject1").glob("ridge_*")}
+    assert earlier
     shutil.move(samples, tmp_path / "samples.npz")
     try:
-        argv = ["report", str(spec), "--store", str(store), "--out", str(out), "--seed", "0"]
-        assert main(argv) == 0
+        assert main([*argv, str(out)]) == 0
+        assert main([*argv, str(again)]) == 0
     finally:
         shutil.move(tmp_path / "samples.npz", samples)
     page = (out / "index.html").read_text()
     assert '<span class="gap">ridge: its run kept no samples (samples.npz)</span>' in page
     assert "random-train-clip, subject1" in page  # the other variant's GIFs still play
+    # over the earlier report, its GIFs stand in for the samples the store lacks
+    page = (again / "index.html").read_text()
+    assert 'class="gap"' not in page
+    kept = {p.name: p.read_bytes() for p in (again / "samples" / "subject1").glob("ridge_*")}
+    assert kept == earlier
 
 
 def test_report_against_another_reference(harness_run, tmp_path, capsys):

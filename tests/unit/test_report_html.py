@@ -11,6 +11,8 @@ _Mean ± std; <b> is text here; a \\| pipe._
 
 ## Average over subjects
 
+### subject1
+
 | Variant | SSIM ↑ | Note |
 | :-- | --: | :-- |
 | full (ref.) | **0.180** | a \\| b |
@@ -21,6 +23,7 @@ _Mean ± std; <b> is text here; a \\| pipe._
 def test_markdown_tables_become_sortable_html_with_text_escaped():
     html = markdown_tables(MD)
     assert "<h3>Average over subjects</h3>" in html and "<h1>" not in html
+    assert "<h4>subject1</h4>" in html
     assert '<p class="caption">Mean ± std; &lt;b&gt; is text here; a | pipe.</p>' in html
     assert '<table class="sortable">' in html and "<th>SSIM ↑</th>" in html
     assert "<td><b>0.180</b></td>" in html and "<td>a | b</td>" in html
