@@ -171,6 +171,7 @@ baselines: [ridge]
 """
 
 
+@pytest.mark.slow  # 18 s with the suite it needs; stale leases are tested in-process below
 def test_run_of_a_silent_worker_on_another_host_runs_again_after_the_lease_timeout(
     harness_run, tmp_path, capsys, monkeypatch
 ):
