@@ -287,6 +287,7 @@ def test_runs_without_names_or_scenes_get_errors_that_name_them():
         paired_tests(per, "ref", ["ssim"])
 
 
+@pytest.mark.slow  # 400 simulated tables: ~10 s (bench/stats_calibration.py prints both)
 def test_the_block_method_is_calibrated_and_the_per_clip_method_is_not():
     # simulated tables with the test set's design (harness/report/calibration.py); 400 with no
     # difference and 400 with one of 0.02: bench/stats_calibration.py prints more
