@@ -25,6 +25,14 @@ from harness.tracking import ui_command
 from mindvideo.errors import ConfigError
 
 
+def default_out(plan) -> Path:
+    """results/<suite>, or results/<suite>-<profile> when --profile swapped the spec's: a paper
+    run's report never overwrites the committed tiny one."""
+    spec = plan.spec
+    swapped = spec.profile != spec.spec.profile
+    return Path("results") / (f"{plan.suite}-{spec.profile}" if swapped else plan.suite)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.build import write_report
     from harness.search.spec import is_search_spec
@@ -38,7 +46,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return cmd_search_report(args)
     plan = load_plan(args)
     tracker = tracker_with_runs(args, plan)
-    out = Path(args.out) if args.out else Path("results") / plan.suite
+    out = Path(args.out) if args.out else default_out(plan)
     reference = getattr(args, "reference", None)
     if reference is not None:
         names = list(dict.fromkeys(r.variant.name for r in plan.runs))

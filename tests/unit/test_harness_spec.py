@@ -12,6 +12,8 @@ from harness.plan import build_plan
 from harness.spec import expand_variants, load_spec
 from mindvideo.errors import ConfigError
 
+REPO = Path(__file__).resolve().parents[2]
+
 BASE = """
 suite: t
 profile: smoke
@@ -492,3 +494,12 @@ def test_a_file_that_is_not_utf8_text_says_so(tmp_path):
     path.write_bytes(b"suite: x\nprofile: smoke\n\xff\xfe\x00binary\n")
     with pytest.raises(ConfigError, match=r"spec.yaml: not UTF-8 text \(byte 24"):
         load_spec(path)
+
+
+def test_a_report_under_another_profile_goes_beside_the_committed_one():
+    from harness.cli.results import default_out
+
+    quickstart = REPO / "experiments" / "suites" / "quickstart.yaml"
+    assert default_out(build_plan(load_spec(quickstart))) == Path("results/quickstart")
+    smoke = build_plan(load_spec(quickstart, "smoke"))
+    assert default_out(smoke) == Path("results/quickstart-smoke")
