@@ -142,12 +142,7 @@ def spec_arguments(p: argparse.ArgumentParser, optional: bool = False, what: str
         help="store folder: stage cache and MLflow database (default ./.mvbench or "
         "$MVBENCH_STORE; $MLFLOW_TRACKING_URI overrides the database)",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a profile value for every run, e.g. data.synth.protocol.subjects=1",
-    )
+    set_argument(p, "override a profile value for every run, e.g. data.synth.protocol.subjects=1")
 
 
 def selection_arguments(p: argparse.ArgumentParser) -> None:
@@ -155,3 +150,8 @@ def selection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", action="append", help="only this variant (repeatable)")
     p.add_argument("--subject", action="append", help="only this subject (repeatable)")
     p.add_argument("--seed", action="append", type=int, help="only this seed (repeatable)")
+
+
+def set_argument(p: argparse.ArgumentParser, help: str) -> None:
+    """--set KEY=VALUE (repeatable): a dotted profile override (parse_overrides reads them)."""
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=help)

@@ -14,6 +14,7 @@ from harness.cli.common import (
     parse_overrides,
     progress_bar,
     quiet_command,
+    set_argument,
 )
 from harness.profiles import available_profiles, load_profile
 from mindvideo.errors import ConfigError
@@ -341,12 +342,7 @@ def add_parsers(sub) -> None:
         "--seed", type=int, help="dataset seed (default: the profile's data.synth.seed)"
     )
     sim.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    sim.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a profile value, e.g. data.synth.protocol.subjects=2",
-    )
+    set_argument(sim, "override a profile value, e.g. data.synth.protocol.subjects=2")
     quiet_command(sim, cmd_data_simulate, "no progress bar")
 
     ins = data_sub.add_parser("inspect", help="summarise (and validate) a CC2017-layout dataset")
@@ -357,12 +353,10 @@ def add_parsers(sub) -> None:
         help="take preprocessing and window settings from this "
         "profile (default: the dataset's own, else the paper's defaults)",
     )
-    ins.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a value of the profile in use (--profile, or the one the dataset "
-        "records), e.g. data.window_offset=3",
+    set_argument(
+        ins,
+        "override a value of the profile in use (--profile, or the one the dataset records), "
+        "e.g. data.window_offset=3",
     )
     ins.add_argument(
         "--no-validate",
@@ -396,9 +390,7 @@ def add_parsers(sub) -> None:
         "per TR; without it no captions are written",
     )
     prep.add_argument("--profile", help="take data.prepare from this profile (e.g. paper)")
-    prep.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a value of --profile"
-    )
+    set_argument(prep, "override a value of --profile")
     prep.add_argument("--size", type=int, help="frame side in px (default 256)")
     prep.add_argument("--fps", type=float, help="frames kept per second (default 3)")
     prep.add_argument(

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.common import progress_bar, quiet_command, store_folder
+from harness.cli.common import progress_bar, quiet_command, set_argument, store_folder
 from harness.cli.data import inspect_settings
 from harness.profiles import available_profiles, load_profile
 from mindvideo.errors import ConfigError
@@ -254,7 +254,7 @@ def add_parsers(sub) -> None:
     bl.add_argument(
         "--profile", help="preprocessing and window settings (default: the dataset's own profile)"
     )
-    bl.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile value")
+    set_argument(bl, "override a profile value")
     bl.add_argument("--subjects", nargs="+", help="subjects (default: all)")
     bl.add_argument(
         "--methods",

@@ -374,7 +374,6 @@ def write_page(
     published,
 ) -> Path:
     """index.html over what the report wrote (harness/report/html.py)."""
-    import yaml
 
     from harness.report.html import environment, write_index
     from harness.tracking import ui_command
@@ -416,7 +415,7 @@ def write_page(
         grid,
         figures,
         Path(plan.spec.path).read_text(encoding="utf-8"),
-        yaml.safe_dump(first.profile.model_dump(mode="json"), sort_keys=False),
+        first.profile.model_dump(mode="json"),
         environment(labels, {}),
         runs,
         tracker.uri if http else None,

@@ -336,7 +336,6 @@ def write_search_report(
 
 def _page(loaded: LoadedSearch, tracker: Tracker, out: Path, md: Path, written) -> Path:
     """index.html of the search: its tables, figures, spec and environment."""
-    import yaml
 
     from harness.profiles import load_profile
     from harness.report.html import environment, write_index
@@ -351,7 +350,7 @@ def _page(loaded: LoadedSearch, tracker: Tracker, out: Path, md: Path, written) 
         None,
         [p for p in written if p.suffix == ".png"],
         Path(loaded.path).read_text(encoding="utf-8"),
-        yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False),
+        profile.model_dump(mode="json"),
         environment({}, {}),
         [],
         None,

@@ -59,6 +59,7 @@ def test_a_committed_report_opens_from_disk_with_its_values(page, tmp_path):
     for _, row in average.head(12).iterrows():  # the values the page's tables show
         shown = [f"{row['mean']:.{d}f}".replace("-", "\u2212") for d in (3, 2)]  # a true minus
         assert any(v in dom for v in shown), (row.variant, row.metric, shown)
+    assert '<pre id="profile">{' in dom  # the script laid out the resolved profile
     grid = re.search(r'<select id="subject">(.*?)</select>', dom)
     if grid is not None:  # the script ran: the grid shows the first subject's clips only
         subjects = re.findall(r'<option value="([^"]+)"', grid.group(1))

@@ -47,7 +47,7 @@ def test_the_page_has_every_section_and_labels_a_missing_gif(tmp_path):
         grid,
         [],
         "suite: s\n",
-        "profile: tiny\n",
+        {"profile": "tiny", "note": "</script> stays text"},
         [("torch", "2")],
         runs,
         None,
@@ -59,5 +59,10 @@ def test_the_page_has_every_section_and_labels_a_missing_gif(tmp_path):
     assert '<span class="gap">ridge: its run kept no samples (samples.npz)</span>' in page
     assert '<span class="gap">ridge: no GIF for this clip</span>' in page  # subject1: unsaid
     assert '<img src="samples/subject1/full.gif"' in page
-    assert "<pre>suite: s\n</pre>" in page and "<title>s (tiny profile)</title>" in page
+    assert "<pre>suite: s&#10;</pre>" in page  # a line feed in <pre>, on one line of the file
+    assert "<title>s (tiny profile)</title>" in page
+    assert len(page.splitlines()) == 2  # the doctype, then the page: pages share no block
     assert "<script>" in page and "http" not in page.split("<script>")[1]  # no download
+    # the profile rides as one line of JSON that cannot close its script element early
+    assert '"note": "<\\/script> stays text"' in page
+    assert max(len(line) for line in page.splitlines()) > 500  # style and script: one line each
