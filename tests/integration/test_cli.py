@@ -55,12 +55,14 @@ def test_simulate_then_inspect_json(tmp_path, capsys):
     assert code == 2 and "different config" in err and "--overwrite" in err
 
 
+@pytest.mark.slow  # the default run's 4-minute budget; CI's slow tier runs it
 def test_human_readable_inspect(smoke_dataset, capsys):
     code, out, _ = run(capsys, "data", "inspect", str(smoke_dataset), "--quiet")
     assert code == 0
     assert "subject1" in out and "benchmark validation passed" in out
 
 
+@pytest.mark.slow  # the default run's 4-minute budget; CI's slow tier runs it
 def test_check_fails_when_validation_fails(smoke_dataset, capsys):
     # Bonferroni over 512 vertices with 8 segments keeps almost nothing: recall fails.
     code, out, _ = run(

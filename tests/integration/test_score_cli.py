@@ -62,6 +62,7 @@ def test_truth_scored_against_itself_is_perfect(dataset, truth_dir, capsys):
     assert not (dataset / "judges").exists() and not (dataset / "clip").exists()
 
 
+@pytest.mark.slow  # the default run's 4-minute budget; CI's slow tier runs it
 def test_shuffled_predictions_score_near_chance(dataset, truth_dir, tmp_path, capsys):
     names = sorted(p.stem for p in truth_dir.glob("*.npy"))
     perm = np.random.default_rng(0).permutation(len(names))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mindvideo.eval import baselines as B
 
 
+@pytest.mark.slow  # the default run's 4-minute budget; CI's slow tier runs it
 def test_memoised_fit_gives_the_same_reconstructions(smoke_dataset, one_torch_thread):
     B._MEMO.clear()
     cfg = B.BaselinesConfig(
