@@ -263,7 +263,8 @@ def write_report(
             block_clips=sig.block_clips,
             correction=sig.correction,
         )
-    published = _published(plan, list(report.metrics), run_scoring(plan, found))
+    scoring = run_scoring(plan, found)
+    published = _published(plan, list(report.metrics), scoring)
     apart = []
     if published is not None and published[2]:
         from harness.report.reported import write_apart
@@ -285,7 +286,7 @@ def write_report(
                 t
                 for t in (
                     partial_text(plan, found),
-                    windows_text(plan, found),
+                    windows_text(plan, found, scoring),
                     apart_text(published),
                     computed_with_text(found),
                 )
@@ -454,7 +455,7 @@ def run_scoring(plan: Plan, found: Collected):
     return Scoring.of(runs)
 
 
-def windows_text(plan: Plan, found: Collected) -> str:
+def windows_text(plan: Plan, found: Collected, scoring) -> str:
     """Real data: how the runs paired fMRI with clips and how many test samples they scored
     (what a published number must share to compare)."""
     if {run.profile.data.source for run in plan.runs} == {"synth"}:
@@ -466,7 +467,6 @@ def windows_text(plan: Plan, found: Collected) -> str:
             said.add(
                 f"window {d.window} from {d.window_offset} TRs after the clip, edge {d.window_edge}"
             )
-    scoring = run_scoring(plan, found)
     samples = " / ".join(f"{n:,}" for n in sorted(scoring.test_samples))
     return (
         f"fMRI windows: {'; '.join(sorted(said))}; {samples or 'unknown'} test samples scored "

@@ -35,9 +35,9 @@ from mindvideo.data.cc2017 import (
     read_metadata,
 )
 from mindvideo.data.cc2017 import resolve_root as resolve_cc2017
-from mindvideo.data.paired import NoVoxelSelected, SubjectFMRI, prepare_fmri
+from mindvideo.data.paired import NoVoxelSelected, SubjectFMRI, prepare_fmri, split_samples
 from mindvideo.data.preprocess import PreprocessConfig
-from mindvideo.data.windows import Edge, window_indices
+from mindvideo.data.windows import Edge
 from mindvideo.errors import DataError
 
 Progress = Callable[[int, str], None]
@@ -255,20 +255,7 @@ def inspect_dataset(
         for split in splits:
             segs = rec.segments(split)
             lengths = sorted({rec.info(rec.runs[split][s][0]).n_volumes for s in segs})
-            n_samples = sum(
-                len(
-                    window_indices(
-                        rec.info(rec.runs[split][s][0]).n_volumes,
-                        window,
-                        window_offset,
-                        window_edge,
-                    )[0]
-                )
-                for s in segs
-            )
-            how = preprocess.train_repeats if split == "train" else preprocess.test_repeats
-            if how == "separate":
-                n_samples *= max((rec.repeats(split, s) for s in segs), default=1)
+            n_samples = split_samples(rec, split, window, window_offset, window_edge, preprocess)
             entry[split] = {
                 "segments": len(segs),
                 "repeats": sorted({rec.repeats(split, s) for s in segs}),

@@ -309,19 +309,26 @@ def sample_counts(dataset: Path, cfg) -> dict[str, int]:
     segment where repeats are averaged, once per viewing where they are kept."""
     rec = open_subject(dataset, cfg.subject, cfg.val_segments)
     rec.check()
-    counts = {}
-    for split in SPLITS:
-        how = cfg.preprocess.train_repeats if split == "train" else cfg.preprocess.test_repeats
-        segments = rec.segments(split)
-        if not segments:
-            continue
-        n = 0
-        for seg in segments:
-            n_tr = rec.info(rec.runs[split][seg][0]).n_volumes
-            clips, _ = window_indices(n_tr, cfg.window, cfg.window_offset, cfg.window_edge)
-            n += len(clips) * (1 if how == "average" else rec.repeats(split, seg))
-        counts[split] = n
-    return counts
+    windows = (cfg.window, cfg.window_offset, cfg.window_edge)
+    return {
+        split: split_samples(rec, split, *windows, cfg.preprocess)
+        for split in SPLITS
+        if rec.segments(split)
+    }
+
+
+def split_samples(
+    rec: Recording, split: str, window: int, offset: int, edge: Edge, cfg: PreprocessConfig
+) -> int:
+    """Samples one split of `rec` pairs (headers only): each segment's windows at its length,
+    once where its repeats are averaged (cfg), once per viewing where they are kept."""
+    how = cfg.train_repeats if split == "train" else cfg.test_repeats
+    n = 0
+    for seg in rec.segments(split):
+        n_tr = rec.info(rec.runs[split][seg][0]).n_volumes
+        clips, _ = window_indices(n_tr, window, offset, edge)
+        n += len(clips) * (1 if how == "average" else rec.repeats(split, seg))
+    return n
 
 
 def subject_windows(
