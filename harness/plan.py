@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from harness.cache import StageNode, digest, stage_key
 from harness.profiles import Profile, load_profile
 from harness.spec import LoadedSpec, Variant, expand_variants
-from mindvideo.errors import ConfigError
+from mindvideo.errors import ConfigError, DataError
 from mindvideo.stages.registry import get_stage, stages
 
 EXTERNAL = "dataset"  # the node standing for a real dataset read in place (not cached)
@@ -129,6 +129,7 @@ def all_subjects(profile: Profile) -> list[str]:
             f"{profile.source}: data.root: {data.root} does not exist or is not a folder; give "
             "the dataset folder"
         )
+    _check_runnable_source(profile)
     found = list_subjects(Path(data.root))
     if not found:
         raise ConfigError(f"data.root: {data.root} holds no subject*/fmri folders")
@@ -249,14 +250,35 @@ def select_runs(
 
 
 def _check_runnable_source(profile) -> None:
-    """The stages read SynthCC and CC2017 runs; MinD-Video's npy arrays are read by `mvbench
-    data inspect` only so far: say so before any work, not deep inside a stage."""
-    if profile.data.source == "mindvideo_npy":
+    """The folder holds what data.source says, before any work: MinD-Video's arrays converted
+    (read at their own window offset, as they are), or the release's CIFTI runs."""
+    from mindvideo.data.cc2017 import holds_preprocessed
+
+    data = profile.data
+    if data.source == "synth" or data.root is None or not Path(data.root).is_dir():
+        return  # all_subjects says what is missing
+    root = Path(data.root)
+    if data.source == "mindvideo_npy" and any(root.glob("fmri_train_*.npy")):
         raise ConfigError(
-            f"data.source: mindvideo_npy: the pipeline's stages do not read MinD-Video's "
-            f"preprocessed npy arrays yet (mvbench data inspect {profile.data.root or 'ROOT'} "
-            "checks them); run on the CC2017 release's CIFTI runs (data.source: cc2017) or on "
-            "SynthCC"
+            f"data.root: {root} holds MinD-Video's arrays as released; the stages read them in "
+            f"the CC2017 layout: mvbench data prepare mindvideo-npy {root} --out FOLDER, then "
+            "data.root: FOLDER"
+        )
+    try:
+        converted = holds_preprocessed(root)
+    except DataError:
+        return  # all_subjects says what is missing
+    if data.source == "mindvideo_npy" and not converted:
+        raise ConfigError(
+            f"data.source: mindvideo_npy, but {root} holds runs to preprocess, not MinD-Video's "
+            "converted arrays (mvbench data prepare mindvideo-npy writes them); for the "
+            "release's CIFTI runs set data.source: cc2017"
+        )
+    if data.source != "mindvideo_npy" and converted:
+        raise ConfigError(
+            f"data.source: {data.source}, but {root} holds MinD-Video's preprocessed arrays "
+            "(converted); set data.source: mindvideo_npy, which reads them as MinD-Video did "
+            "(window offset 0: the arrays are aligned already)"
         )
 
 

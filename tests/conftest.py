@@ -397,14 +397,21 @@ def make_hcp_corpus(root: Path, subjects: int = 3, n_tr: int = 40, seed: int = 0
     return root
 
 
-def write_layout(root, n_seg=3, n_tr=4, voxels=20, frames=6, size=8, text=True):
-    """MinD-Video's preprocessed .npy layout for subject1: fMRI, 3 Hz video, captions."""
+def write_layout(
+    root, n_seg=3, n_tr=4, voxels=20, frames=6, size=8, text=True, n_test_seg=None, flat_test=True
+):
+    """MinD-Video's preprocessed .npy layout for subject1: fMRI, 3 Hz video, captions (train
+    only). The test fMRI is flat (samples, voxels) unless `flat_test` is False."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    n_test_seg = n_seg if n_test_seg is None else n_test_seg
     rng = np.random.default_rng(0)
     np.save(root / "fmri_train_subject1.npy", rng.standard_normal((n_seg, n_tr, voxels)))
-    np.save(root / "fmri_test_subject1.npy", rng.standard_normal((n_seg * n_tr, voxels)))
-    shape = (n_seg, n_tr, frames, size, size, 3)
-    np.save(root / "video_train_256_3hz.npy", rng.integers(0, 255, shape, dtype=np.uint8))
-    np.save(root / "video_test_256_3hz.npy", rng.integers(0, 255, shape, dtype=np.uint8))
+    test = rng.standard_normal((n_test_seg, n_tr, voxels))
+    np.save(root / "fmri_test_subject1.npy", test.reshape(-1, voxels) if flat_test else test)
+    for split, n in (("train", n_seg), ("test", n_test_seg)):
+        shape = (n, n_tr, frames, size, size, 3)
+        np.save(root / f"video_{split}_256_3hz.npy", rng.integers(0, 255, shape, dtype=np.uint8))
     if text:
         caps = np.array([[f"clip {s} {t}" for t in range(n_tr)] for s in range(n_seg)])
         np.save(root / "text_train_256_3hz.npy", caps)

@@ -20,7 +20,7 @@ def parse_overrides(pairs: list[str] | None) -> dict:
     return dict(parse_override(p) for p in pairs or [])
 
 
-def progress_bar(total: int, desc: str, quiet: bool):
+def progress_bar(total: int | None, desc: str, quiet: bool):
     """A tqdm bar on stderr and the (n, what) callback the library reports through."""
     from tqdm import tqdm
 

@@ -75,22 +75,27 @@ def cmd_data_simulate(args: argparse.Namespace) -> int:
 
 def inspect_settings(args: argparse.Namespace, root: Path):
     """Preprocessing and window settings: --profile, else the dataset's own, else defaults."""
-    from mindvideo.data.cc2017 import read_metadata, resolve_root
+    from mindvideo.data.cc2017 import holds_preprocessed, read_metadata, resolve_root
     from mindvideo.data.config import DataConfig
 
+    # MinD-Video's converted arrays are read as it read them (their source's window offset)
+    source = "mindvideo_npy" if holds_preprocessed(root) else "cc2017"
     name = args.profile
     if name is None:
         recorded = read_metadata(resolve_root(root)).get("profile")
         if recorded in available_profiles():
             name = recorded
     if name is not None:
-        return load_profile(name, parse_overrides(args.set)).data
+        data = load_profile(name, parse_overrides(args.set)).data
+        if data.source != "synth" and data.source != source:
+            data = load_profile(name, parse_overrides(args.set) | {"data.source": source}).data
+        return data
     if args.set:
         raise ConfigError(
             f"--set {args.set[0]}: {root} records no profile of this project, so there is "
             "nothing to override; give --profile (e.g. --profile paper) with --set"
         )
-    return DataConfig(source="cc2017")
+    return DataConfig(source=source)
 
 
 def _print_report(report: dict) -> None:
@@ -98,6 +103,8 @@ def _print_report(report: dict) -> None:
         f"{report['dataset']} at {report['root']}  (TR {report['tr']} s, "
         f"window {report['window']['size']} at offset {report['window']['offset']})"
     )
+    if "preprocessed" in report:
+        print(f"runs: {report['preprocessed']}")
     if "stimuli" in report:
         s = report["stimuli"]
         print(f"stimuli: {s['fps']:g} fps, {s['frames_per_tr']} frames per TR")
@@ -266,8 +273,12 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     from mindvideo.data.cc2017 import resolve_root
     from mindvideo.data.prepare import PrepareConfig, prepare_cc2017
 
-    if args.format != "cc2017":
-        raise ConfigError(f"data prepare {args.format}: only cc2017 (the release) is prepared")
+    if args.format == "mindvideo-npy":
+        return _prepare_mindvideo_npy(args)
+    npy_only = {"--out": args.out, "--tr": args.tr, "--trs-per-segment": args.trs_per_segment}
+    given = [k for k, v in npy_only.items() if v is not None]
+    if given:
+        raise ConfigError(f"data prepare cc2017: {', '.join(given)}: for mindvideo-npy only")
     root = Path(args.dir)
     if not root.is_dir():
         raise ConfigError(f"{root}: folder not found (the release's video_fmri_dataset/)")
@@ -313,6 +324,58 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"Next: mvbench data inspect {root}")
+    return 0
+
+
+def _prepare_mindvideo_npy(args: argparse.Namespace) -> int:
+    from mindvideo.data.mindvideo_npy import convert
+
+    cc2017_only = {
+        "--captioner": args.captioner,
+        "--profile": args.profile,
+        "--set": args.set,
+        "--size": args.size,
+        "--fps": args.fps,
+        "--scene-cut-threshold": args.scene_cut_threshold,
+    }
+    given = [k for k, v in cc2017_only.items() if v]
+    if given:
+        raise ConfigError(
+            f"data prepare mindvideo-npy: {', '.join(given)}: for cc2017 only (MinD-Video's "
+            "arrays are converted as they are: their frames, rate and captions)"
+        )
+    if not args.out:
+        raise ConfigError(
+            "data prepare mindvideo-npy: give --out FOLDER, where the CC2017 layout is written"
+        )
+    src, out = Path(args.dir), Path(args.out)
+    tr = 2.0 if args.tr is None else args.tr
+    per = 240 if args.trs_per_segment is None else args.trs_per_segment
+    if tr <= 0 or per < 1:
+        raise ConfigError(
+            f"data prepare mindvideo-npy: --tr {tr:g} and --trs-per-segment {per} must be positive"
+        )
+    bar, tick = progress_bar(None, "convert", args.quiet)
+    start = time.perf_counter()
+    try:
+        done = convert(src, out, tr, per, tick)
+    finally:
+        bar.close()
+    voxels = ", ".join(f"{s} {n:,}" for s, n in done.voxels.items())
+    print(
+        f"{out}: {len(done.subjects)} subject(s) (voxels: {voxels}), "
+        f"{done.segments['train']} training and {done.segments['test']} test segments, "
+        f"{done.frames_per_tr} frames per {tr:g} s TR ({done.fps:g} fps); {done.written} files "
+        f"written, {done.skipped} already there, in {time.perf_counter() - start:.1f} s"
+    )
+    if not done.captioned:
+        print("no captions in the arrays (text_*.npy): contrastive learning needs them")
+    elif len(done.captioned) < 2:
+        print(f"captions for {', '.join(done.captioned)} only")
+    print(
+        "the runs are read as they are (MinD-Video's preprocessing and voxels); set "
+        f"data.source: mindvideo_npy and data.root: {out}. Next: mvbench data inspect {out}"
+    )
     return 0
 
 
@@ -381,8 +444,24 @@ def add_parsers(sub) -> None:
         help="convert the CC2017 release's movies into the loaders' frames, scene cuts and "
         "captions (idempotent: a second call does only what is missing)",
     )
-    prep.add_argument("format", choices=("cc2017",), help="the release's layout")
-    prep.add_argument("dir", help="the release's video_fmri_dataset/ (or its parent)")
+    prep.add_argument(
+        "format",
+        choices=("cc2017", "mindvideo-npy"),
+        help="cc2017: the release's movies, in place; mindvideo-npy: MinD-Video's preprocessed "
+        "arrays, written in the CC2017 layout to --out",
+    )
+    prep.add_argument(
+        "dir",
+        help="cc2017: the release's video_fmri_dataset/ (or its parent); mindvideo-npy: the "
+        "folder of fmri_train_<subject>.npy, video_train_256_3hz.npy, ...",
+    )
+    prep.add_argument("--out", help="mindvideo-npy: the folder to write (new, or an earlier one's)")
+    prep.add_argument("--tr", type=float, help="mindvideo-npy: the arrays' TR in s (default 2)")
+    prep.add_argument(
+        "--trs-per-segment",
+        type=int,
+        help="mindvideo-npy: TRs per segment of arrays without a segment axis (default 240)",
+    )
     prep.add_argument(
         "--captioner",
         metavar="FOLDER",

@@ -172,7 +172,7 @@ def sample_lines(plan) -> list[str]:
     lines, seen = [], set()
     for run in plan.runs:
         data = run.profile.data
-        if data.source != "cc2017" or data.root is None or not Path(data.root).is_dir():
+        if data.source == "synth" or data.root is None or not Path(data.root).is_dir():
             continue
         cfg = PairingConfig(**pairing(data, run.subject))
         if cfg in seen:

@@ -5,7 +5,11 @@ Real release (video_fmri_dataset/):
     subject{1,2,3}/fmri/test{1..5}/cifti/test{k}_{1..10}_Atlas.dtseries.nii  test, 10 viewings
     stimuli/seg{k}.mp4, stimuli/test{k}.mp4
 SynthCC writes the same fMRI paths and stores stimuli as stimuli/{segment}.npy frames with
-{segment}_frames.csv / _clips.csv annotations, and may have validation segments val{k}. A
+{segment}_frames.csv / _clips.csv annotations, and may have validation segments val{k}.
+MinD-Video's preprocessed arrays, converted by `mvbench data prepare mindvideo-npy`, are runs
+subject{n}/fmri/{segment}/npy/{segment}_1.npy (volumes, voxels) beside
+subject{n}/fmri/preprocessed.json ({"tr": 2.0, ...}): already cleaned and voxel-selected, so
+they are read as they are (no detrending, z-scoring or selection). A
 dataset without them can hold out training segments as validation (`data.val_segments`: names,
 or a count taken from the end of the training list). `root` may be the folder holding subject*/
 or its parent holding video_fmri_dataset/.
@@ -30,6 +34,10 @@ RUN_FILE = re.compile(
     r"^(?P<segment>(?P<kind>seg|test|val)(?P<index>\d+))_(?P<repeat>\d+)_Atlas"
     r"\.dtseries\.nii$"
 )
+NPY_RUN_FILE = re.compile(
+    r"^(?P<segment>(?P<kind>seg|test|val)(?P<index>\d+))_(?P<repeat>\d+)\.npy$"
+)
+PREPROCESSED = "preprocessed.json"  # subject{n}/fmri/preprocessed.json: runs read as they are
 SPLIT_OF_KIND = {"seg": "train", "test": "test", "val": "val"}
 SPLITS = ("train", "val", "test")  # val: never trained on, seen like test (repeats averaged)
 # What data.val_segments holds: training segment names (one name alone is a list of one), or
@@ -55,6 +63,13 @@ def resolve_root(root: Path) -> Path:
     )
 
 
+def holds_preprocessed(root: Path) -> bool:
+    """Whether the dataset's runs are MinD-Video's preprocessed arrays (converted by `mvbench
+    data prepare mindvideo-npy`): its `data.source` is then mindvideo_npy."""
+    subjects = list_subjects(root)
+    return bool(subjects) and (resolve_root(root) / subjects[0] / "fmri" / PREPROCESSED).exists()
+
+
 def _natural(name: str) -> tuple[str, int]:
     m = re.match(r"^(\D+)(\d+)$", name)
     return (m.group(1), int(m.group(2))) if m else (name, 0)
@@ -78,7 +93,15 @@ class Recording:
     subject: str
     root: Path
     runs: dict[str, dict[str, list[Path]]] = field(default_factory=dict)
+    # preprocessed runs (.npy, MinD-Video's arrays): their TR, from fmri/preprocessed.json;
+    # None: CIFTI runs, cleaned and selected by the pipeline
+    preprocessed_tr: float | None = None
     _info: dict[Path, DtseriesInfo] = field(default_factory=dict, repr=False)
+
+    @property
+    def preprocessed(self) -> bool:
+        """Runs already cleaned and voxel-selected: read as they are, every column kept."""
+        return self.preprocessed_tr is not None
 
     def segments(self, split: str) -> list[str]:
         return sorted(self.runs.get(split, {}), key=_natural)
@@ -88,7 +111,11 @@ class Recording:
 
     def info(self, path: Path) -> DtseriesInfo:
         if path not in self._info:
-            self._info[path] = dtseries_info(path)
+            if self.preprocessed_tr is not None:
+                shape = _npy_run(path).shape
+                self._info[path] = DtseriesInfo(path, shape[0], self.preprocessed_tr, shape[1])
+            else:
+                self._info[path] = dtseries_info(path)
         return self._info[path]
 
     def check(self) -> tuple[float, int]:
@@ -135,7 +162,10 @@ class Recording:
         first = next(
             p for by_segment in self.runs.values() for ps in by_segment.values() for p in ps
         )
-        arrays = [_aligned_columns(read_cortical(p), p, first) for p in paths]
+        if self.preprocessed:
+            arrays = [np.asarray(_npy_run(p), dtype=np.float32) for p in paths]
+        else:
+            arrays = [_aligned_columns(read_cortical(p), p, first) for p in paths]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             desc = ", ".join(
@@ -146,6 +176,38 @@ class Recording:
                 "to a common length"
             )
         return np.stack(arrays)
+
+
+def _npy_run(path: Path) -> np.ndarray:
+    """A preprocessed run: (volumes, voxels) floats, memory-mapped."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(
+            f"{path}: a preprocessed run must be a (volumes, voxels) float array, got "
+            f"{arr.dtype} {arr.shape}; convert MinD-Video's arrays with mvbench data prepare "
+            "mindvideo-npy"
+        )
+    return arr
+
+
+def _preprocessed_tr(fmri: Path) -> float:
+    """The TR of a subject's preprocessed runs, from fmri/preprocessed.json."""
+    path = fmri / PREPROCESSED
+    if not path.exists():
+        raise DataError(
+            f"{fmri}: .npy runs without {PREPROCESSED} (which gives their TR); write them with "
+            "mvbench data prepare mindvideo-npy"
+        )
+    try:
+        tr = json.loads(path.read_text(encoding="utf-8")).get("tr")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise DataError(f"{path}: not a JSON object ({type(e).__name__}: {e})") from None
+    if not isinstance(tr, int | float) or tr <= 0:
+        raise DataError(f'{path}: "tr" must be the runs\' TR in seconds (> 0), got {tr!r}')
+    return float(tr)
 
 
 def _aligned_columns(data: np.ndarray, path: Path, reference: Path) -> np.ndarray:
@@ -185,8 +247,16 @@ def open_subject(root: Path, subject: str, val_segments: ValSegments = ()) -> Re
         raise DataError(f"{fmri}: subject folder not found (subjects present: {have})")
     rec = Recording(subject=subject, root=root)
     found: dict[tuple[str, str], dict[int, Path]] = {}
-    for path in sorted(fmri.glob("*/cifti/*.dtseries.nii")):
-        m = RUN_FILE.match(path.name)
+    cifti, npy = sorted(fmri.glob("*/cifti/*.dtseries.nii")), sorted(fmri.glob("*/npy/*.npy"))
+    if cifti and npy:
+        raise DataError(
+            f"{fmri}: holds both CIFTI runs ({cifti[0].relative_to(fmri)}) and preprocessed .npy "
+            f"runs ({npy[0].relative_to(fmri)}); keep one kind per subject"
+        )
+    if npy:
+        rec.preprocessed_tr = _preprocessed_tr(fmri)
+    for path in npy or cifti:
+        m = (NPY_RUN_FILE if npy else RUN_FILE).match(path.name)
         if not m:
             continue
         if m.group("segment") != path.parent.parent.name:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from mindvideo.data.cc2017 import (
     SPLITS,
+    holds_preprocessed,
     list_subjects,
     open_stimuli,
     open_subject,
@@ -233,6 +234,11 @@ def inspect_dataset(
         "has_truth": truth is not None,
         "subjects": {},
     }
+    if holds_preprocessed(root):
+        report["preprocessed"] = (
+            "MinD-Video's preprocessed arrays (converted): read as they are, every voxel kept "
+            "(no detrending, z-scoring or selection; one viewing per segment, no noise ceiling)"
+        )
     if meta.get("corpus"):
         report["corpus"] = {
             "subjects": len(meta["corpus"]["subjects"]),

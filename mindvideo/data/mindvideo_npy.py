@@ -13,15 +13,20 @@ clip i. The layout has no validation split: `hold_out` takes training segments f
 (`data.val_segments`: names seg{k}, counted from 1 in file order, or a count from the end).
 Arrays are memory-mapped. Caption arrays must hold fixed-width strings: object arrays would
 need pickle, which this loader refuses to run on user files.
+
+The pipeline's stages read the CC2017 layout: `convert` (`mvbench data prepare mindvideo-npy`)
+writes the arrays into it, as preprocessed runs that are read as they are (cc2017.py).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from mindvideo.data.cc2017 import ValSegments, held_out_names
 from mindvideo.data.paired import Samples
@@ -205,3 +210,168 @@ def to_samples(
         repeat=np.full(len(rows), -1),
         caption=[str(t) for t in split.text[rows]] if split.text is not None else None,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# `mvbench data prepare mindvideo-npy SRC --out DEST`: the arrays in the CC2017 layout the
+# pipeline's stages read
+
+RECORD = ".mindvideo_npy.json"  # DEST/.mindvideo_npy.json: what DEST was converted from, and how
+SPLIT_SEGMENT = {"train": "seg", "test": "test"}
+
+
+@dataclass
+class Converted:
+    """What a conversion did, for its summary."""
+
+    subjects: list[str]
+    segments: dict[str, int]  # split -> segments
+    voxels: dict[str, int]  # subject -> voxels
+    written: int = 0  # files written by this call
+    skipped: int = 0  # files an earlier call wrote
+    captioned: list[str] | None = None  # splits with captions
+    fps: float = 0.0
+    frames_per_tr: int = 0
+
+
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, int(stat.st_mtime)]
+
+
+def _write_atomic(path: Path, value: np.ndarray | pd.DataFrame) -> bool:
+    """Write an array (.npy) or table (.csv) to `path` through a temporary file moved into
+    place; False if it exists already (a file in place is complete: an interrupted write leaves
+    only the temporary file)."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if isinstance(value, pd.DataFrame):
+            value.to_csv(tmp, index=False)
+        else:
+            with tmp.open("wb") as f:
+                np.save(f, value)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _segments_of(split: MindVideoSplit, path: Path, trs_per_segment: int) -> tuple[int, int]:
+    """(segments, TRs per segment) of a split: its segment axis, else `trs_per_segment`."""
+    if split.segments:
+        return split.segments, len(split) // split.segments
+    if len(split) % trs_per_segment:
+        raise DataError(
+            f"{path}: {len(split)} samples without a segment axis do not split into segments of "
+            f"{trs_per_segment} TRs; give --trs-per-segment (CC2017: 240)"
+        )
+    return len(split) // trs_per_segment, trs_per_segment
+
+
+def convert(
+    src: Path, out: Path, tr: float = 2.0, trs_per_segment: int = 240, progress=None
+) -> Converted:
+    """Write MinD-Video's arrays under `src` into `out` in the CC2017 layout: per subject,
+    subject{n}/fmri/{segment}/npy/{segment}_1.npy (volumes, voxels) float32 and
+    fmri/preprocessed.json; shared stimuli/{segment}.npy frames, {segment}_clips.csv captions
+    (where the arrays have them) and stimuli/stimuli.json. Training segments are seg1..segN and
+    test segments test1..testN, in file order; each array holds one viewing (MinD-Video
+    averaged the repeats). Files are written through temporary files, so a second call (or one
+    after a crash) writes only what is missing; `out` remembers its source and settings."""
+    tick = progress or (lambda n, what: None)
+    src, out = Path(src), Path(out)
+    subjects = list_subjects(src) if src.is_dir() else []
+    if not subjects:
+        raise DataError(
+            f"{src}: no fmri_train_<subject>.npy; give MinD-Video's preprocessed data folder"
+        )
+    if out.resolve() == src.resolve():
+        raise DataError(f"--out {out}: give a folder other than the arrays' own")
+    videos = find_video_files(src)
+    record = {
+        "source": str(src.resolve()),
+        "tr": tr,
+        "trs_per_segment": trs_per_segment,
+        "files": {
+            p.name: _stamp(p)
+            for p in sorted(src.glob("*.npy"))
+            if p.name.startswith(("fmri_", "video_", "text_"))
+        },
+    }
+    record_path = out / RECORD
+    if record_path.exists():
+        old = json.loads(record_path.read_text(encoding="utf-8"))
+        if old != record:
+            changed = [k for k in record if old.get(k) != record[k]]
+            raise DataError(
+                f"{out}: converted earlier from other arrays or settings ({', '.join(changed)} "
+                "differ); give another --out, or remove the folder to convert again"
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise DataError(f"--out {out}: folder exists and is not a conversion; give a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    done = Converted(subjects=subjects, segments={}, voxels={}, captioned=[])
+    stimuli = out / "stimuli"
+    for split, kind in SPLIT_SEGMENT.items():
+        if split not in videos:
+            raise DataError(f"{src}: no video_{split}_<size>_<fps>hz.npy")
+        video_path = videos[split]
+        fps = float(VIDEO_FILE.match(video_path.name).group("fps"))
+        shown = None
+        for subject in subjects:
+            data = load_split(src, subject, split)
+            fmri_path = src / f"fmri_{split}_{subject}.npy"
+            n_seg, per = _segments_of(data, fmri_path, trs_per_segment)
+            if shown is not None and (n_seg, per) != shown[:2]:
+                raise DataError(
+                    f"{fmri_path}: {n_seg} segments of {per} TRs, but {shown[2]} has "
+                    f"{shown[0]} of {shown[1]}; the subjects saw the same stimuli"
+                )
+            shown = (n_seg, per, fmri_path.name)
+            done.voxels[subject] = int(data.fmri.shape[1])
+            folder = out / subject / "fmri"
+            for k in range(n_seg):
+                name = f"{kind}{k + 1}"
+                run = folder / name / "npy" / f"{name}_1.npy"
+                rows = slice(k * per, (k + 1) * per)
+                wrote = not run.exists() and _write_atomic(
+                    run, np.asarray(data.fmri[rows], dtype=np.float32)
+                )
+                done.written += wrote
+                done.skipped += not wrote
+                tick(1, f"{subject} {name}")
+            meta = {"tr": tr, "from": str(src.resolve()), "preprocessed": "MinD-Video"}
+            (folder / "preprocessed.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+        n_seg, per, _ = shown
+        done.segments[split] = n_seg
+        frames = data.video.shape[1]
+        if abs(frames - fps * tr) > 1e-6:
+            raise DataError(
+                f"{video_path}: {frames} frames per clip at {fps:g} Hz span "
+                f"{frames / fps:g} s, but the TR is {tr:g} s; give the data's TR (--tr)"
+            )
+        done.fps, done.frames_per_tr = fps, frames
+        for k in range(n_seg):
+            name = f"{kind}{k + 1}"
+            rows = slice(k * per, (k + 1) * per)
+            target = stimuli / f"{name}.npy"
+            wrote = not target.exists() and _write_atomic(
+                target, np.asarray(data.video[rows]).reshape((-1,) + data.video.shape[2:])
+            )
+            done.written += wrote
+            done.skipped += not wrote
+            if data.text is not None:
+                captions = pd.DataFrame({"caption": [str(t) for t in data.text[rows]]})
+                wrote = _write_atomic(stimuli / f"{name}_clips.csv", captions)
+                done.written += wrote
+                done.skipped += not wrote
+        if data.text is not None:
+            done.captioned.append(split)
+    meta = {"fps": done.fps, "frames_per_tr": done.frames_per_tr}
+    (stimuli / "stimuli.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    return done

@@ -110,6 +110,9 @@ def prepare_fmri(
     """
     tick = progress or (lambda n, what: None)
     tr, n_cortical = rec.check()
+    if rec.preprocessed:  # MinD-Video's arrays: cleaned and selected already, read as they are
+        every = np.arange(n_cortical)
+        return _load_segments(rec, cfg, SubjectFMRI(rec.subject, tr, n_cortical, every, None), tick)
     if voxels is not None:
         voxels = np.asarray(voxels)
         if voxels.size == 0 or voxels.min() < 0 or voxels.max() >= n_cortical:
@@ -167,7 +170,10 @@ def _load_segments(
         how = cfg.train_repeats if split == "train" else cfg.test_repeats
         for seg in rec.segments(split):
             runs = rec.load(split, seg)
-            cleaned = np.stack([clean_run(r, cfg)[:, selected] for r in runs])
+            if rec.preprocessed:
+                cleaned = runs[:, :, selected]
+            else:
+                cleaned = np.stack([clean_run(r, cfg)[:, selected] for r in runs])
             if how == "average":
                 cleaned = cleaned.mean(axis=0, keepdims=True)
             out.segments.setdefault(split, {})[seg] = cleaned
@@ -287,6 +293,11 @@ def clip_video(stimuli: Stimuli, samples: Samples, n_frames: int) -> np.ndarray:
 def roi_voxels(dataset: Path, cfg, n_cortical: int) -> np.ndarray:
     """Indices of the ROI's cortical vertices (the MBM corpus's mask by default)."""
     from mindvideo.data.cifti import read_mask
+
+    return np.nonzero(read_mask(_roi_mask(dataset, cfg), n_cortical))[0]
+
+
+def _roi_mask(dataset: Path, cfg) -> Path:
     from mindvideo.data.hcp import default_mask
 
     path = Path(cfg.roi_mask) if cfg.roi_mask else default_mask(dataset / "hcp")
@@ -295,7 +306,31 @@ def roi_voxels(dataset: Path, cfg, n_cortical: int) -> np.ndarray:
             f"{dataset}: no ROI mask for encoder.voxels: roi; give data.corpus_mask (the mask "
             "the MBM corpus uses) or set encoder.voxels: selected"
         )
-    return np.nonzero(read_mask(path, n_cortical))[0]
+    return path
+
+
+def encoder_voxels(dataset: Path, cfg, rec: Recording) -> np.ndarray | None:
+    """The voxels the encoder reads when cfg.voxels names an ROI: its indices, or None where
+    the runs are preprocessed arrays (their columns are the ROI already, in the order the MBM
+    corpus was masked in; checked by count, the one thing the arrays say about it)."""
+    if cfg.voxels != "roi":
+        return None
+    if not rec.preprocessed:
+        return roi_voxels(dataset, cfg, rec.check()[1])
+    from mindvideo.data.cifti import read_mask
+
+    mask = _roi_mask(dataset, cfg)
+    n_columns = rec.check()[1]
+    n_roi = int(np.count_nonzero(read_mask(mask)))
+    if n_roi != n_columns:
+        raise DataError(
+            f"{rec.root / rec.subject}: its preprocessed runs have {n_columns} voxels but the ROI "
+            f"mask {mask} keeps {n_roi}: MinD-Video's arrays must hold the MBM corpus's ROI "
+            "voxels, in the mask's order; give the mask they were made with "
+            "(data.corpus_mask), or set encoder.voxels: selected to train on the arrays' "
+            "voxels without the corpus's encoder"
+        )
+    return None
 
 
 def held_out_split(fmri: SubjectFMRI) -> str:
@@ -338,8 +373,8 @@ def subject_windows(
     (`voxels`, or the ROI / selection cfg.voxels names), windowed as cfg (PairingConfig).
     `split`: test, val, or held_out (val when the data have it, else test)."""
     rec = open_subject(dataset, cfg.subject, cfg.val_segments)
-    if voxels is None and cfg.voxels == "roi":
-        voxels = roi_voxels(dataset, cfg, rec.check()[1])
+    if voxels is None:
+        voxels = encoder_voxels(dataset, cfg, rec)
     fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
     pad = 1  # the encoder wrap-pads to its patch size itself
     edge, offset = cfg.window_edge, cfg.window_offset

@@ -233,6 +233,12 @@ def parcellation_regions(path: Path, rec) -> Regions:
     """The regions of a CIFTI dlabel, on the cortical grayordinates of a subject's fMRI."""
     from mindvideo.data.cifti import read_dlabel, surface_points
 
+    if rec.preprocessed:
+        raise DataError(
+            f"{rec.root / rec.subject}: MinD-Video's preprocessed arrays carry no surface "
+            f"vertices, so the parcellation {path} cannot be placed on their voxels; "
+            "interpretation by region needs the release's CIFTI runs (data.source: cc2017)"
+        )
     first = next(p for split in rec.runs.values() for paths in split.values() for p in paths)
     parc = read_dlabel(path)
     keys = parc.on(surface_points(first), first)

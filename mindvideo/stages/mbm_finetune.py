@@ -23,9 +23,9 @@ from mindvideo.data.cc2017 import ValSegments, open_subject
 from mindvideo.data.paired import (
     PAIRING_KEY_NEUTRAL,
     check_val_segments,
+    encoder_voxels,
     held_out_split,
     prepare_fmri,
-    roi_voxels,
 )
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.errors import DataError
@@ -61,7 +61,7 @@ def subject_volumes(dataset: Path, cfg: FinetuneConfig) -> tuple[np.ndarray, np.
     held out: the validation segments where the data have them, else the test segments."""
 
     rec = open_subject(dataset, cfg.subject, cfg.val_segments)
-    voxels = roi_voxels(dataset, cfg, rec.check()[1]) if cfg.voxels == "roi" else None
+    voxels = encoder_voxels(dataset, cfg, rec)
     fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
     split = {}
     for name in ("train", held_out_split(fmri)):

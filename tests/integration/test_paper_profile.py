@@ -18,6 +18,7 @@ from conftest import (
     tiny_open_clip_checkpoint,
     tiny_videomae_judge,
     tiny_vit_judge,
+    write_layout,
     write_movie,
     write_sd_folder,
     write_spec,
@@ -380,13 +381,51 @@ def test_window_offset_follows_the_source_unless_set():
     assert load_profile("tiny").data.window_offset == 2
 
 
-def test_a_plan_on_npy_arrays_says_the_stages_do_not_read_them(paper_env, tmp_path, capsys):
-    npy = SUITE.replace("overrides:\n", "overrides:\n  data.source: mindvideo_npy\n")
-    spec = write_spec(tmp_path, npy)
-    assert main(["plan", str(spec), "--store", str(tmp_path / "store")]) == 2
+def _npy_suite(root) -> str:
+    return SUITE.replace(
+        "overrides:\n", f"overrides:\n  data.source: mindvideo_npy\n  data.root: {root}\n"
+    )
+
+
+def test_the_paper_plan_pairs_the_papers_counts_on_mindvideo_arrays(paper_env, tmp_path, capsys):
+    """MinD-Video's arrays at the release's sizes (18 training and 5 test segments of 240 TRs,
+    on the ROI's 32 voxels): as released, the plan says to convert them; converted, it pairs
+    4,320 / 1,200 samples with the windows at the clip's own TR (the arrays are aligned)."""
+    raw = write_layout(
+        tmp_path / "npy", n_seg=18, n_test_seg=5, n_tr=240, voxels=32, size=4, flat_test=False
+    )
+    store = ["--store", str(tmp_path / "store")]
+    assert main(["plan", str(write_spec(tmp_path, _npy_suite(raw), "raw.yaml")), *store]) == 2
     err = capsys.readouterr().err
-    assert "data.source: mindvideo_npy" in err and "mvbench data inspect" in err
-    assert "data.source: cc2017" in err
+    assert f"mvbench data prepare mindvideo-npy {raw} --out FOLDER" in err
+    out = tmp_path / "converted"
+    assert main(["data", "prepare", "mindvideo-npy", str(raw), "--out", str(out), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "18 training and 5 test segments, 6 frames per 2 s TR (3 fps)" in said
+    assert main(["plan", str(write_spec(tmp_path, _npy_suite(out), "npy.yaml")), *store]) == 0
+    assert (
+        "samples of subject1: train 4,320, test 1,200 (window 2 from 0 TRs after the clip, "
+        "edge clamp)" in capsys.readouterr().out
+    )
+    as_cifti = _npy_suite(out).replace("data.source: mindvideo_npy", "data.source: cc2017")
+    assert main(["plan", str(write_spec(tmp_path, as_cifti, "cifti.yaml")), *store]) == 2
+    assert "set data.source: mindvideo_npy" in capsys.readouterr().err
+    on_cifti = _npy_suite(paper_env["MINDVIDEO_CC2017_ROOT"])
+    assert main(["plan", str(write_spec(tmp_path, on_cifti, "on_cifti.yaml")), *store]) == 2
+    assert "holds runs to preprocess" in capsys.readouterr().err
+
+
+def test_prepare_mindvideo_npy_names_what_it_needs(tmp_path, capsys):
+    raw = write_layout(tmp_path / "npy")
+    args = ["data", "prepare", "mindvideo-npy", str(raw)]
+    assert main(args) == 2
+    assert "give --out FOLDER" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "o"), "--size", "64"]) == 2
+    assert "--size: for cc2017 only" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "o"), "--trs-per-segment", "5"]) == 2
+    assert "do not split into segments of 5 TRs" in capsys.readouterr().err
+    assert main(["data", "prepare", "cc2017", str(raw), "--out", str(tmp_path / "o")]) == 2
+    assert "--out: for mindvideo-npy only" in capsys.readouterr().err
 
 
 def test_the_paper_pipeline_runs_is_tracked_and_reports(paper_env, tmp_path, one_torch_thread):
@@ -435,3 +474,49 @@ def test_the_paper_pipeline_runs_is_tracked_and_reports(paper_env, tmp_path, one
     assert "| MinD-Video 2023 | mean of 3 | 0.839 |" in apart
     assert "1,200 test samples, these runs scored 12" in apart
     assert "reported.md" in json.loads((out / "runs.json").read_text())["files"]
+
+
+@pytest.mark.slow  # the whole paper pipeline at toy sizes, as the test above: ~15 s
+def test_the_paper_pipeline_runs_on_converted_mindvideo_arrays(
+    paper_env, tmp_path, one_torch_thread, capsys
+):
+    """MinD-Video's arrays, converted, through every stage of the paper profile: read as they
+    are (their 32 columns are the ROI's voxels), windowed at offset 0, scored and reported
+    beside the published rows."""
+    from mlflow import MlflowClient
+
+    from harness.tracking import default_uri
+
+    raw = write_layout(
+        tmp_path / "npy", n_seg=2, n_test_seg=1, n_tr=12, voxels=32, size=16, flat_test=False
+    )
+    captions = np.array([[f"a clip {s} {t}" for t in range(12)] for s in range(1)])
+    np.save(raw / "text_test_256_3hz.npy", captions)
+    out = tmp_path / "converted"
+    assert main(["data", "prepare", "mindvideo-npy", str(raw), "--out", str(out), "--quiet"]) == 0
+    spec = write_spec(tmp_path, _npy_suite(out))
+    store = tmp_path / "store"
+    assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
+    client = MlflowClient(tracking_uri=default_uri(store))
+    exp = client.get_experiment_by_name("paper-e2e")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["n_samples"] == 12 and np.isfinite(run.data.metrics["ssim"])
+    assert run.data.params["data.window_offset"] == "0"
+    clips = np.load(next((store / "cache" / "decode").glob("*/clips.npy")))
+    assert clips.shape == (12, 6, 16, 16, 3)
+    report = tmp_path / "report"
+    assert main(["report", str(spec), "--store", str(store), "--out", str(report)]) == 0
+    table = (report / "table.md").read_text()
+    assert "window 2 from 0 TRs after the clip, edge clamp; 12 test samples" in table
+    # a mask that is not the arrays' ROI is refused by name, at the first stage reading the runs
+    mask = np.zeros(40)
+    mask[4:20] = 1  # 16 vertices, not 32
+    other = tmp_path / "other_roi.npy"
+    np.save(other, mask)
+    wrong = _npy_suite(out).replace("overrides:\n", f"overrides:\n  data.corpus_mask: {other}\n")
+    capsys.readouterr()
+    args = ["run", str(write_spec(tmp_path, wrong, "wrong.yaml")), "--store", str(tmp_path / "s2")]
+    assert main([*args, "--quiet", "--fail-fast"]) != 0
+    said = capsys.readouterr().out  # the run's failure, summarised
+    assert f"preprocessed runs have 32 voxels but the ROI mask {other} keeps 16" in said
