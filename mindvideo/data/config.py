@@ -6,7 +6,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mindvideo.data.paired import CheckedValSegments, FramesPerClip, Window, WindowOffset
+from mindvideo.data.paired import (
+    CheckedValSegments,
+    FramesPerClip,
+    TrainFraction,
+    Window,
+    WindowOffset,
+)
 from mindvideo.data.prepare import PrepareConfig
 from mindvideo.data.preprocess import PreprocessConfig
 from mindvideo.data.synth.config import SimulateConfig
@@ -57,6 +63,12 @@ class DataConfig(BaseModel):
         (),
         description="real data: training segments held out as the validation split, by name "
         "([seg18]) or a count from the end of the training list (1); never trained on",
+    )
+    train_fraction: TrainFraction = Field(
+        1.0,
+        description="the share of the training segments a subject has, scans and pairs alike: "
+        "the first round(f x n) (at least 1; nested, so 0.25's are among 0.5's); 1: all. For "
+        "data-regime studies; the MBM corpus is not affected",
     )
 
     @model_validator(mode="before")

@@ -47,6 +47,8 @@ CheckedValSegments = Annotated[ValSegments, AfterValidator(check_val_segments)]
 # per 2 s clip; 60 fps would be 120) so that a typo fails at validation; they only validate,
 # so no cache key changes.
 Window = Annotated[int, Field(ge=1, le=16)]
+# The share of the training segments whose (fMRI, clip) pairs a run has: a data-regime knob
+TrainFraction = Annotated[float, Field(gt=0, le=1)]
 WindowOffset = Annotated[int, Field(ge=-8, le=16)]
 FramesPerClip = Annotated[int, Field(ge=1, le=1000)]
 
@@ -69,11 +71,16 @@ class PairingConfig(BaseModel):
         description="real data: training segments held out as the validation split (names, "
         "or a count from the end of the training list); (): none",
     )
+    train_fraction: TrainFraction = Field(
+        1.0,
+        description="the share of the training segments the subject has (the first ones, "
+        "nested: 0.25's are among 0.5's); their scans and pairs only, everywhere",
+    )
 
 
 # Fields added after results were cached, at the values that behave as before: every stage whose
 # config is a PairingConfig leaves them out of its cache key (its KEY_NEUTRAL).
-PAIRING_KEY_NEUTRAL = {("val_segments",): []}
+PAIRING_KEY_NEUTRAL = {("val_segments",): [], ("train_fraction",): 1.0}
 
 
 def pairing(data: Any, subject: str) -> dict[str, Any]:
@@ -333,6 +340,20 @@ def encoder_voxels(dataset: Path, cfg, rec: Recording) -> np.ndarray | None:
     return None
 
 
+def open_training(
+    dataset: Path, subject: str, val_segments: ValSegments = (), train_fraction: float = 1.0
+) -> Recording:
+    """The subject's runs as a run sees them: validation segments held out, then only the
+    first round(train_fraction x n) of the n training segments left (at least one), as if
+    the subject had been scanned on those alone (voxel selection included)."""
+    rec = open_subject(dataset, subject, val_segments)
+    if train_fraction < 1.0:
+        train = rec.segments("train")
+        keep = max(1, int(train_fraction * len(train) + 0.5))
+        rec.runs["train"] = {seg: rec.runs["train"][seg] for seg in train[:keep]}
+    return rec
+
+
 def held_out_split(fmri: SubjectFMRI) -> str:
     """Where a stage measures its held-out loss: validation when the data have it, else test."""
     return "val" if fmri.segments.get("val") else "test"
@@ -342,7 +363,7 @@ def sample_counts(dataset: Path, cfg) -> dict[str, int]:
     """Samples per split that `cfg` (PairingConfig) pairs for its subject, from the runs'
     headers only (no fMRI is read): the windows each segment yields at its length, once per
     segment where repeats are averaged, once per viewing where they are kept."""
-    rec = open_subject(dataset, cfg.subject, cfg.val_segments)
+    rec = open_training(dataset, cfg.subject, cfg.val_segments, cfg.train_fraction)
     rec.check()
     windows = (cfg.window, cfg.window_offset, cfg.window_edge)
     return {
@@ -372,7 +393,7 @@ def subject_windows(
     """(SubjectFMRI, train Samples, Samples of `split`) of cfg.subject on the encoder's voxels
     (`voxels`, or the ROI / selection cfg.voxels names), windowed as cfg (PairingConfig).
     `split`: test, val, or held_out (val when the data have it, else test)."""
-    rec = open_subject(dataset, cfg.subject, cfg.val_segments)
+    rec = open_training(dataset, cfg.subject, cfg.val_segments, cfg.train_fraction)
     if voxels is None:
         voxels = encoder_voxels(dataset, cfg, rec)
     fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)

@@ -28,11 +28,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mindvideo.data.cc2017 import open_stimuli, open_subject
+from mindvideo.data.cc2017 import open_stimuli
 from mindvideo.data.paired import (
     PairingConfig,
     clip_video,
     make_samples,
+    open_training,
     prepare_fmri,
 )
 from mindvideo.errors import ConfigError
@@ -174,7 +175,8 @@ def _prepare(
             _MEMO.move_to_end(key)
             return _MEMO[key]
     stimuli = open_stimuli(dataset)
-    fmri = prepare_fmri(open_subject(dataset, cfg.subject, cfg.val_segments), cfg.preprocess)
+    rec = open_training(dataset, cfg.subject, cfg.val_segments, cfg.train_fraction)
+    fmri = prepare_fmri(rec, cfg.preprocess)
     tick(1, f"{cfg.subject} preprocessed")
     pad = cfg.preprocess.patch_size
     edge = cfg.window_edge

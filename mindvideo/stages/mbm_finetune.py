@@ -19,12 +19,14 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mindvideo.data.cc2017 import ValSegments, open_subject
+from mindvideo.data.cc2017 import ValSegments
 from mindvideo.data.paired import (
     PAIRING_KEY_NEUTRAL,
+    TrainFraction,
     check_val_segments,
     encoder_voxels,
     held_out_split,
+    open_training,
     prepare_fmri,
 )
 from mindvideo.data.preprocess import PreprocessConfig
@@ -45,6 +47,7 @@ class FinetuneConfig(BaseModel):
     roi_mask: str | None = None
     training: MBMConfig = Field(MBMConfig(), description="epochs, lr, batch, schedule, model")
     val_segments: ValSegments = Field((), description="data.val_segments: never trained on")
+    train_fraction: TrainFraction = Field(1.0, description="data.train_fraction")
 
     @field_validator("val_segments")
     @classmethod
@@ -60,7 +63,7 @@ def subject_volumes(dataset: Path, cfg: FinetuneConfig) -> tuple[np.ndarray, np.
     """The subject's cleaned (train, held-out) volumes on the encoder's voxels, as (n, V);
     held out: the validation segments where the data have them, else the test segments."""
 
-    rec = open_subject(dataset, cfg.subject, cfg.val_segments)
+    rec = open_training(dataset, cfg.subject, cfg.val_segments, cfg.train_fraction)
     voxels = encoder_voxels(dataset, cfg, rec)
     fmri = prepare_fmri(rec, cfg.preprocess, voxels=voxels)
     split = {}
@@ -127,6 +130,7 @@ def configure(profile, subject: str) -> FinetuneConfig:
         roi_mask=data.corpus_mask,
         training=training,
         val_segments=data.val_segments,
+        train_fraction=data.train_fraction,
     )
 
 

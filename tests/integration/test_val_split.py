@@ -362,3 +362,25 @@ def test_a_suite_on_eval_split_val_scores_the_val_clips(harness_run, tmp_path):
     assert len(names) and {str(n).rsplit("_", 1)[0] for n in names} <= {"val1", "val2"}
     (decoded,) = (store / "cache" / "baselines").glob("*/names.txt")
     assert decoded.read_text().split()[0] == "val1_000"
+
+
+def test_a_training_fraction_moves_the_subjects_stages_only():
+    """data.train_fraction is neutral at 1 and, set, gives new keys to the stages that read the
+    subject's training runs, never to the dataset, MBM on the corpus or the generator's
+    pretraining; every such stage's config carries it."""
+    quickstart = load_spec(REPO / "experiments" / "suites" / "quickstart.yaml")
+    full = build_plan(quickstart, {})
+    part = build_plan(quickstart, {"data.train_fraction": 0.25})
+    assert build_plan(quickstart, {"data.train_fraction": 1.0}).nodes.keys() == full.nodes.keys()
+    by_name = {}
+    for plan in (full, part):
+        for key, node in plan.nodes.items():
+            by_name.setdefault(node.name, []).append(key)
+    for name in ("simulate", "foundation", "mbm", "diffusion"):
+        assert len(set(by_name[name])) == len(by_name[name]) // 2, name
+    for name in ("contrastive", "cotrain", "decode", "evaluate"):
+        assert len(set(by_name[name])) == len(by_name[name]), name
+    cotrain = next(n for n in part.nodes.values() if n.name == "cotrain")
+    assert cotrain.config.train_fraction == 0.25
+    with pytest.raises(ConfigError, match="train_fraction"):
+        build_plan(quickstart, {"data.train_fraction": 1.5})

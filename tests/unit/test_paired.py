@@ -66,3 +66,33 @@ def test_clip_video_follows_the_samples(fmri, smoke_dataset):
     video = clip_video(stimuli, s, 6)
     assert video.shape == (len(s), 6, 32, 32, 3) and video.dtype == np.uint8
     np.testing.assert_array_equal(video[3], stimuli.clip(s.segment[3], s.clip[3], 6))
+
+
+def test_a_training_fraction_keeps_the_first_segments_nested(tmp_path):
+    """data.train_fraction: the first round(f x n) training segments, scans and pairs alike
+    (at least one, nested), after validation segments are held out; test untouched."""
+    from conftest import make_cc2017
+
+    from mindvideo.data.paired import PairingConfig, open_training, sample_counts
+    from mindvideo.data.preprocess import PreprocessConfig, SelectionConfig
+
+    train = tuple((f"seg{k}", 2) for k in range(1, 9))
+    make_cc2017(tmp_path, train=train, test=(("test1", 3),), n_tr=12)
+    kept = {
+        f: open_training(tmp_path, "subject1", (), f).segments("train")
+        for f in (0.125, 0.25, 0.5, 1.0)
+    }
+    assert kept[0.125] == ["seg1"] and kept[0.25] == ["seg1", "seg2"]
+    assert kept[0.5] == ["seg1", "seg2", "seg3", "seg4"] and len(kept[1.0]) == 8
+    assert open_training(tmp_path, "subject1", (), 0.01).segments("train") == ["seg1"]
+    held = open_training(tmp_path, "subject1", ("seg8",), 0.5)
+    assert held.segments("train") == ["seg1", "seg2", "seg3", "seg4"]  # of the 7 left: 3.5 -> 4
+    assert held.segments("val") == ["seg8"] and held.segments("test") == ["test1"]
+    cfg = PairingConfig(
+        preprocess=PreprocessConfig(selection=SelectionConfig(correction="none")),
+        window_offset=0,
+        train_fraction=0.25,
+    )
+    assert sample_counts(tmp_path, cfg) == {"train": 2 * 11, "test": 11}
+    with pytest.raises(ValueError):
+        PairingConfig(train_fraction=0.0)
