@@ -428,18 +428,24 @@ def test_prepare_mindvideo_npy_names_what_it_needs(tmp_path, capsys):
     assert "--out: for mindvideo-npy only" in capsys.readouterr().err
 
 
-def test_the_paper_pipeline_runs_is_tracked_and_reports(paper_env, tmp_path, one_torch_thread):
+def run_suite(spec: Path, store: Path):
+    """`mvbench run` the one-run paper-e2e suite; its finished MLflow run."""
     from mlflow import MlflowClient
 
     from harness.tracking import default_uri
 
-    spec = write_spec(tmp_path, SUITE)
-    store = tmp_path / "store"
     assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
     client = MlflowClient(tracking_uri=default_uri(store))
     exp = client.get_experiment_by_name("paper-e2e")
     (run,) = client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
     assert run.info.status == "FINISHED"
+    return run
+
+
+def test_the_paper_pipeline_runs_is_tracked_and_reports(paper_env, tmp_path, one_torch_thread):
+    spec = write_spec(tmp_path, SUITE)
+    store = tmp_path / "store"
+    run = run_suite(spec, store)
     m = run.data.metrics
     for key in (
         "video_2way_top1",
@@ -483,10 +489,6 @@ def test_the_paper_pipeline_runs_on_converted_mindvideo_arrays(
     """MinD-Video's arrays, converted, through every stage of the paper profile: read as they
     are (their 32 columns are the ROI's voxels), windowed at offset 0, scored and reported
     beside the published rows."""
-    from mlflow import MlflowClient
-
-    from harness.tracking import default_uri
-
     raw = write_layout(
         tmp_path / "npy", n_seg=2, n_test_seg=1, n_tr=12, voxels=32, size=16, flat_test=False
     )
@@ -496,11 +498,7 @@ def test_the_paper_pipeline_runs_on_converted_mindvideo_arrays(
     assert main(["data", "prepare", "mindvideo-npy", str(raw), "--out", str(out), "--quiet"]) == 0
     spec = write_spec(tmp_path, _npy_suite(out))
     store = tmp_path / "store"
-    assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 0
-    client = MlflowClient(tracking_uri=default_uri(store))
-    exp = client.get_experiment_by_name("paper-e2e")
-    (run,) = client.search_runs([exp.experiment_id], "tags.`mvbench.kind` = 'run'")
-    assert run.info.status == "FINISHED"
+    run = run_suite(spec, store)
     assert run.data.metrics["n_samples"] == 12 and np.isfinite(run.data.metrics["ssim"])
     assert run.data.params["data.window_offset"] == "0"
     clips = np.load(next((store / "cache" / "decode").glob("*/clips.npy")))
