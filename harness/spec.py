@@ -106,7 +106,11 @@ class Spec(BaseModel):
     seeds: Seeds = (0,)
     subjects: tuple[str, ...] | None = None
     baselines: tuple[Literal["ridge", "shuffled", "random-train-clip", "autoencoder"], ...] = ()
-    reference: str | None = None
+    reference: str | dict[str, str] | None = Field(
+        None,
+        description="the variant every other row is compared with, or pairs {variant: its "
+        "reference} (a contrast at each level of a design)",
+    )
     report: ReportSpec = ReportSpec()
 
     @field_validator("variants")
@@ -212,6 +216,25 @@ def expand_variants(spec: Spec) -> list[Variant]:
     for method in spec.baselines:
         rows.append(Variant(method, method, "baseline", {"method": method}))
     return rows
+
+
+def _check_reference(path: Path, reference: str | dict[str, str] | None, names: list[str]):
+    """Every name the reference gives is a row of the suite; a row is not its own reference."""
+    if reference is None:
+        return
+    pairs = reference.items() if isinstance(reference, dict) else [(None, reference)]
+    if isinstance(reference, dict) and not reference:
+        raise ConfigError(f"{path}: reference: empty; name a variant, pairs, or remove the key")
+    for variant, ref in pairs:
+        for name in (variant, ref):
+            if name is not None and name not in names:
+                where = "reference" if variant is None else f"reference: {variant}"
+                raise ConfigError(
+                    f"{path}: {where}: {name!r} is not a variant or baseline of this suite; "
+                    f"choose one of: {', '.join(names)}"
+                )
+        if variant == ref:
+            raise ConfigError(f"{path}: reference: {variant}: a row is not its own reference")
 
 
 def merge_included(base: dict, top: dict) -> dict:
@@ -326,11 +349,7 @@ def load_spec(path: Path | str, profile: str | None = None) -> LoadedSpec:
     except ValidationError as e:
         raise ConfigError(_invalid_spec(path, e, origin)) from None
     names = [v.name for v in expand_variants(spec)]
-    if spec.reference is not None and spec.reference not in names:
-        raise ConfigError(
-            f"{path}: reference: {spec.reference!r} is not a variant or baseline of this suite; "
-            f"choose one of: {', '.join(names)}"
-        )
+    _check_reference(path, spec.reference, names)
     digest = hashlib.sha256(
         json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
     ).hexdigest()[:12]

@@ -17,6 +17,7 @@ from harness import tracking as T
 from harness.plan import Plan, Run
 from harness.report import listed_files, remove_stale
 from harness.report.html import Samples
+from harness.report.reference import Reference
 from harness.tracking import Tracker
 from mindvideo.errors import ConfigError
 from mindvideo.eval.registry import metric_info
@@ -189,7 +190,7 @@ def _sweep_point(plan: Plan, run: Run, swept: set[str]) -> dict:
         return {}
     if len(v.overrides) == 1 and next(iter(v.overrides)) in swept:
         return dict(v.overrides)
-    if v.name == plan.spec.spec.reference and not v.overrides:
+    if v.name == Reference.of(plan.spec.spec.reference or {}).single and not v.overrides:
         point = {}
         for key in swept:
             value = run.profile
@@ -222,17 +223,16 @@ def write_report(
             )
         )
     report = plan.spec.spec.report
-    reference = reference or plan.spec.spec.reference
-    if reference is not None and reference not in set(found.runs["variant"]):
-        if reference in {r.variant.name for r in plan.runs}:
-            why = "has no finished run yet"
-        else:  # left out by --variant
-            why = f"is not among the variants reported (add --variant {reference})"
-        print(
-            f"warning: no deltas or paired tests: the reference {reference!r} {why}",
-            file=sys.stderr,
-        )
-        reference = None
+    reference = Reference.of(reference or plan.spec.spec.reference)
+    if reference is not None:
+        reference, missing = reference.keep(found.runs["variant"])
+        for name in missing:
+            if name in {r.variant.name for r in plan.runs}:
+                why = "has no finished run yet"
+            else:  # left out by --variant
+                why = f"is not among the variants reported (add --variant {name})"
+            what = f"the reference {name!r}" if reference is None else f"pairs with {name!r}"
+            print(f"warning: no deltas or paired tests: {what} {why}", file=sys.stderr)
     split = report_split(plan, found)
     mixed = mixed_computation(found)
     if mixed:
@@ -306,7 +306,8 @@ def write_report(
             f"keys): run them first: mvbench run {plan.spec.path}"
         ) from None
     if report.figures:
-        written += write_figures(found.runs, list(report.metrics), out / "figures", reference)
+        single = reference.single if reference is not None else None  # pairs: no one level
+        written += write_figures(found.runs, list(report.metrics), out / "figures", single)
     written += write_attention(found.runs, out, title, figures=report.figures)  # interpret runs
     grid = None
     if report.samples:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from harness.report.reference import Reference
 from mindvideo.errors import ConfigError
 
 # per_sample.npz holds, beside the metrics, the scored clips' names and, where the dataset
@@ -345,7 +346,7 @@ def holm(p: Sequence[float]) -> np.ndarray:
 
 def paired_tests(
     per_sample: PerSample,
-    reference: str,
+    reference: str | Reference,
     metrics: Sequence[str],
     n_boot: int = 2000,
     seed: int = 0,
@@ -366,14 +367,15 @@ def paired_tests(
             f"report.significance.correction: {correction!r}; use {', '.join(CORRECTIONS)}"
         )
     design = block_design(per_sample, blocks, block_clips) if method == "block" else None
-    variants = list(dict.fromkeys(v for (v, _, _) in per_sample if v != reference))
+    reference_of = Reference.of(reference).of_variant  # one reference, or each row's own
+    variants = list(dict.fromkeys(v for (v, _, _) in per_sample if reference_of(v) is not None))
     subjects = list(dict.fromkeys(sub for (_, sub, _) in per_sample))
     rows, most_seeds = [], 0
     for variant in variants:
         for metric in metrics:
             found = {}
             for subject in subjects:
-                diff = seed_differences(per_sample, variant, reference, subject, metric)
+                diff = seed_differences(per_sample, variant, reference_of(variant), subject, metric)
                 if diff is not None:
                     found[subject] = diff
             most_seeds = max([most_seeds, *(len(found[s][1]) for s in found)])

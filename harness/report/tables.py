@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.report.reference import Reference
 from mindvideo.errors import ConfigError
 from mindvideo.eval.registry import metric_info
 
@@ -76,8 +77,10 @@ def metric_columns(runs: pd.DataFrame) -> list[str]:
     ]
 
 
-def check_runs(runs: pd.DataFrame, metrics: Sequence[str], reference: str | None) -> None:
-    """Raise if the runs frame lacks an id column, a requested metric or the reference."""
+def check_runs(
+    runs: pd.DataFrame, metrics: Sequence[str], reference: str | Reference | None
+) -> None:
+    """Raise if the runs frame lacks an id column, a requested metric or a reference."""
     missing_ids = [c for c in ID_COLUMNS if c not in runs.columns]
     if missing_ids:
         raise ValueError(f"runs frame lacks the column(s) {', '.join(missing_ids)}")
@@ -92,10 +95,12 @@ def check_runs(runs: pd.DataFrame, metrics: Sequence[str], reference: str | None
             f"unknown metric(s) {', '.join(unknown)}: no run logged them; "
             f"the runs have the metrics {have}"
         )
-    if reference is not None and reference not in set(runs["variant"]):
+    reference = Reference.of(reference)
+    absent = [] if reference is None else reference.keep(runs["variant"])[1]
+    if absent:
         have = ", ".join(str(v) for v in pd.unique(runs["variant"]))
         raise ConfigError(
-            f"reference variant {reference!r} is not among the runs' variants ({have}); "
+            f"reference variant {absent[0]!r} is not among the runs' variants ({have}); "
             "choose one of them or no reference"
         )
 
@@ -107,14 +112,24 @@ def _ci_mean(rows: pd.DataFrame, metric: str, bound: str) -> float:
     return float(rows.loc[rows[metric].notna(), column].mean())
 
 
-def _annotate(frame: pd.DataFrame, keys: list[str], reference: str | None) -> pd.DataFrame:
-    """Add `delta` (vs the reference at the same keys; NaN for the reference) and `best`."""
-    if reference is not None:
-        ref = frame.loc[frame["variant"] == reference, [*keys, "mean"]]
+def _annotate(frame: pd.DataFrame, keys: list[str], reference: Reference | None) -> pd.DataFrame:
+    """Add `delta` (vs the row's reference at the same keys; NaN for a reference and an
+    unpaired row) and `best`."""
+    if reference is not None and reference.single is not None:
+        single = reference.single
+        ref = frame.loc[frame["variant"] == single, [*keys, "mean"]]
         ref = ref.rename(columns={"mean": "_ref"})
         frame = frame.merge(ref, on=keys, how="left")
         frame["delta"] = frame["mean"] - frame["_ref"]
-        frame.loc[frame["variant"] == reference, "delta"] = math.nan
+        frame.loc[frame["variant"] == single, "delta"] = math.nan
+    elif reference is not None:  # pairs: each row against its own reference
+        ref = frame[[*keys, "variant", "mean"]].rename(
+            columns={"variant": "_refvar", "mean": "_ref"}
+        )
+        frame = frame.assign(_refvar=frame["variant"].map(dict(reference.pairs)))
+        frame = frame.merge(ref, on=[*keys, "_refvar"], how="left").drop(columns="_refvar")
+        frame["delta"] = frame["mean"] - frame["_ref"]
+    if reference is not None:
         stimulus = frame["metric"].map(lambda m: metric_info(m).stimulus_level).astype(bool)
         frame.loc[stimulus, "delta"] = math.nan
         frame = frame.drop(columns="_ref")
@@ -129,7 +144,7 @@ def _annotate(frame: pd.DataFrame, keys: list[str], reference: str | None) -> pd
 
 
 def summarise_runs(
-    runs: pd.DataFrame, metrics: list[str], reference: str | None
+    runs: pd.DataFrame, metrics: list[str], reference: str | Reference | None
 ) -> dict[str, pd.DataFrame]:
     """Long-format summaries of the runs: {"subject": per variant x subject x metric,
     "average": per variant x metric}.
@@ -147,6 +162,7 @@ def summarise_runs(
     some runs is left out of their means; a metric no run has raises ConfigError.
     """
     metrics = list(dict.fromkeys(metrics))
+    reference = Reference.of(reference)
     check_runs(runs, metrics, reference)
     runs = runs.copy()
     for m in metrics:
@@ -365,7 +381,7 @@ class _Grid:
 def _grid(
     frame: pd.DataFrame,
     metrics: list[str],
-    reference: str | None,
+    reference: Reference | None,
     d: _Dialect,
     cell: Callable[[pd.Series, int, _Dialect], str] = _cell,
     arrows: bool = True,
@@ -382,9 +398,7 @@ def _grid(
     grid = _Grid(header, [], [])
     for variant in pd.unique(frame["variant"]):
         first = by_key.loc[(variant, metrics[0])]
-        label = d.escape(variant)
-        if variant == reference:
-            label += " (ref.)"
+        label = d.escape(variant + (reference.label(variant) if reference is not None else ""))
         if variant in partial:
             label += d.dagger
         row = [label] + [cell(by_key.loc[(variant, m)], decimals[m], d) for m in metrics]
@@ -473,7 +487,7 @@ def _significance_caption(average: pd.DataFrame, d: _Dialect) -> str:
 
 
 def _caption(
-    summary: dict[str, pd.DataFrame], reference: str | None, d: _Dialect, n_subjects: int
+    summary: dict[str, pd.DataFrame], reference: Reference | None, d: _Dialect, n_subjects: int
 ) -> str:
     """What the cells mean: the split, ±, the delta, bold, the CIs, chance and the marks."""
     average = summary["average"]
@@ -484,9 +498,7 @@ def _caption(
         "the average first averages the subjects within each seed.",
     ]
     if reference is not None:
-        parts.append(
-            f"In parentheses: difference of the mean from the reference {d.escape(reference)}."
-        )
+        parts.append(f"In parentheses: difference of the mean from {d.escape(reference.text())}.")
     parts.append("Bold = best per column.")
     if average[["ci_low", "ci_high"]].notna().any(axis=None):
         parts.append(
@@ -514,7 +526,7 @@ class _Tables:
 
     summary: dict[str, pd.DataFrame]
     metrics: list[str]
-    reference: str | None
+    reference: Reference | None
     group_by: Sequence[str]
     title: str
     n_subjects: int
@@ -548,14 +560,14 @@ def _write_md(t: _Tables) -> str:
         grid = _grid(average, metrics, reference, _MD, cell=_ci_cell, arrows=False)
         lines += _md_table(grid) + [""]
     if "p_value" in average.columns and average["p_value"].notna().any():
-        lines += [f"## Paired differences from the reference {reference}", ""]
+        lines += [f"## Paired differences from {reference.text()}", ""]
         lines += [
             "_Average over subjects: mean per-clip difference (variant − reference) "
             "[95% CI] and p (corrected as the caption says; raw p in table.csv)._",
             "",
         ]
-        shown = average[average["variant"] != reference]
-        grid = _grid(shown, metrics, None, _MD, cell=_paired_cell, arrows=False)
+        shown = average[average["variant"].map(reference.of_variant).notna()]
+        grid = _grid(shown, metrics, reference, _MD, cell=_paired_cell, arrows=False)
         lines += _md_table(grid) + [""]
     return "\n".join(lines)
 
@@ -656,7 +668,7 @@ def write_tables(
     runs: pd.DataFrame,
     metrics: list[str],
     out: Path,
-    reference: str | None,
+    reference: str | Reference | None,
     formats: Sequence[str] = ("md", "tex", "csv"),
     group_by: Sequence[str] = ("average", "subject"),
     title: str = "",
@@ -679,6 +691,7 @@ def write_tables(
     if bad:
         raise ConfigError(f"unknown table grouping(s) {', '.join(bad)}; use {', '.join(GROUPINGS)}")
     metrics = list(dict.fromkeys(metrics))
+    reference = Reference.of(reference)
     summary = summarise_runs(runs, metrics, reference)
     for frame in summary.values():
         frame.attrs = {"split": split, "metrics": tuple(metrics)}

@@ -503,3 +503,25 @@ def test_a_report_under_another_profile_goes_beside_the_committed_one():
     assert default_out(build_plan(load_spec(quickstart))) == Path("results/quickstart")
     smoke = build_plan(load_spec(quickstart, "smoke"))
     assert default_out(smoke) == Path("results/quickstart-smoke")
+
+
+def test_a_reference_of_pairs_names_rows_of_the_suite(tmp_path):
+    from harness.spec import load_spec
+
+    body = (
+        "profile: smoke\nvariants: {a: {}, b: {encoder.init: scratch}, c: {}}\n"
+        "baselines: [ridge]\nreference: REF\n"
+    )
+
+    def spec(ref: str):
+        path = tmp_path / "s.yaml"
+        path.write_text(body.replace("REF", ref))
+        return load_spec(path)
+
+    assert spec("{a: b, c: ridge}").spec.reference == {"a": "b", "c": "ridge"}
+    with pytest.raises(ConfigError, match=r"reference: a: 'z' is not a variant or baseline"):
+        spec("{a: z}")
+    with pytest.raises(ConfigError, match=r"reference: a: a row is not its own reference"):
+        spec("{a: a}")
+    with pytest.raises(ConfigError, match=r"reference: empty"):
+        spec("{}")

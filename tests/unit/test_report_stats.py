@@ -348,3 +348,29 @@ def test_a_report_refuses_runs_scored_on_different_splits():
         report_split(plan, NS(run_ids={"a": 1, "b": 2, "c": 3}))
     # a run that has not finished does not count
     assert report_split(plan, NS(run_ids={"b": 2, "c": 3})) == "val"
+
+
+def test_pairs_compare_each_row_with_its_own_reference(tmp_path):
+    """reference: {variant: its reference}: a contrast at each level of a design (here mbm
+    vs scratch at two data fractions). Each row's delta, paired test and mark are against its
+    own reference; the references and unpaired rows have none; the table names the pairs."""
+    from harness.report.reference import Reference
+
+    base = np.random.default_rng(7).uniform(0.2, 0.4, N)
+    gain = {"mbm-low": 0.1, "scratch-low": 0.0, "mbm-high": 0.3, "scratch-high": 0.3, "x": 0.5}
+    per = {(v, "s1", 0): block_scores(base + g) for v, g in gain.items()}
+    pairs = Reference.of({"mbm-low": "scratch-low", "mbm-high": "scratch-high"})
+    t = paired_tests(per, pairs, ["ssim"], n_boot=300)
+    assert set(t.variant) == {"mbm-low", "mbm-high"}
+    delta = t[t.subject == "s1"].set_index("variant")["delta"]
+    assert delta["mbm-low"] == pytest.approx(0.1) and delta["mbm-high"] == pytest.approx(0.0)
+    write_tables(runs_of(per), ["ssim"], tmp_path, pairs, formats=("md", "csv"), tests=t)
+    md = (tmp_path / "table.md").read_text()
+    assert "difference of the mean from each row's reference" in md
+    assert "| mbm-low (vs scratch-low) | 0.398 (+0.100)* |" in md
+    assert "| mbm-high (vs scratch-high) | 0.598 (+0.000) |" in md
+    assert "| scratch-low (ref.) | 0.298 |" in md and "| x | **0.798** |" in md
+    assert "## Paired differences from each row's reference" in md
+    assert "| mbm-low (vs scratch-low) | +0.100 [0.100, 0.100] p<0.001* |" in md
+    csv = pd.read_csv(tmp_path / "table.csv")
+    assert csv.loc[csv.variant == "x", "delta"].isna().all()
