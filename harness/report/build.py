@@ -306,8 +306,7 @@ def write_report(
             f"keys): run them first: mvbench run {plan.spec.path}"
         ) from None
     if report.figures:
-        single = reference.single if reference is not None else None  # pairs: no one level
-        written += write_figures(found.runs, list(report.metrics), out / "figures", single)
+        written += write_figures(found.runs, list(report.metrics), out / "figures", reference)
     written += write_attention(found.runs, out, title, figures=report.figures)  # interpret runs
     grid = None
     if report.samples:

@@ -14,6 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.report.reference import Reference
 from harness.report.tables import PARAM_PREFIX, chance_text, check_runs, direction_arrow
 from mindvideo.eval.registry import metric_info
 
@@ -101,7 +102,7 @@ def _file_part(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name.replace(".", "_"))
 
 
-def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) -> bool:
+def _bars(runs: pd.DataFrame, metric: str, references: list[str], path: Path) -> bool:
     """Bars per variant (sd over seeds), per-subject points; False if no run has the metric."""
     scores = _per_seed(runs, metric, ["variant"])
     if scores.empty:
@@ -110,7 +111,7 @@ def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) ->
     kinds = runs.groupby("variant", sort=False)["kind"].first()
     colors = {
         v: REFERENCE_COLOR
-        if v == reference
+        if v in references
         else (BASELINE_COLOR if kinds[v] == "baseline" else MODEL_COLOR)
         for v in order
     }
@@ -151,7 +152,7 @@ def _bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) ->
     return True
 
 
-def _subject_bars(runs: pd.DataFrame, metric: str, reference: str | None, path: Path) -> bool:
+def _subject_bars(runs: pd.DataFrame, metric: str, references: list[str], path: Path) -> bool:
     """Grouped bars: variants on x, one bar per subject (sd over seeds); False with fewer than
     two subjects or no run with the metric."""
     scores = runs.dropna(subset=[metric])
@@ -166,9 +167,10 @@ def _subject_bars(runs: pd.DataFrame, metric: str, reference: str | None, path: 
     ax.set_xlabel("")
     ax.set_ylabel(_axis_label(metric))
     ax.set_title(f"{metric_info(metric).label} per subject")
-    if reference in order:
-        ticks = ax.get_xticklabels()
-        ticks[order.index(reference)].set_fontweight("bold")
+    ticks = ax.get_xticklabels()
+    for reference in references:
+        if reference in order:
+            ticks[order.index(reference)].set_fontweight("bold")
     _slant_labels(ax, order)
     fig.savefig(path, dpi=DPI)
     return True
@@ -269,7 +271,7 @@ def _lines(
 
 
 def write_figures(
-    runs: pd.DataFrame, metrics: list[str], out: Path, reference: str | None = None
+    runs: pd.DataFrame, metrics: list[str], out: Path, reference: str | Reference | None = None
 ) -> list[Path]:
     """Write out/bars_<metric>.png per metric (and subjects_<metric>.png with several subjects),
     out/line_<param>.png per numeric grid parameter (and tradeoff_<param>.png when semantic and
@@ -277,7 +279,10 @@ def write_figures(
     skipped, and so are the stimuli's levels (the registry's `stimulus_level`), drawn in their
     metric's figure."""
     metrics = list(dict.fromkeys(metrics))
+    reference = Reference.of(reference)
     check_runs(runs, metrics, reference)
+    references = reference.names if reference is not None else []  # the bars they colour
+    single = reference.single if reference is not None else None  # the level lines draw
     metrics = [m for m in metrics if not metric_info(m).stimulus_level]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,15 +292,15 @@ def write_figures(
     written = []
     for metric in metrics:
         path = out / f"bars_{_file_part(metric)}.png"
-        if _bars(runs, metric, reference, path):
+        if _bars(runs, metric, references, path):
             written.append(path)
         path = out / f"subjects_{_file_part(metric)}.png"
-        if _subject_bars(runs, metric, reference, path):
+        if _subject_bars(runs, metric, references, path):
             written.append(path)
     for column in [c for c in runs.columns if c.startswith(PARAM_PREFIX)]:
         name = _file_part(column[len(PARAM_PREFIX) :])
         path = out / f"line_{name}.png"
-        if _lines(runs, column, metrics, reference, path):
+        if _lines(runs, column, metrics, single, path):
             written.append(path)
         path = out / f"tradeoff_{name}.png"
         if _tradeoff(runs, column, metrics, path):
