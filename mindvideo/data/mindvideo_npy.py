@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mindvideo.data.cc2017 import ValSegments, held_out_names
+from mindvideo.data.cc2017 import PREPROCESSED, ValSegments, held_out_names
 from mindvideo.data.paired import Samples
 from mindvideo.data.preprocess import pad_to_patch
 from mindvideo.data.windows import Edge, make_windows, window_indices
@@ -233,21 +233,28 @@ class Converted:
     fps: float = 0.0
     frames_per_tr: int = 0
 
+    def write(self, path: Path, make) -> None:
+        """Write `make()` to `path` unless an earlier call did (counted either way)."""
+        wrote = _write_atomic(path, make)
+        self.written += wrote
+        self.skipped += not wrote
+
 
 def _stamp(path: Path) -> list[int]:
     stat = path.stat()
     return [stat.st_size, int(stat.st_mtime)]
 
 
-def _write_atomic(path: Path, value: np.ndarray | pd.DataFrame) -> bool:
-    """Write an array (.npy) or table (.csv) to `path` through a temporary file moved into
-    place; False if it exists already (a file in place is complete: an interrupted write leaves
-    only the temporary file)."""
+def _write_atomic(path: Path, make) -> bool:
+    """Write the array (.npy) or table (.csv) `make()` returns to `path` through a temporary
+    file moved into place; False, without calling `make`, if it exists already (a file in
+    place is complete: an interrupted write leaves only the temporary file)."""
     if path.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        value = make()
         if isinstance(value, pd.DataFrame):
             value.to_csv(tmp, index=False)
         else:
@@ -322,6 +329,12 @@ def convert(
             raise DataError(f"{src}: no video_{split}_<size>_<fps>hz.npy")
         video_path = videos[split]
         fps = float(VIDEO_FILE.match(video_path.name).group("fps"))
+        frames = load_split(src, subjects[0], split).video.shape[1]
+        if abs(frames - fps * tr) > 1e-6:  # before anything of the split is written
+            raise DataError(
+                f"{video_path}: {frames} frames per clip at {fps:g} Hz span "
+                f"{frames / fps:g} s, but the TR is {tr:g} s; give the data's TR (--tr)"
+            )
         shown = None
         for subject in subjects:
             data = load_split(src, subject, split)
@@ -337,41 +350,38 @@ def convert(
             folder = out / subject / "fmri"
             for k in range(n_seg):
                 name = f"{kind}{k + 1}"
-                run = folder / name / "npy" / f"{name}_1.npy"
                 rows = slice(k * per, (k + 1) * per)
-                wrote = not run.exists() and _write_atomic(
-                    run, np.asarray(data.fmri[rows], dtype=np.float32)
+                done.write(
+                    folder / name / "npy" / f"{name}_1.npy",
+                    lambda rows=rows, d=data: np.asarray(d.fmri[rows], dtype=np.float32),
                 )
-                done.written += wrote
-                done.skipped += not wrote
                 tick(1, f"{subject} {name}")
-            meta = {"tr": tr, "from": str(src.resolve()), "preprocessed": "MinD-Video"}
-            (folder / "preprocessed.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
         n_seg, per, _ = shown
         done.segments[split] = n_seg
-        frames = data.video.shape[1]
-        if abs(frames - fps * tr) > 1e-6:
-            raise DataError(
-                f"{video_path}: {frames} frames per clip at {fps:g} Hz span "
-                f"{frames / fps:g} s, but the TR is {tr:g} s; give the data's TR (--tr)"
-            )
         done.fps, done.frames_per_tr = fps, frames
         for k in range(n_seg):
             name = f"{kind}{k + 1}"
             rows = slice(k * per, (k + 1) * per)
-            target = stimuli / f"{name}.npy"
-            wrote = not target.exists() and _write_atomic(
-                target, np.asarray(data.video[rows]).reshape((-1,) + data.video.shape[2:])
+            done.write(
+                stimuli / f"{name}.npy",
+                lambda rows=rows, d=data: np.asarray(d.video[rows]).reshape(
+                    (-1,) + d.video.shape[2:]
+                ),
             )
-            done.written += wrote
-            done.skipped += not wrote
             if data.text is not None:
-                captions = pd.DataFrame({"caption": [str(t) for t in data.text[rows]]})
-                wrote = _write_atomic(stimuli / f"{name}_clips.csv", captions)
-                done.written += wrote
-                done.skipped += not wrote
+                done.write(
+                    stimuli / f"{name}_clips.csv",
+                    lambda rows=rows, d=data: pd.DataFrame(
+                        {"caption": [str(t) for t in d.text[rows]]}
+                    ),
+                )
         if data.text is not None:
             done.captioned.append(split)
+    runs = {"tr": tr, "from": str(src.resolve()), "preprocessed": "MinD-Video"}
+    for subject in subjects:
+        (out / subject / "fmri" / PREPROCESSED).write_text(
+            json.dumps(runs) + "\n", encoding="utf-8"
+        )
     meta = {"fps": done.fps, "frames_per_tr": done.frames_per_tr}
     (stimuli / "stimuli.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
     return done
