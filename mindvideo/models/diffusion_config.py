@@ -122,12 +122,28 @@ class GeneratorConfig(BaseModel):
         "each transformer block after its feed-forward (in_block: MinD-Video's public UNet; "
         "LayerNorm, no positions, only the output weight zero at init)",
     )
+    temporal_condition: bool = Field(
+        False,
+        description="true: each temporal layer also attends to the condition tokens (a "
+        "cross-attention after its attention over the frames, zero at init), so the caption or "
+        "the fMRI can steer how the frames change; false: only the spatial cross-attention reads "
+        "the condition (MinD-Video). Needs temporal_layers",
+    )
+
+    @model_validator(mode="after")
+    def _condition_needs_layers(self) -> GeneratorConfig:
+        if self.temporal_condition and not self.temporal_layers:
+            raise ValueError(
+                "temporal_condition: true needs temporal layers to attend from; set "
+                "generator.temporal_layers: true or generator.temporal_condition: false"
+            )
+        return self
 
 
 # Generator fields added after entries were cached, at the value those entries had: left out of
 # the keys of the stages that read `generator` (GENERATOR_KEY_NEUTRAL) and of generator.json, so
 # earlier entries stay valid.
-GENERATOR_NEUTRAL = {"temporal_layer": "post_transformer"}
+GENERATOR_NEUTRAL = {"temporal_layer": "post_transformer", "temporal_condition": False}
 GENERATOR_KEY_NEUTRAL = {("generator", k): v for k, v in GENERATOR_NEUTRAL.items()}
 
 

@@ -19,6 +19,11 @@ MinD-Video's "network temporal inflation", built on an unmodified `UNet2DConditi
                       output projection's weight zero at init (its bias keeps the default draw,
                       so a fresh layer adds the same small vector to every frame: it mixes no
                       frames, but the output is the image UNet's only up to that shift).
+  With `temporal_condition`, each temporal layer also attends to the condition tokens after its
+  attention over the frames (`ConditionAttention`; its query carries the frame position where
+  the layer has positions), with its output weight zero at init: the caption, or the fMRI
+  condition, can then steer how the frames change, not only what each frame shows. MinD-Video's
+  UNet reads the condition in the spatial cross-attention only.
 The condition (tokens, dim) is shared by every frame of a clip.
 """
 
@@ -59,10 +64,11 @@ def key_frames(mode: str, frames: int) -> torch.Tensor:
 
 
 class FrameState:
-    """The number of frames of the current call, shared by the processors and temporal layers
-    of one inflated UNet (they see (batch * frames, ...) tensors)."""
+    """The number of frames and the condition of the current call, shared by the processors and
+    temporal layers of one inflated UNet (they see (batch * frames, ...) tensors)."""
 
     frames: int = 1
+    condition: torch.Tensor | None = None  # (batch, tokens, dim), one per clip
 
 
 class FrameAttnProcessor:
@@ -130,45 +136,98 @@ def frame_positions(frames: int, dim: int) -> torch.Tensor:
     return table
 
 
-class TemporalAttention(nn.Module):
-    """Attention over the frames at each pixel; returns the residual to add (zero at init)."""
+class ConditionAttention(nn.Module):
+    """Cross-attention from every token of every frame to its clip's condition tokens (the
+    temporal layers' `temporal_condition`); returns the residual to add (zero at init).
 
-    def __init__(self, channels: int, heads: int, state: FrameState, groups: int = 32):
+    Cross-attention mixes no queries, so the (batch, frames * tokens, channels) queries of a clip
+    attend to its condition directly: the condition is never repeated per frame or per pixel."""
+
+    def __init__(self, channels: int, heads: int, cond_dim: int, state: FrameState):
+        super().__init__()
+        self.state = state
+        self.norm = nn.LayerNorm(channels)
+        self.attn = Attention(
+            query_dim=channels,
+            cross_attention_dim=cond_dim,
+            heads=heads,
+            dim_head=channels // heads,
+        )
+        nn.init.zeros_(self.attn.to_out[0].weight)
+        nn.init.zeros_(self.attn.to_out[0].bias)
+
+    def forward(self, y: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """y: (batch, frames, tokens, channels); positions: (frames, channels) or None."""
+        cond = self.state.condition
+        if cond is None:
+            raise ValueError("temporal_condition: a temporal layer was called with no condition")
+        b, f, n, c = y.shape
+        q = self.norm(y)
+        if positions is not None:
+            q = q + positions[None, :, None, :].to(q)
+        out = self.attn(q.reshape(b, f * n, c), encoder_hidden_states=cond.to(q))
+        return out.view(b, f, n, c)
+
+
+class TemporalAttention(nn.Module):
+    """Attention over the frames at each pixel, then (with `cond_dim`) to the condition tokens;
+    returns the residual to add (zero at init)."""
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        state: FrameState,
+        groups: int = 32,
+        cond_dim: int | None = None,
+    ):
         super().__init__()
         self.state = state
         self.norm = nn.GroupNorm(math.gcd(groups, channels), channels, eps=1e-6)
         self.attn = Attention(query_dim=channels, heads=heads, dim_head=channels // heads)
         nn.init.zeros_(self.attn.to_out[0].weight)
         nn.init.zeros_(self.attn.to_out[0].bias)
+        self.cond = (
+            None if cond_dim is None else ConditionAttention(channels, heads, cond_dim, state)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = self.state.frames
         bf, c, h, w = x.shape  # (batch * frames, channels, height, width)
         b = bf // frames
         y = self.norm(x).view(b, frames, c, h * w).permute(0, 3, 1, 2)  # (b, hw, frames, c)
-        y = y + frame_positions(frames, c).to(y)
-        y = self.attn(y.reshape(b * h * w, frames, c))
-        return y.view(b, h * w, frames, c).permute(0, 2, 3, 1).reshape(bf, c, h, w)
+        positions = frame_positions(frames, c).to(y)
+        y = self.attn((y + positions).reshape(b * h * w, frames, c))
+        y = y.view(b, h * w, frames, c).transpose(1, 2)  # (b, frames, hw, c)
+        if self.cond is not None:
+            tokens = x.view(b, frames, c, h * w).transpose(2, 3) + y  # (b, frames, hw, c)
+            y = y + self.cond(tokens, positions)
+        return y.permute(0, 1, 3, 2).reshape(bf, c, h, w)
 
 
 class BlockTemporal(nn.Module):
-    """Attention over the frames at each token of a transformer block's output (in_block);
-    returns the residual to add."""
+    """Attention over the frames at each token of a transformer block's output (in_block), then
+    (with `cond_dim`) to the condition tokens; returns the residual to add."""
 
-    def __init__(self, channels: int, heads: int, state: FrameState):
+    def __init__(self, channels: int, heads: int, state: FrameState, cond_dim: int | None = None):
         super().__init__()
         self.state = state
         self.norm = nn.LayerNorm(channels)
         self.attn = Attention(query_dim=channels, heads=heads, dim_head=channels // heads)
         nn.init.zeros_(self.attn.to_out[0].weight)
+        self.cond = (
+            None if cond_dim is None else ConditionAttention(channels, heads, cond_dim, state)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = self.state.frames
         bf, n, c = x.shape  # (batch * frames, tokens, channels)
         b = bf // frames
         y = self.norm(x).view(b, frames, n, c).transpose(1, 2).reshape(b * n, frames, c)
-        y = self.attn(y)
-        return y.view(b, n, frames, c).transpose(1, 2).reshape(bf, n, c)
+        y = self.attn(y).view(b, n, frames, c).transpose(1, 2)  # (b, frames, tokens, c)
+        if self.cond is not None:
+            y = y + self.cond(x.view(b, frames, n, c) + y)
+        return y.reshape(bf, n, c)
 
 
 class InflatedBlock(nn.Module):
@@ -220,6 +279,7 @@ class InflatedUNet(nn.Module):
         temporal_layers: bool = True,
         temporal_heads: int = 8,
         temporal_layer: str = "post_transformer",
+        temporal_condition: bool = False,
     ):
         super().__init__()
         if temporal_layer not in TEMPORAL_LAYERS:
@@ -230,6 +290,8 @@ class InflatedUNet(nn.Module):
         self.state = FrameState()
         self.temporal_layers = temporal_layers
         self.temporal_layer = temporal_layer
+        self.temporal_condition = temporal_layers and temporal_condition
+        cond_dim = unet.config.cross_attention_dim if self.temporal_condition else None
         in_block = temporal_layers and temporal_layer == "in_block"
         for slots, i in list(_transformer_slots(unet)):
             spatial = slots[i]
@@ -239,11 +301,12 @@ class InflatedUNet(nn.Module):
                 for j, block in enumerate(blocks):
                     width = block.norm1.normalized_shape[0]
                     heads = math.gcd(temporal_heads, width)
-                    blocks[j] = InflatedBlock(block, BlockTemporal(width, heads, self.state))
+                    temporal_j = BlockTemporal(width, heads, self.state, cond_dim)
+                    blocks[j] = InflatedBlock(block, temporal_j)
             elif temporal_layers:
                 channels = spatial.config.in_channels
                 heads = math.gcd(temporal_heads, channels)
-                temporal = TemporalAttention(channels, heads, self.state)
+                temporal = TemporalAttention(channels, heads, self.state, cond_dim=cond_dim)
             slots[i] = InflatedTransformer(spatial, temporal)
         self.set_frame_attention(frame_attention)
 
@@ -287,7 +350,11 @@ class InflatedUNet(nn.Module):
         if t.ndim == 1 and len(t) == b:
             t = t.repeat_interleave(f)
         self.state.frames = f
-        out = self.unet(x, t, encoder_hidden_states=cond).sample  # (b * f, c_out, h, w)
+        self.state.condition = encoder_hidden_states if self.temporal_condition else None
+        try:
+            out = self.unet(x, t, encoder_hidden_states=cond).sample  # (b * f, c_out, h, w)
+        finally:
+            self.state.condition = None
         return out.view(b, f, -1, h, w).transpose(1, 2)
 
 
@@ -328,7 +395,12 @@ def inflate(unet, cfg: GeneratorConfig, seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return InflatedUNet(
-            unet, cfg.frame_attention, cfg.temporal_layers, cfg.temporal_heads, cfg.temporal_layer
+            unet,
+            cfg.frame_attention,
+            cfg.temporal_layers,
+            cfg.temporal_heads,
+            cfg.temporal_layer,
+            cfg.temporal_condition,
         )
 
 

@@ -21,9 +21,11 @@ from mindvideo.models.inflated_unet import (
     GENERATOR_FILE,
     TEMPORAL_LAYERS,
     BlockTemporal,
+    ConditionAttention,
     FrameAttnProcessor,
     FrameState,
     InflatedUNet,
+    TemporalAttention,
     key_frames,
     load_pretrained,
     save_generator_file,
@@ -216,6 +218,58 @@ def test_temporal_layers_act_once_trained(placement):
     assert all(p.grad is not None for p in video.temporal_parameters())
 
 
+@pytest.mark.parametrize("placement", TEMPORAL_LAYERS)
+def test_fresh_condition_attention_leaves_the_image_unet(placement):
+    """temporal_condition adds a cross-attention to each temporal layer, silent at init."""
+    image = tiny_unet()
+    video = InflatedUNet(tiny_unet(), "none", temporal_layer=placement, temporal_condition=True)
+    layers = [m for m in video.modules() if isinstance(m, ConditionAttention)]
+    temporal = [m for m in video.modules() if isinstance(m, BlockTemporal | TemporalAttention)]
+    assert len(layers) == len(temporal) == 4  # one per temporal layer
+    assert all(m.attn.to_k.in_features == 12 for m in layers)  # reads the 12-wide condition
+    if placement == "in_block":
+        zero_in_block_biases(video)
+    sample, t, cond = inputs()
+    with torch.no_grad():
+        out = video(sample, t, cond)
+        for f in range(FRAMES):
+            expected = image(sample[:, :, f], t, encoder_hidden_states=cond).sample
+            torch.testing.assert_close(out[:, :, f], expected, atol=1e-5, rtol=1e-5)
+    assert video.state.condition is None  # not kept past the call
+
+
+@pytest.mark.parametrize("placement", TEMPORAL_LAYERS)
+def test_temporal_layers_read_the_condition_once_trained(placement):
+    """With its condition attention trained, a temporal layer's output depends on the condition
+    (beyond what the spatial cross-attention reads), and every one of its weights learns."""
+    video = InflatedUNet(tiny_unet(), "none", temporal_layer=placement, temporal_condition=True)
+    sample, t, cond = inputs()
+    other = torch.randn(cond.shape, generator=torch.Generator().manual_seed(7))
+    layers = [m for m in video.modules() if isinstance(m, ConditionAttention)]
+    with torch.no_grad():
+        silent = video(sample, t, cond) - video(sample, t, other)
+        for layer in layers:
+            for p in layer.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        heard = video(sample, t, cond) - video(sample, t, other)
+    assert (heard - silent).abs().max() > 1e-4
+    video(sample, t, cond).pow(2).mean().backward()
+    cond_params = [p for layer in layers for p in layer.parameters()]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cond_params)
+    assert {id(p) for p in cond_params} <= {id(p) for p in video.temporal_parameters()}
+
+
+def test_temporal_condition_needs_temporal_layers():
+    with pytest.raises(ValueError, match="temporal_condition: true needs temporal layers"):
+        GeneratorConfig(temporal_layers=False, temporal_condition=True)
+    assert (
+        InflatedUNet(
+            tiny_unet(), "none", temporal_layers=False, temporal_condition=True
+        ).temporal_parameters()
+        == []
+    )
+
+
 def test_inflated_unet_trains_on_one_frame_and_changes_mode():
     video = InflatedUNet(tiny_unet(), frame_attention="full", temporal_layers=False)
     assert not video.temporal_parameters()
@@ -239,8 +293,10 @@ def test_temporal_layer_is_key_neutral_at_post_transformer_only(name):
     neutral = get_stage(name).key_neutral
     dumped = key_config(cfg, neutral)
     assert "temporal_layer" not in dumped["generator"]
-    in_block = cfg.generator.model_copy(update={"temporal_layer": "in_block"})
-    assert key_config(cfg.model_copy(update={"generator": in_block}), neutral) != dumped
+    assert "temporal_condition" not in dumped["generator"]
+    for update in ({"temporal_layer": "in_block"}, {"temporal_condition": True}):
+        changed = cfg.generator.model_copy(update=update)
+        assert key_config(cfg.model_copy(update={"generator": changed}), neutral) != dumped
     paper = load_profile("paper")
     assert paper.generator.temporal_layer == "in_block"
 
