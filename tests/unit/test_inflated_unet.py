@@ -75,11 +75,20 @@ def zero_in_block_biases(video: InflatedUNet) -> None:
                 module.attn.to_out[0].bias.zero_()
 
 
+@pytest.mark.parametrize("condition", [False, True])
 @pytest.mark.parametrize("placement", TEMPORAL_LAYERS)
-def test_fresh_inflated_unet_with_none_is_the_image_unet_per_frame(placement):
+def test_fresh_inflated_unet_with_none_is_the_image_unet_per_frame(placement, condition):
+    """Fresh temporal layers are silent, and so is their cross-attention to the condition
+    (temporal_condition)."""
     image = tiny_unet()
-    video = InflatedUNet(tiny_unet(), "none", temporal_layers=True, temporal_layer=placement)
+    video = InflatedUNet(
+        tiny_unet(), "none", temporal_layer=placement, temporal_condition=condition
+    )
     assert video.temporal_parameters()  # the temporal layers exist, with zero output weights
+    temporal = [m for m in video.modules() if isinstance(m, BlockTemporal | TemporalAttention)]
+    layers = [m for m in video.modules() if isinstance(m, ConditionAttention)]
+    assert len(temporal) == 4 and len(layers) == (4 if condition else 0)  # one per layer
+    assert all(m.attn.to_k.in_features == 12 for m in layers)  # the 12-wide condition
     if placement == "in_block":
         zero_in_block_biases(video)  # the public init keeps this bias (next test)
     sample, t, cond = inputs()
@@ -88,6 +97,7 @@ def test_fresh_inflated_unet_with_none_is_the_image_unet_per_frame(placement):
         for f in range(FRAMES):
             expected = image(sample[:, :, f], t, encoder_hidden_states=cond).sample
             torch.testing.assert_close(out[:, :, f], expected, atol=1e-5, rtol=1e-5)
+    assert video.state.condition is None  # not kept past the call
 
 
 def test_fresh_in_block_layers_mix_no_frames():
@@ -216,26 +226,6 @@ def test_temporal_layers_act_once_trained(placement):
     loss = video(sample, t, cond).pow(2).mean()
     loss.backward()
     assert all(p.grad is not None for p in video.temporal_parameters())
-
-
-@pytest.mark.parametrize("placement", TEMPORAL_LAYERS)
-def test_fresh_condition_attention_leaves_the_image_unet(placement):
-    """temporal_condition adds a cross-attention to each temporal layer, silent at init."""
-    image = tiny_unet()
-    video = InflatedUNet(tiny_unet(), "none", temporal_layer=placement, temporal_condition=True)
-    layers = [m for m in video.modules() if isinstance(m, ConditionAttention)]
-    temporal = [m for m in video.modules() if isinstance(m, BlockTemporal | TemporalAttention)]
-    assert len(layers) == len(temporal) == 4  # one per temporal layer
-    assert all(m.attn.to_k.in_features == 12 for m in layers)  # reads the 12-wide condition
-    if placement == "in_block":
-        zero_in_block_biases(video)
-    sample, t, cond = inputs()
-    with torch.no_grad():
-        out = video(sample, t, cond)
-        for f in range(FRAMES):
-            expected = image(sample[:, :, f], t, encoder_hidden_states=cond).sample
-            torch.testing.assert_close(out[:, :, f], expected, atol=1e-5, rtol=1e-5)
-    assert video.state.condition is None  # not kept past the call
 
 
 @pytest.mark.parametrize("placement", TEMPORAL_LAYERS)
