@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from harness.memory import peak_memory
 from mindvideo.stages.base import Stage
 
 # The key of a stage's entry: its name and version, its config as key_config reads it, the keys
@@ -205,7 +206,7 @@ class StageCache:
             tmp = final.parent / f"{TMP_PREFIX}{node.key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir(parents=True)
             try:
-                started = time.time()
+                started, window = time.time(), peak_memory()
                 fields = produce(tmp)
                 manifest = {
                     "stage": node.name,
@@ -215,6 +216,7 @@ class StageCache:
                     "seed": node.seed,
                     **fields,
                     "seconds": round(time.time() - started, 3),
+                    "peak_gib": window.gib(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "host": socket.gethostname(),
                 }

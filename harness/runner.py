@@ -154,6 +154,8 @@ def stage_metrics(node: StageNode, manifest: dict) -> list[tuple[str, float, int
     ]
     if "seconds" in manifest:
         out.append((f"seconds.{node.name}", float(manifest["seconds"]), 0))
+    for kind, gib in manifest.get("peak_gib", {}).items():  # harness/memory.py
+        out.append((f"{node.name}.peak_{kind}_gib", float(gib), 0))
     return out
 
 

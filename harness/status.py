@@ -38,13 +38,16 @@ def compute_estimate(plan: Plan, store: Path, cached: dict[str, bool]) -> str:
     for key, node in plan.nodes.items():
         if not cached[key]:
             pending[node.name] = pending.get(node.name, 0) + 1
-    estimate, unknown = 0.0, []
+    estimate, unknown, peaks = 0.0, [], {}
     for name, count in pending.items():
         times = []
         for path in sorted((cache.root / name).glob(f"*/{MANIFEST}"))[:200]:
             try:
-                times.append(float(json.loads(path.read_text()).get("seconds", 0.0)))
-            except (OSError, ValueError):
+                manifest = json.loads(path.read_text())
+                times.append(float(manifest.get("seconds", 0.0)))
+                for kind, gib in manifest.get("peak_gib", {}).items():  # harness/memory.py
+                    peaks[kind, name] = max(peaks.get((kind, name), 0.0), float(gib))
+            except (OSError, ValueError, AttributeError, TypeError):
                 continue
         if times:  # the median: a stage slowed by other work on the cores does not count much
             estimate += count * statistics.median(times)
@@ -71,6 +74,10 @@ def compute_estimate(plan: Plan, store: Path, cached: dict[str, bool]) -> str:
         + (f"; none yet for {', '.join(unknown)}, not counted" if unknown else "")
         + ")"
     )
+    for kind, what in (("rss", "resident memory"), ("cuda", "GPU memory")):
+        found = [f"{name} {gib:.1f} GiB" for (k, name), gib in peaks.items() if k == kind]
+        if found:
+            text += f"; peak {what} of such stages here: {', '.join(found)}"
     return text
 
 

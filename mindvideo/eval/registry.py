@@ -264,6 +264,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("loss", re.compile(r".*loss"), _lower_is_better("loss", "training", _TRAINING)),
     Family("epe", re.compile(r".+_epe"), _lower_is_better("epe", "motion", _CLIPS)),
     Family("seconds", re.compile(r"(.+_)?seconds"), _lower_is_better("seconds", "cost", _NONE)),
+    # a stage's peak memory (<stage>.peak_rss_gib, <stage>.peak_cuda_gib: harness/memory.py)
+    Family("memory", re.compile(r"peak_(rss|cuda)_gib"), _lower_is_better("memory", "cost", _NONE)),
 )
 
 

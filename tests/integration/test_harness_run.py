@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +57,10 @@ def test_children_hold_params_tags_metrics_and_artifacts(harness_run):
         assert 0.0 <= metrics["video_2way_top1"] <= 1.0 and "video_2way_top1_ci_low" in metrics
         assert metrics["simulate.subjects"] == 2.0 and "foundation.clip.zeroshot_top1" in metrics
         assert metrics["seconds.foundation"] > 0
+        if sys.platform == "linux":  # each stage's own peak (harness/memory.py), not the
+            peaks = [metrics[f"{s}.peak_rss_gib"] for s in ("simulate", "baselines")]
+            assert all(0.01 < p < 64 for p in peaks)  # process's since it started
+        assert "baselines.peak_cuda_gib" not in metrics or device == "cuda"
         files = {a.path for a in client.list_artifacts(c.info.run_id)}
         assert {"config.yaml", "scores.json", "samples"} <= files
         samples = {a.path for a in client.list_artifacts(c.info.run_id, "samples")}

@@ -7,6 +7,8 @@ environment variables the profile documents."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -518,3 +520,47 @@ def test_the_paper_pipeline_runs_on_converted_mindvideo_arrays(
     assert main([*args, "--quiet", "--fail-fast"]) != 0
     said = capsys.readouterr().out  # the run's failure, summarised
     assert f"preprocessed runs have 32 voxels but the ROI mask {other} keeps 16" in said
+
+
+@pytest.mark.slow  # the dry run's bench at toy sizes: ~15 s (at paper sizes: bench/README.md)
+def test_the_dry_run_bench_runs_every_stage_and_tables_them(tmp_path, capsys, monkeypatch):
+    """bench/paper_dry_run.py writes the folder and models it needs, runs every stage of the
+    paper profile and tables each stage's time, peak memory and cost at the paper's counts."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "paper_dry_run.py"
+    loaded = importlib.util.spec_from_file_location("paper_dry_run", path)
+    bench = importlib.util.module_from_spec(loaded)
+    monkeypatch.setitem(sys.modules, "paper_dry_run", bench)  # as a script run sees itself
+    loaded.loader.exec_module(bench)
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the bench sets the variables
+    root = tmp_path / "dry"
+    argv = ["--scale", "toy", "--root", str(root), "--threads", "1", "--trs", "8"]
+    assert bench.main([*argv, "--set", "cotrain.batch_size=2"]) == 0
+    out = capsys.readouterr().out
+    rows = {
+        line.split(" | ")[0][2:]: line.split(" | ")
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| stage")
+    }
+    assert set(rows) == {
+        "foundation",
+        "mbm",
+        "contrastive",
+        "diffusion",
+        "cotrain",
+        "decode",
+        "evaluate",
+    }
+    assert float(rows["cotrain"][2]) > 0  # its peak resident memory, GiB
+    assert rows["cotrain"][4] == "16 clip-epochs"  # 2 segments of 8 TRs, one epoch
+    assert rows["decode"][4] == "16 clip x DDIM steps"  # 8 test clips, 2 steps
+    run = bench.stage_table(root / "store")
+    cotrain = next(r for r in run if r["stage"] == "cotrain")
+    config = json.loads(
+        next((root / "store" / "cache" / "cotrain").glob("*/manifest.json")).read_text()
+    )["config"]
+    assert config["batch_size"] == 2  # --set reached the stage
+    assert cotrain["paper_hours"] == pytest.approx(cotrain["per_unit"] * 20 * 4320 / 3600)

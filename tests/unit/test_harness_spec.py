@@ -324,11 +324,15 @@ def test_plan_command_lists_runs_and_cache_state(tmp_path, capsys):
     for i, seconds in enumerate((40.0, 50.0, 4000.0)):  # simulate stages of other specs, one
         timed = tmp_path / "s" / "cache" / "simulate" / f"0123abc{i}"  # slowed by other work
         timed.mkdir(parents=True)
-        (timed / "manifest.json").write_text(f'{{"seconds": {seconds}}}')
+        peak = f', "peak_gib": {{"rss": {i + 1.5}}}' if i else ""  # the first: before peaks
+        (timed / "manifest.json").write_text(f'{{"seconds": {seconds}{peak}}}')
     assert main(["plan", str(spec), "--store", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "the 24 to compute: about 50 s for the 1 of kinds timed here (the median" in out
     assert "none yet for" in out and "not counted" in out and "simulate," not in out
+    # the largest peak of the finished stages of each kind to compute
+    assert "; peak resident memory of such stages here: simulate 3.5 GiB" in out
+    assert "GPU memory" not in out
 
 
 def test_plan_of_several_suites_counts_what_they_share_once(tmp_path, capsys):

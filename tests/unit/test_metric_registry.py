@@ -171,7 +171,9 @@ def test_every_registered_metric_is_well_formed():
         assert info.needs <= set(NEEDS), info.name
         if info.stimulus is not None:
             assert metric_info(info.stimulus).stimulus_level, info.name
-    assert [f.name for f in FAMILIES] == ["n_way", "retrieval", "loss", "epe", "seconds"]
+    assert [f.name for f in FAMILIES] == ["n_way", "retrieval", "loss", "epe", "seconds", "memory"]
+    peak = metric_info("cotrain.peak_rss_gib")  # harness/memory.py, per stage
+    assert peak.family == "memory" and not peak.higher_is_better and peak.aspect == "cost"
 
 
 def test_lookups_are_cached_and_immutable():

@@ -1,0 +1,67 @@
+"""The peak memory of a stage: resident memory of this process (Linux) and CUDA memory.
+
+`peak_memory()` opens a window: it resets the kernel's high-water mark of this process's
+resident set (writing 5 to /proc/self/clear_refs, Linux 4.0 and later) and torch's CUDA peak
+statistics; `window.gib()` then gives the peaks reached since, in GiB. Where a counter cannot be
+reset (another OS, a kernel that refuses) it is left out rather than reported as a peak that
+began before the stage. Only this process counts: the workers of `--processes N` are not
+included (the stage's record says so through the processes count it ran with).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+GIB = 2**30
+_STATUS, _CLEAR = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def _vm_hwm() -> int | None:
+    """This process's peak resident set (VmHWM) in bytes, or None where unknown."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_rss() -> bool:
+    try:
+        _CLEAR.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _cuda():
+    """torch.cuda where torch is loaded and a GPU is initialised, else None (never imports torch
+    or starts CUDA for the measurement's sake)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda
+
+
+class PeakWindow:
+    def __init__(self):
+        self.rss = _reset_rss() and _vm_hwm() is not None
+        self.cuda = _cuda()
+        if self.cuda is not None:
+            self.cuda.reset_peak_memory_stats()
+
+    def gib(self) -> dict[str, float]:
+        """{"rss": GiB} and {"cuda": GiB} where measured: the peaks since the window opened."""
+        out = {}
+        if self.rss and (hwm := _vm_hwm()) is not None:
+            out["rss"] = round(hwm / GIB, 3)
+        cuda = self.cuda or _cuda()  # CUDA started inside the window: its peak is the stage's
+        if cuda is not None:
+            out["cuda"] = round(cuda.max_memory_allocated() / GIB, 3)
+        return out
+
+
+def peak_memory() -> PeakWindow:
+    return PeakWindow()
