@@ -371,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus-subjects", type=int, default=3)
     parser.add_argument("--corpus-trs", type=int, default=16)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--prepare-only", action="store_true", help="write, do not run")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="another count"
     )
@@ -394,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{root}: data and models ready in {time.perf_counter() - start:.0f} s", flush=True)
     spec = root / "paper_dry_run.yaml"
     spec.write_text(suite_text(scale))
+    if args.prepare_only:
+        return 0
     store = root / "store"
     from harness.cli import main as mvbench
 
