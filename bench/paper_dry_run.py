@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mindvideo.data.cifti import SurfaceModel, brain_axis, write_dscalar, write_dtseries
+from mindvideo.models.sd15_files import SD15_INDEX, SD15_SCHEDULER, SD15_UNET, SD15_VAE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_size_inspect import release_axis  # noqa: E402
@@ -48,36 +49,6 @@ TRAIN, TEST = (("seg1", 2), ("seg2", 2)), (("test1", 2),)
 CAPTIONS = ("a dog runs across a field", "a car drives on a road", "waves break on a beach")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
-# Stable Diffusion 1.5 as released: unet/config.json and vae/config.json (the fields that differ
-# from diffusers' defaults), scheduler/scheduler_config.json and model_index.json.
-SD15_UNET = {"sample_size": 64, "cross_attention_dim": 768}
-SD15_VAE = {
-    "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "sample_size": 512,
-}
-SD15_SCHEDULER = {
-    "_class_name": "PNDMScheduler",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "clip_sample": False,
-}
-SD15_INDEX = {
-    "_class_name": "StableDiffusionPipeline",
-    "scheduler": ["diffusers", "PNDMScheduler"],
-    "text_encoder": ["transformers", "CLIPTextModel"],
-    "tokenizer": ["transformers", "CLIPTokenizer"],
-    "unet": ["diffusers", "UNet2DConditionModel"],
-    "vae": ["diffusers", "AutoencoderKL"],
-}
 TOY_TRANSFORMER = {
     "hidden_size": 32,
     "num_hidden_layers": 1,

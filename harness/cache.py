@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,23 +39,31 @@ def stage_key(stage: Stage, cfg: BaseModel, inputs: Mapping[str, str], seed: int
         {
             "stage": stage.name,
             "version": stage.version,
-            "config": key_config(cfg, stage.key_neutral, stage.key_renamed),
+            "config": key_config(cfg, stage.key_neutral, stage.key_renamed, stage.key_ignored),
             "inputs": dict(inputs),
             "seed": seed,
         }
     )
 
 
+_ANY = object()  # key_config: a field left out whatever it holds
+
+
 def key_config(
     cfg: BaseModel,
     neutral: dict[tuple[str, ...], Any],
     renamed: dict[tuple[str, ...], dict[str, str]] | None = None,
+    ignored: Iterable[tuple[str, ...]] = (),
 ) -> dict:
     """A stage config as its cache key reads it: the fields a stage added later (`neutral`:
     path -> the value that behaves as before the field existed) are left out while they hold
     that value, and values renamed since (`renamed`: path -> {new: old}) read as before, so
-    entries cached before either keep their keys."""
+    entries cached before either keep their keys. `ignored` fields (switches that change no
+    number, such as activation checkpointing) are left out whatever they hold."""
     config = cfg.model_dump(mode="json")
+    neutral = dict(neutral)
+    for path in ignored:
+        neutral[path] = _ANY
     for path, names in (renamed or {}).items():
         *parents, leaf = path
         section = config
@@ -70,7 +78,7 @@ def key_config(
         section = config
         for part in parents:
             section = section.get(part) or {}
-        if leaf in section and section[leaf] == value:
+        if leaf in section and (value is _ANY or section[leaf] == value):
             del section[leaf]
     return config
 

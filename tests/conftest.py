@@ -13,6 +13,7 @@ import pytest
 from harness.profiles import load_profile
 from mindvideo.data.cifti import SurfaceModel, brain_axis, write_dtseries
 from mindvideo.data.synth.simulate import simulate
+from mindvideo.models.sd15_files import SD15_INDEX, SD15_SCHEDULER
 
 # The real CC2017 files: 59,412 cortical vertices of the 32k fs_LR meshes (medial wall out).
 REAL_LEFT, REAL_RIGHT, REAL_MESH = 29696, 29716, 32492
@@ -296,33 +297,6 @@ def tiny_open_clip_checkpoint(path: Path, name: str, arch_folder: Path) -> Path:
     torch.manual_seed(0)
     torch.save(open_clip.create_model(name).state_dict(), path)
     return path
-
-
-# Stable Diffusion 1.5's scheduler/scheduler_config.json and model_index.json, as released.
-SD15_SCHEDULER = {
-    "_class_name": "PNDMScheduler",
-    "_diffusers_version": "0.6.0",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-    "clip_sample": False,
-}
-SD15_INDEX = {
-    "_class_name": "StableDiffusionPipeline",
-    "_diffusers_version": "0.6.0",
-    "feature_extractor": ["transformers", "CLIPImageProcessor"],
-    "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
-    "scheduler": ["diffusers", "PNDMScheduler"],
-    "text_encoder": ["transformers", "CLIPTextModel"],
-    "tokenizer": ["transformers", "CLIPTokenizer"],
-    "unet": ["diffusers", "UNet2DConditionModel"],
-    "vae": ["diffusers", "AutoencoderKL"],
-}
 
 
 def write_sd_folder(folder: Path, cond_dim: int = 24, image_size: int = 16):

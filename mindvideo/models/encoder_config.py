@@ -68,6 +68,13 @@ class EncoderConfig(BaseModel):
     temporal_attention: bool = True
     cond_tokens: int = Field(8, ge=1, le=4096, description="condition tokens (77 for SD 1.5)")
     cond_dim: int = Field(64, ge=1, le=16384, description="condition width (768 for SD 1.5)")
+    checkpoint_activations: bool = Field(
+        False,
+        description="keep only each block's input in training and recompute the block in the "
+        "backward pass: the activation memory of one block instead of all of them, for about a "
+        "third more compute; changes no number (in no cache key). The paper profile's "
+        "contrastive batch of 64 windows fits one GPU only with it (bench/encoder_memory.py)",
+    )
 
     @classmethod
     def paper(cls) -> EncoderConfig:

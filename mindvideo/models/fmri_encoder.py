@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mindvideo.distributed import cpu_weights
 from mindvideo.errors import DataError
@@ -125,8 +126,12 @@ class FmriEncoder(nn.Module):
         p, b = tokens.shape[1:]
         tokens = tokens + sincos_positions(p, b).to(tokens)
         tokens = tokens.reshape(n, w, p, b)
+        recompute = self.cfg.checkpoint_activations and torch.is_grad_enabled()
         for block in self.blocks:
-            tokens = block(tokens)
+            if recompute:
+                tokens = checkpoint(block, tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens)
         return self.norm(tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,7 +199,8 @@ def save_encoder(out: Path, encoder: FmriEncoder, voxels: np.ndarray) -> list[Pa
     np.save(out / VOXELS_FILE, voxels)
     info = {
         "model": encoder.mae_cfg.model_dump(mode="json"),
-        "encoder": encoder.cfg.model_dump(mode="json"),
+        # how it was trained, not what it is: the stage that loads it decides
+        "encoder": encoder.cfg.model_dump(mode="json", exclude={"checkpoint_activations"}),
         "n_voxels": encoder.n_voxels,
         "window": encoder.window,
         "clip_dim": encoder.clip_head.out_features if encoder.clip_head is not None else None,

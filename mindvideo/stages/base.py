@@ -82,7 +82,8 @@ class Stage:
     profile, and binds each input role to the last stage before it that `provides` the role
     (or to the stage `pinned` names); the dataset role is a real dataset's folder where no
     stage provides it. The key of a stage's cache entry hashes name, version, config (read as
-    `key_neutral` and `key_renamed` say), its inputs' keys and, where `seeded`, the seed.
+    `key_neutral` and `key_renamed` say; `key_ignored` fields never), its inputs' keys and,
+    where `seeded`, the seed.
 
     `profile` arguments are the run's resolved profile (a pydantic model with the sections of
     every registered stage and the harness's own: data, eval, method, stop_after, ...)."""
@@ -108,6 +109,9 @@ class Stage:
     work_units: Callable[[Any], int | None] | None = None  # progress units run() reports
     key_neutral: Mapping[tuple[str, ...], Any] = field(default_factory=dict)
     key_renamed: Mapping[tuple[str, ...], Mapping[str, str]] = field(default_factory=dict)
+    # switches of how a result is computed that change no number of it (memory for compute):
+    # never in the key, so an entry computed either way serves both
+    key_ignored: tuple[tuple[str, ...], ...] = ()
     test_split_metrics: tuple[str, ...] = ()  # name prefixes computed on the test split
     held_out_metrics: tuple[str, ...] = ()  # ... on val segments, or test without them
     # profile -> the keys naming local files it reads on real data (key -> dir, dir:<a file the

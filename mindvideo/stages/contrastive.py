@@ -217,6 +217,7 @@ STAGE = Stage(
     work_units=work_units,
     # options added after results were cached
     key_neutral=dict(PAIRING_KEY_NEUTRAL),
+    key_ignored=(("encoder", "checkpoint_activations"),),
     # Metrics computed on the test split whatever eval.split says: a search must not optimise them.
     test_split_metrics=("retrieval",),
     local_paths=lambda profile: (

@@ -40,6 +40,9 @@ class CotrainConfig(CotrainTraining, PairingConfig):
     """Co-training, the subject's data and the inflation."""
 
     generator: GeneratorConfig = GeneratorConfig()
+    encoder_checkpointing: bool = Field(
+        False, description="the profile's encoder.checkpoint_activations, for the encoder here"
+    )
 
 
 def work_units(cfg: CotrainConfig) -> int:
@@ -82,6 +85,9 @@ def run(
     if "video_pretrain" in inputs:
         pretrained = load_pretrained(inputs["video_pretrain"], cfg.generator)
     encoder, voxels = load_encoder(inputs["contrastive"])
+    encoder.cfg = encoder.cfg.model_copy(
+        update={"checkpoint_activations": cfg.encoder_checkpointing}
+    )
     model = load_diffusion(inputs["diffusion"])
     check_compatible(encoder, model, cfg)
     dataset = dataset_root(inputs["dataset"])
@@ -161,6 +167,7 @@ def configure(profile, subject: str) -> CotrainConfig:
         **profile.cotrain.model_dump(exclude={"enabled"}),
         **pairing(profile.data, subject),
         generator=profile.generator,
+        encoder_checkpointing=profile.encoder.checkpoint_activations,
     )
 
 
@@ -187,6 +194,7 @@ STAGE = Stage(
         **PAIRING_KEY_NEUTRAL,
         **GENERATOR_KEY_NEUTRAL,
     },
+    key_ignored=(("encoder_checkpointing",),),
     # On the validation clips where the data have them, else on test: see subject_windows.
     held_out_metrics=("val_loss",),
 )
