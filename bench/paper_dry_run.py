@@ -15,11 +15,11 @@ Writes (once; a second call reuses what is there) under --root:
 
 Then `mvbench run` of a one-run suite on the paper profile (in this process), with only the
 counts cut (one epoch each; the batch sizes below, which a CPU's memory allows; 2 DDIM steps;
-retrieval among 4), and prints a table from the stage cache: each stage's time, peak resident
+retrieval among 2), and prints a table from the stage cache: each stage's time, peak resident
 memory (harness/memory.py) and what it processed, and the time per unit scaled to the paper's
-counts on this CPU. The models' and the data's sizes are the paper's; the batch sizes are not,
-so the memory of a training stage at the paper's batch is estimated from its weights and
-optimiser state (counted) plus the measured rest scaled by the batch (activations).
+counts on this CPU. The models' and the data's sizes are the paper's; the batch sizes are not:
+the memory the encoder's training adds per window, which sets its memory at the paper's batch,
+is measured side by side with and without recomputation by bench/encoder_memory.py.
 
     python bench/paper_dry_run.py [--root /tmp/mvbench-paper-dry] [--trs 12]
 
@@ -90,7 +90,7 @@ PAPER = Scale(
         "mbm.holdout_subjects": 1,
         "contrastive.epochs": 1,
         "contrastive.batch_size": 8,
-        "contrastive.retrieval_n": 4,
+        "contrastive.retrieval_n": 2,  # the few test windows of a short folder
         "cotrain.epochs": 1,
         "cotrain.batch_size": 1,
         "cotrain.warmup_steps": 1,
@@ -334,6 +334,76 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
+# One GPU: the SD-1.5-size inflated UNet decoded a 6-frame 256 px clip with 50 DDIM steps and
+# batched guidance in 3.17 s on one H200 (bf16, SDPA; bench/generator.py --gpu, 2026-11-26).
+H200_DECODE_S, H200_DECODE_STEPS = 3.17, 50
+ASSUMED_TRAIN_TFLOPS = 200.0  # an assumption, not a measurement: see flops_table
+
+
+def paper_flops() -> dict[str, float]:
+    """TFLOP per unit of each GPU stage at the paper profile's sizes, counted by torch's
+    FlopCounterMode on the meta device (nothing is computed): a contrastive window (the
+    encoder forward and backward, plus the forward again where encoder.checkpoint_activations
+    recomputes it), a co-training clip (that, and the inflated UNet over the clip's frames,
+    forward and backward with the profile's trainable layers), and a decoding clip x step (the
+    UNet over the frames for the condition and the negative)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.profiles import load_profile
+    from mindvideo.models.encoder_config import EncoderConfig
+    from mindvideo.models.fmri_encoder import FmriEncoder
+    from mindvideo.models.inflated_unet import inflate
+    from mindvideo.train.video_diffusion import trainable_unet_parameters
+
+    p = load_profile("paper")
+    frames, window = p.data.frames_per_clip, p.data.window
+    enc_cfg = EncoderConfig(**p.encoder.model_dump(exclude={"voxels"}))
+    counts = {}
+    with torch.device("meta"):
+        encoder = FmriEncoder(p.mbm.model, enc_cfg, PAPER.roi, window, 768)
+        x = torch.randn(1, window, PAPER.roi)
+        with FlopCounterMode(display=False) as fc:
+            cond = encoder.condition(x)
+            cond.sum().backward()
+        counts["contrastive"] = fc.get_total_flops()
+        unet = inflate(UNet2DConditionModel(**SD15_UNET), p.generator, SEED)
+        unet.requires_grad_(False)
+        for w in trainable_unet_parameters(unet, p.cotrain.train_unet):
+            w.requires_grad_(True)
+        side = PAPER.side // 8
+        z = torch.randn(1, 4, frames, side, side)
+        with FlopCounterMode(display=False) as fc:
+            unet(z, torch.zeros(1, dtype=torch.long), encoder.condition(x)).sum().backward()
+        counts["cotrain"] = fc.get_total_flops()  # the encoder's share included
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            unet(z.repeat(2, 1, 1, 1, 1), torch.zeros(2), torch.randn(2, 77, 768))
+        counts["decode"] = fc.get_total_flops()
+    return {k: v / 1e12 for k, v in counts.items()}
+
+
+def flops_table(per_unit: dict[str, float]) -> None:
+    """GPU hours of each stage at the paper's counts: at the rate one H200 decoded at (measured)
+    and at ASSUMED_TRAIN_TFLOPS (about a fifth of an H100's or H200's dense bf16 peak)."""
+    units = paper_units()
+    rate = per_unit["decode"] * H200_DECODE_STEPS / H200_DECODE_S  # TFLOP/s
+    print(
+        f"\nFLOPs counted on the meta device; GPU hours at the paper's counts, at the H200's "
+        f"measured decoding rate ({rate:.0f} TFLOP/s: {H200_DECODE_S} s per clip at "
+        f"{H200_DECODE_STEPS} steps) and at an assumed {ASSUMED_TRAIN_TFLOPS:.0f} TFLOP/s\n"
+    )
+    print("| stage | unit | TFLOP per unit | units (paper) | GPU h at measured rate | at assumed |")
+    print("|---|---|---:|---:|---:|---:|")
+    for stage, tflop in per_unit.items():
+        unit, _, count = units[stage]
+        total = tflop * count
+        print(
+            f"| {stage} | {unit} | {tflop:.2f} | {count:,.0f} | {total / rate / 3600:,.1f} | "
+            f"{total / ASSUMED_TRAIN_TFLOPS / 3600:,.1f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("/tmp/mvbench-paper-dry"))
@@ -382,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} torch threads, {os.cpu_count()} cores\n"
     )
     print_table(rows)
+    if scale.name == "paper":
+        flops_table(paper_flops())
     return code
 
 

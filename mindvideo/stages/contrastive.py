@@ -89,6 +89,20 @@ def scene_groups(samples) -> np.ndarray:
     return np.array([f"{s}/{c}" for s, c in zip(samples.segment, samples.caption, strict=True)])
 
 
+def check_retrieval_n(n_way: int, groups: np.ndarray, subject: str) -> None:
+    """Before any training: every test window needs n_way - 1 candidates from other scenes."""
+    n = len(groups)
+    largest = int(np.unique(groups, return_counts=True)[1].max()) if n else 0
+    if n - largest < n_way - 1:
+        raise ConfigError(
+            f"contrastive.retrieval_n {n_way}: {subject}'s {n} test windows lie in scenes of up "
+            f"to {largest} windows, so a window has {n - largest} candidates from other scenes "
+            f"and {n_way}-way retrieval needs {n_way - 1}; set contrastive.retrieval_n to at "
+            f"most {max(n - largest + 1, 2)} or score more test windows (checked before "
+            "training: nothing was computed)"
+        )
+
+
 def embed(encoder: FmriEncoder, x: np.ndarray, device: str, batch_size: int = 128) -> np.ndarray:
     """The encoder's CLIP-space embeddings of (n, window, voxels) fMRI: (n, clip_dim)."""
     import torch
@@ -129,6 +143,8 @@ def run(
     dataset = dataset_root(inputs["dataset"])
     stimuli = open_stimuli(dataset)
     fmri, train, test = subject_windows(dataset, cfg, stimuli)
+    groups = scene_groups(test)
+    check_retrieval_n(cfg.retrieval_n, groups, cfg.subject)
     ctx.progress(1, f"{cfg.subject}: {len(train)} train / {len(test)} test windows")
     clip_model = load_foundation_clip(inputs["foundation"], ctx.device)  # not the judges
     targets = {
@@ -160,7 +176,6 @@ def run(
         encoder.load_state_dict(state)
         metrics |= trained
     encoder.to(ctx.device)
-    groups = scene_groups(test)
     metrics |= retrieval(
         embed(encoder, test.fmri, ctx.device), targets["test"], cfg.retrieval_n, groups
     )

@@ -11,7 +11,7 @@ from conftest import tracked_runs
 
 from mindvideo.errors import ConfigError
 from mindvideo.eval.metrics import retrieval_top1
-from mindvideo.stages.contrastive import scene_groups
+from mindvideo.stages.contrastive import check_retrieval_n, scene_groups
 from mindvideo.train.contrastive import info_nce
 
 
@@ -53,6 +53,16 @@ def test_scene_groups_join_clips_of_a_caption():
 
     g = scene_groups(S)
     assert g[0] == g[1] and g[1] != g[2] and g[0] != g[3]
+
+
+def test_too_few_test_scenes_for_the_retrieval_are_refused_before_training():
+    """The retrieval's distractors come from other scenes: a test set too small for
+    contrastive.retrieval_n fails before the encoder trains, saying how far to lower it."""
+    groups = np.array(["t/a", "t/a", "t/a", "t/b"])  # 3 + 1 windows
+    check_retrieval_n(2, groups, "subject1")
+    with pytest.raises(ConfigError, match=r"retrieval_n 4.*1 candidates.*at most 2.*nothing"):
+        check_retrieval_n(4, groups, "subject1")
+    check_retrieval_n(4, np.array(["a", "b", "c", "d"]), "subject1")
 
 
 @pytest.fixture(scope="module")
