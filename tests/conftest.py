@@ -111,7 +111,8 @@ def run_suite(spec: Path, store: Path, *options: str) -> None:
         torch.set_num_threads(threads)
 
 
-TIMINGS = ("seconds", "per_second", "_share")  # wall-clock measurements, not results
+# measurements of the machine (wall clock, peak memory: harness/memory.py), not results
+TIMINGS = ("seconds", "per_second", "_share", "peak_rss_gib", "peak_cuda_gib")
 
 
 def tracked_runs(store: Path, experiment: str):
@@ -127,7 +128,8 @@ def tracked_runs(store: Path, experiment: str):
 
 
 def run_results(store: Path, experiment: str) -> dict[str, dict]:
-    """{variant: (the run's tags, its metrics less the timings)} of a suite's runs in a store."""
+    """{variant: (the run's tags, its metrics less the timings and memory peaks)} of a suite's
+    runs in a store."""
     return {
         variant: (
             r.data.tags,
