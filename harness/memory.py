@@ -1,6 +1,7 @@
 """The peak memory of a stage: resident memory of this process (Linux) and CUDA memory.
 
-`peak_memory()` opens a window: it resets the kernel's high-water mark of this process's
+`peak_memory()` opens a window: it gives back memory freed but still held by the allocator
+(`release_freed`), then resets the kernel's high-water mark of this process's
 resident set (writing 5 to /proc/self/clear_refs, Linux 4.0 and later) and torch's CUDA peak
 statistics; `window.gib()` then gives the peaks reached since, in GiB. Where a counter cannot be
 reset (another OS, a kernel that refuses) it is left out rather than reported as a peak that
@@ -63,5 +64,25 @@ class PeakWindow:
         return out
 
 
+def release_freed() -> None:
+    """Hand memory that Python and the C allocator hold but no object uses back to the system
+    (a full garbage collection, then glibc's malloc_trim where there is one), so that a window
+    opened next starts from what is in use: otherwise a stage that follows a large one in the
+    same process starts from the freed pages the allocator kept, and its peak reads high."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return
+    if trim is not None:
+        trim(0)
+
+
 def peak_memory() -> PeakWindow:
+    release_freed()
     return PeakWindow()
