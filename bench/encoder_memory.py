@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from harness.memory import GIB, peak_memory  # noqa: E402
+from harness.memory import GIB, peak_memory, resident_bytes  # noqa: E402
 from mindvideo.models.encoder_config import EncoderConfig, MAEConfig  # noqa: E402
 from mindvideo.models.fmri_encoder import FmriEncoder  # noqa: E402
 from mindvideo.precision import autocast  # noqa: E402
@@ -43,10 +43,10 @@ PAPER_BATCH, WINDOW, CLIP_DIM = 64, 2, 768
 def current_gib(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.memory_allocated() / GIB
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024 / GIB
-    raise RuntimeError("no VmRSS in /proc/self/status: this bench reads Linux's counters")
+    rss = resident_bytes()
+    if rss is None:
+        raise RuntimeError("no VmRSS in /proc/self/status: this bench reads Linux's counters")
+    return rss / GIB
 
 
 def step(encoder, opt, x: torch.Tensor, device: str) -> None:

@@ -18,15 +18,25 @@ GIB = 2**30
 _STATUS, _CLEAR = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
-def _vm_hwm() -> int | None:
-    """This process's peak resident set (VmHWM) in bytes, or None where unknown."""
+def _status_bytes(field: str) -> int | None:
+    """A memory field of this process's /proc status (VmHWM, VmRSS) in bytes, or None."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024  # kB
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _vm_hwm() -> int | None:
+    """This process's peak resident set (VmHWM) in bytes, or None where unknown."""
+    return _status_bytes("VmHWM")
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set now (VmRSS) in bytes, or None where unknown."""
+    return _status_bytes("VmRSS")
 
 
 def _reset_rss() -> bool:
