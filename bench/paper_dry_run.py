@@ -115,12 +115,11 @@ TOY = Scale(
         "attention_head_dim": 4,
         "norm_num_groups": 4,
     },
-    vae={
-        "block_out_channels": [8, 8, 8, 8],
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
+    # SD 1.5's four levels (factor 8), narrow
+    vae=SD15_VAE
+    | {
+        "block_out_channels": [8] * 4,
         "layers_per_block": 1,
-        "latent_channels": 4,
         "norm_num_groups": 4,
         "sample_size": 32,
     },

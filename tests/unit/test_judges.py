@@ -39,26 +39,10 @@ SMALL = JudgeConfig(
     seed=0,
 )
 # The transformer judges of the real checkpoints' classes, trained small (no extra scenes).
+_SMALL = {"hidden_size": 32, "layers": 1, "heads": 2, "epochs": 1, "batch_size": 32}
 SMALL_TRANSFORMERS = JudgeConfig(
-    frame=FrameJudgeConfig(
-        architecture="vit",
-        hidden_size=32,
-        layers=1,
-        heads=2,
-        epochs=1,
-        batch_size=32,
-        frame_stride=4,
-        extra_scenes=0,
-    ),
-    video=VideoJudgeConfig(
-        architecture="videomae",
-        hidden_size=32,
-        layers=1,
-        heads=2,
-        epochs=1,
-        batch_size=32,
-        extra_scenes=0,
-    ),
+    frame=FrameJudgeConfig(architecture="vit", frame_stride=4, extra_scenes=0, **_SMALL),
+    video=VideoJudgeConfig(architecture="videomae", extra_scenes=0, **_SMALL),
 )
 
 

@@ -5,6 +5,24 @@ from mindvideo.data.synth import world
 from mindvideo.data.synth.config import WorldConfig
 
 
+def _red_circle_moving_right(speed: float, x0: float) -> world.Scene:
+    """A 4 s scene of one red circle at mid-height, starting at x0 (fraction of the width)."""
+    return world.Scene(
+        start_s=0,
+        duration_s=4,
+        shape=world.SHAPES.index("circle"),
+        colour=world.COLOUR_NAMES.index("red"),
+        direction=0,  # right
+        speed=speed,
+        size=0.2,
+        texture=0,
+        background=0,
+        background_seed=1,
+        x0=x0,
+        y0=0.5,
+    )
+
+
 def test_the_world_is_rich_enough_for_50_way_scores():
     assert len(world.SHAPES) >= 10 and len(world.COLOURS) >= 8 and len(world.DIRECTIONS) >= 8
     assert world.N_FRAME_CLASSES >= 80 and world.N_VIDEO_CLASSES >= 80
@@ -27,20 +45,7 @@ def test_scenes_cover_the_segment_with_2_to_8_s_shots():
 
 def test_render_draws_the_object_in_its_colour_and_moves_it():
     cfg = WorldConfig(height=48, width=48, fps=6)
-    scene = world.Scene(
-        start_s=0,
-        duration_s=4,
-        shape=world.SHAPES.index("circle"),
-        colour=world.COLOUR_NAMES.index("red"),
-        direction=0,
-        speed=0.1,
-        size=0.2,
-        texture=0,
-        background=0,
-        background_seed=1,
-        x0=0.4,
-        y0=0.5,
-    )
+    scene = _red_circle_moving_right(speed=0.1, x0=0.4)
     frames = world.render_segment([scene], 24, cfg)
     assert frames.shape == (24, 48, 48, 3) and frames.dtype == np.uint8
 
@@ -126,20 +131,7 @@ def test_v2_scenes_keep_their_drawn_speed_and_wrap_around_the_frame():
 
 def test_a_v2_object_leaving_the_frame_comes_back_on_the_other_side():
     cfg = _v2(height=48, width=48, fps=6)
-    scene = world.Scene(
-        start_s=0,
-        duration_s=4,
-        shape=world.SHAPES.index("circle"),
-        colour=world.COLOUR_NAMES.index("red"),
-        direction=0,  # right
-        speed=0.5,
-        size=0.2,
-        texture=0,
-        background=0,
-        background_seed=1,
-        x0=0.9,
-        y0=0.5,
-    )
+    scene = _red_circle_moving_right(speed=0.5, x0=0.9)
     frames = world.render_segment([scene], 24, cfg)
     red = (frames[..., 0] > 180) & (frames[..., 1] < 80)
     assert red[0, :, :5].any() and red[0, :, -5:].any()  # across the right edge at the start
