@@ -190,6 +190,7 @@ STAGE = Stage(
     # added later: at these values, the keys cached before them hold
     key_neutral={
         ("noise_share",): 0.0,
+        ("frame_change_loss",): 0.0,
         ("uncond",): "zero_embedding",
         **PAIRING_KEY_NEUTRAL,
         **GENERATOR_KEY_NEUTRAL,

@@ -61,6 +61,13 @@ class VideoPretrainTraining(BaseModel):
         description="the share of each clip's training noise common to its frames (as "
         "cotrain.noise_share)",
     )
+    frame_change_loss: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="weight of the loss on the frame-to-frame change of the noise prediction's "
+        "error (as cotrain.frame_change_loss); 0: the plain loss",
+    )
     val_clips: int = Field(
         64, ge=1, le=100_000, description="fresh held-out clips of the loss and gap"
     )
@@ -182,6 +189,7 @@ def train_worker(payload, device: str, report):
         grad_clip=cfg.grad_clip,
         warmup_steps=cfg.warmup_steps,
         noise_share=cfg.noise_share,
+        frame_change_loss=cfg.frame_change_loss,
     )
     lookup = caption_lookup(tokens)
     metrics = train_cotrain(
@@ -251,5 +259,9 @@ STAGE = Stage(
     artifacts=("unet.safetensors", "generator.json"),  # models/inflated_unet.py
     work_units=work_units,
     # options added after results were cached: out of the key while at these values
-    key_neutral={("world", "motion"): "capped", **GENERATOR_KEY_NEUTRAL},
+    key_neutral={
+        ("world", "motion"): "capped",
+        ("frame_change_loss",): 0.0,
+        **GENERATOR_KEY_NEUTRAL,
+    },
 )

@@ -40,6 +40,15 @@ class CotrainTraining(BaseModel):
         description="the share of each training clip's noise common to all its frames "
         "(decode.noise_share's counterpart in training); 0: independent frames (MinD-Video)",
     )
+    frame_change_loss: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="weight of a second loss on the frame-to-frame change of the noise "
+        "prediction's error (consecutive frames' errors differenced), added to the plain one: "
+        "errors that differ between frames (flicker, motion the wrong way) cost more than "
+        "errors a clip's frames share; 0: the plain noise-prediction loss (MinD-Video)",
+    )
     uncond: Uncond = Field(
         "zero_embedding",
         description="what condition dropout puts in place of the fMRI: zeros for the encoder's "
@@ -94,7 +103,6 @@ def train_cotrain(
     autocast on a GPU. Timesteps, noise and condition dropout are drawn for the whole batch,
     so W processes make the updates of one."""
     import torch
-    import torch.nn.functional as F
 
     from mindvideo.distributed import check_divisible, wrap_ddp
     from mindvideo.models.pipeline import video_noise
@@ -133,7 +141,7 @@ def train_cotrain(
         idx, keep, t, noise = idx[mine], keep[mine], t[mine], noise[mine]
         noisy = scheduler.add_noise(lat_all[idx], noise, t)
         eps = net(x_all[idx].to(device), keep.to(device), noisy.to(device), t.to(device))
-        return F.mse_loss(eps.float(), noise.to(device))
+        return noise_loss(eps.float(), noise.to(device), cfg.frame_change_loss)
 
     def end_epoch(epoch: int, loss: float) -> None:
         log("train_loss", loss, epoch)
@@ -155,6 +163,17 @@ def train_cotrain(
     )
     model.eval()
     return {"train_loss": loss_epoch, "trainable_parameters": float(sum(p.numel() for p in params))}
+
+
+def noise_loss(eps: torch.Tensor, noise: torch.Tensor, frame_change: float = 0.0):
+    """Mean squared error of predicted noise (n, channels, frames, h, w), plus `frame_change`
+    times the mean squared frame-to-frame difference of the error (no term at 0)."""
+    import torch.nn.functional as F
+
+    loss = F.mse_loss(eps, noise)
+    if frame_change and eps.shape[2] > 1:
+        loss = loss + frame_change * (eps - noise).diff(dim=2).pow(2).mean()
+    return loss
 
 
 def held_out_loss(

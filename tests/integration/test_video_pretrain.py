@@ -93,3 +93,45 @@ def test_off_by_default_and_on_only_for_synthcc():
     real = load_profile("paper", {"video_pretrain.enabled": True})
     with pytest.raises(ConfigError, match="video_pretrain.enabled: false"):
         stage_config("video_pretrain", real, "subject1")
+
+
+def test_the_frame_change_loss_weighs_errors_that_differ_between_frames():
+    from mindvideo.train.video_diffusion import noise_loss
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, 4, 5, 3, 3, generator=g)
+    shared = torch.randn(2, 4, 1, 3, 3, generator=g).expand_as(noise)  # the same in every frame
+    plain = torch.nn.functional.mse_loss(noise + shared, noise)
+    assert torch.equal(noise_loss(noise + shared, noise), plain)  # no term at 0
+    assert noise_loss(noise + shared, noise, 2.0) == pytest.approx(plain.item())
+    # the same error size, but drawn anew per frame: the term adds its frame differences
+    flicker = torch.randn(2, 4, 5, 3, 3, generator=g)
+    base = noise_loss(noise + flicker, noise)
+    change = (flicker[:, :, 1:] - flicker[:, :, :-1]).pow(2).mean()
+    assert noise_loss(noise + flicker, noise, 2.0) == pytest.approx((base + 2.0 * change).item())
+    # one frame: nothing to difference
+    one = noise[:, :, :1]
+    assert torch.equal(
+        noise_loss(one + flicker[:, :, :1], one, 5.0), noise_loss(one + flicker[:, :, :1], one)
+    )
+
+
+def test_the_frame_change_loss_is_in_the_pretraining_key_only_when_used():
+    from harness.cache import key_config
+    from mindvideo.stages.registry import get_stage
+
+    neutral = get_stage("video_pretrain").key_neutral
+    on = load_profile("smoke", {"video_pretrain.enabled": True})
+    plain = key_config(stage_config("video_pretrain", on, "subject1"), neutral)
+    assert "frame_change_loss" not in plain
+    weighted = load_profile(
+        "smoke", {"video_pretrain.enabled": True, "video_pretrain.frame_change_loss": 1.0}
+    )
+    assert (
+        key_config(stage_config("video_pretrain", weighted, "subject1"), neutral)[
+            "frame_change_loss"
+        ]
+        == 1.0
+    )
+    with pytest.raises(ConfigError, match="frame_change_loss"):
+        load_profile("smoke", {"video_pretrain.frame_change_loss": -1.0})

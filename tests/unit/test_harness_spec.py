@@ -295,6 +295,8 @@ def test_options_added_later_keep_the_keys_cached_before_them(tmp_path):
     assert changed({"decode.noise_share": 0.0}) == changed({"cotrain.noise_share": 0.0}) == set()
     assert changed({"decode.noise_share": 0.5}) == {"decode", "evaluate"}
     assert changed({"cotrain.noise_share": 0.5}) == {"cotrain", "decode", "evaluate"}
+    assert changed({"cotrain.frame_change_loss": 0.0}) == set()
+    assert changed({"cotrain.frame_change_loss": 1.0}) == {"cotrain", "decode", "evaluate"}
     # activation checkpointing changes memory, not numbers: in no key, whatever its value
     assert changed({"encoder.checkpoint_activations": True}) == set()
     assert changed({"eval.extra_metrics": []}) == set()
