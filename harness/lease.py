@@ -9,6 +9,10 @@ releases happen under one short exclusive lock per folder (`.guard`), so a stale
 broken by exactly one claimer, and a release never deletes a lease that another worker has
 taken since.
 
+Beside the lease, `<run key>.progress` says what its holder is doing (the stage, its units
+done, the stage's own last word, seconds in), replaced whole at each report so that a reader
+never sees half of it; `mvbench status` shows it for a live lease whose claim it names.
+
 Ages are measured on the file system's clock, not this machine's: the guard file is touched and
 its modification time read back, so workers on machines whose clocks disagree (a shared NFS
 store) still agree on how old a heartbeat is.
@@ -32,6 +36,7 @@ from harness.tracking import this_worker, worker_alive
 DEFAULT_TIMEOUT_S = 60.0
 GUARD = ".guard"
 SUFFIX = ".lease"
+PROGRESS = ".progress"
 # A lease is never broken before this many of its holder's heartbeat intervals have passed,
 # whatever timeout the claimer uses: a worker with a short timeout cannot break a live lease
 # of a worker that beats slowly.
@@ -75,10 +80,24 @@ class Holder:
     heartbeat_s: float  # the holder's heartbeat interval
     age_s: float  # seconds since its last heartbeat, on the file system's clock
     stale: str  # "" while live, else why it is not
+    progress: str = ""  # what the holder last said it was doing (RunLease.report), if anything
 
     @property
     def description(self) -> str:
-        return f"worker {self.worker}, heartbeat {self.age_s:.0f} s ago"
+        doing = f"{self.progress}; " if self.progress else ""
+        return f"{doing}worker {self.worker}, heartbeat {self.age_s:.0f} s ago"
+
+
+def describe_progress(info: dict, age_s: float) -> str:
+    """A progress report as words: "stage cotrain 2/6 (epoch 1/4 loss 0.0412), 3 min in";
+    `age_s`: how long ago it was written (its seconds in go on counting)."""
+    from harness.status import duration
+
+    units = info.get("units")
+    count = f" {info.get('done', 0)}/{units}" if units else ""
+    what = f" ({info['what']})" if info.get("what") else ""
+    seconds = float(info.get("elapsed_s", 0.0)) + age_s
+    return f"stage {info.get('stage', '?')}{count}{what}, {duration(seconds)} in"
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,7 @@ class RunLease:
             raise ValueError(f"lease timeout {timeout_s}: give a number of seconds > 0")
         self.folder = Path(folder)
         self.path = self.folder / f"{key}{SUFFIX}"
+        self.progress_path = self.folder / f"{key}{PROGRESS}"
         self.timeout_s = float(timeout_s)
         self.label = label
         self.worker = worker or this_worker()
@@ -151,9 +171,21 @@ class RunLease:
             stale = f"worker {worker} died"
         elif age > limit:
             stale = f"no heartbeat for {age:.0f} s (timeout {limit:.0f} s) from worker {worker}"
-        return Holder(
-            worker, str(info.get("token", "")), str(info.get("run", "")), beat, age, stale
-        )
+        token = str(info.get("token", ""))
+        progress = self._progress(token, now) if token and not stale else ""
+        return Holder(worker, token, str(info.get("run", "")), beat, age, stale, progress)
+
+    def _progress(self, token: str, now: float) -> str:
+        """The holder's last progress report, if the progress file is its claim's."""
+        try:
+            with open(self.progress_path) as f:
+                mtime = os.fstat(f.fileno()).st_mtime
+                info = json.loads(f.read())
+        except (OSError, ValueError):  # none yet, or outside damage: no progress to show
+            return ""
+        if not isinstance(info, dict) or info.get("token") != token:
+            return ""  # left by an earlier claim
+        return describe_progress(info, max(0.0, now - mtime))
 
     def holder(self) -> Holder | None:
         """Who holds the run now (None: nobody)."""
@@ -173,6 +205,7 @@ class RunLease:
                 return Claim(False, current)
             if current is not None:
                 self.path.unlink(missing_ok=True)
+                self.progress_path.unlink(missing_ok=True)
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             info = {
                 "worker": self.worker,
@@ -190,6 +223,27 @@ class RunLease:
         )
         self._beat.start()
         return Claim(True, current)
+
+    def report(self, stage: str, done: int, units: int | None, what: str, elapsed_s: float):
+        """Say what the holder is doing now (shown by `mvbench status`): the stage, its units
+        of work done of `units` (None: not counted), its own last word and its seconds so far.
+        Progress is for people: a report that cannot be written is dropped, not raised."""
+        if self._fd is None:
+            return
+        info = {
+            "token": self.token,
+            "stage": stage,
+            "done": int(done),
+            "units": units,
+            "what": what,
+            "elapsed_s": round(float(elapsed_s), 1),
+        }
+        tmp = self.progress_path.with_name(f".{self.progress_path.name}.{self.token}")
+        try:
+            tmp.write_text(json.dumps(info) + "\n")
+            os.replace(tmp, self.progress_path)  # readers see the old report or the new one
+        except OSError:
+            tmp.unlink(missing_ok=True)
 
     def _heartbeat(self) -> None:
         interval = heartbeat_interval(self.timeout_s)
@@ -231,6 +285,7 @@ class RunLease:
                 current = self._read(now)
                 if current is not None and current.token == self.token:
                     self.path.unlink(missing_ok=True)
+                    self.progress_path.unlink(missing_ok=True)
         finally:
             os.close(self._fd)
             self._fd = None

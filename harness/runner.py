@@ -30,6 +30,8 @@ HEADLINE_STAGE = "evaluate"  # its metrics are logged unprefixed: they are the s
 # Stage metrics go to MLflow in one write per run, except after a stage that took this long
 # (training): then they are written at once, to be watched while the run goes on.
 LOG_EACH_STAGE_AFTER_S = 60.0
+# A stage's progress goes to its run's lease (mvbench status) at most this often, and at its end.
+PROGRESS_EVERY_S = 2.0
 
 
 class UpstreamFailed(RuntimeError):
@@ -188,9 +190,12 @@ def compute_stage(
     processes: int = 1,
     quiet: bool = True,
     on_metric: Callable[[str, float, int | None], None] | None = None,
+    on_progress: Callable[[int, int | None, str, float], None] | None = None,
 ) -> tuple[dict, bool, float]:
     """A stage node's cache entry, computed if missing by its stage's run() on `inputs`
-    (role -> folder): (its manifest, whether it was computed now, the seconds it took)."""
+    (role -> folder): (its manifest, whether it was computed now, the seconds it took).
+    `on_progress(done, units, what, seconds)` hears of the computation's start and of its
+    progress, at most every PROGRESS_EVERY_S seconds and at its last unit."""
     stage = get_stage(node.name)
     seconds = 0.0
 
@@ -200,10 +205,19 @@ def compute_stage(
         t0 = time.perf_counter()
         units = stage.work_units(node.config) if stage.work_units else None
         bar = run_bar(units, node.name, quiet, position=1, leave=False)
+        done, said = 0, t0
+        if on_progress is not None:
+            on_progress(0, units, "", 0.0)
 
         def tick(n: int, what: str) -> None:
+            nonlocal done, said
             bar.set_postfix_str(what, refresh=False)
             bar.update(n)
+            done += n
+            now = time.perf_counter()
+            if on_progress is not None and (now - said >= PROGRESS_EVERY_S or done == units):
+                said = now
+                on_progress(done, units, what, now - t0)
 
         def log_metric(name: str, value: float, step: int | None = None) -> None:
             series.append((name, value, step))
@@ -298,6 +312,7 @@ class Runner:
         self.quiet = quiet
         self.requested_device = device
         self._device: str | None = None
+        self._lease: RunLease | None = None  # the lease of the run in progress
         self.failed_nodes: dict[str, str] = {}  # key -> error, within this execution
         self.stage_seconds = 0.0
         # Called with each metric a stage logs while it runs (its run's name for it, value,
@@ -464,12 +479,14 @@ class Runner:
             outcome.stage_seconds = self.stage_seconds - before
             return outcome
         finally:
+            self._lease = None
             lease.release()
 
     def _run(
         self, exp: str, parent: str, run: Run, overall, lease: RunLease | None = None
     ) -> Outcome:
         started = time.perf_counter()
+        self._lease = lease  # its progress file says which stage runs (mvbench status)
         tracker = self.tracker
         tags = run_tags(self.plan, run)
         if lease is not None:
@@ -556,8 +573,21 @@ class Runner:
             if self.on_metric is not None:
                 self.on_metric(metric_name(node, name), value, step)
 
+        lease = self._lease
+
+        def on_progress(done: int, units: int | None, what: str, seconds: float) -> None:
+            if lease is not None:
+                lease.report(node.name, done, units, what, seconds)
+
         manifest, computed, seconds = compute_stage(
-            self.cache, node, inputs, self.device, self.processes, self.quiet, on_metric
+            self.cache,
+            node,
+            inputs,
+            self.device,
+            self.processes,
+            self.quiet,
+            on_metric,
+            on_progress,
         )
         self.stage_seconds += seconds
         return manifest, computed

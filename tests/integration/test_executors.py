@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -370,6 +371,61 @@ def test_threads_option_sets_the_stages_torch_threads_and_restores_them(
     manifests = [json.loads(p.read_text()) for p in (store / "cache").glob("*/*/manifest.json")]
     assert {m["threads"] for m in manifests if m["stage"] in ("baselines", "evaluate")} == {2}
     assert {r.data.tags[T.THREADS] for r in _runs(store)} == {"1,2"}
+
+
+def test_a_running_run_says_which_stage_it_is_in_and_how_far(harness_run, tmp_path, monkeypatch):
+    """Each computed stage reports its start and progress to the run's lease, which is how
+    `mvbench status` shows them; stages found in the cache report nothing."""
+    heard: list[tuple[str, int, int | None, str]] = []
+    report = RunLease.report
+
+    def spy(self, stage, done, units, what, elapsed_s):
+        heard.append((stage, done, units, what))
+        assert self.held() and elapsed_s >= 0.0
+        report(self, stage, done, units, what, elapsed_s)
+        assert RunLease(self.folder, self.path.stem).holder().progress.startswith(f"stage {stage}")
+
+    monkeypatch.setattr(RunLease, "report", spy)
+    spec = write_spec(tmp_path, ONE_RUN)
+    store = _store(harness_run, tmp_path)  # simulate and foundation cached
+    assert main(_argv(spec, store, "--quiet")) == 0
+    assert sorted({h[0] for h in heard}) == ["baselines", "evaluate"]
+    evaluate = [h for h in heard if h[0] == "evaluate"]
+    assert evaluate[0][1] == 0 and evaluate[-1][1] == evaluate[-1][2]  # from start to end
+    assert not list((store / "leases").glob("*/*.progress"))  # gone with the lease
+
+
+def test_a_lease_shows_its_holders_last_progress_report(tmp_path):
+    folder = tmp_path / "leases"
+    # on another host (no pid to check): only its heartbeat tells whether it lives
+    lease = RunLease(folder, "run", 0.6, label="full / subject1 / seed 0", worker="node-b:1:1")
+    lease.report("cotrain", 1, 6, "epoch 1/4", 1.0)  # not held: nothing to say
+    assert not lease.progress_path.exists()
+    assert lease.acquire().acquired
+    assert RunLease(folder, "run").holder().progress == ""
+    lease.report("cotrain", 2, 6, "epoch 1/4 loss 0.0412", 30.0)
+    holder = RunLease(folder, "run").holder()
+    assert re.fullmatch(
+        r"stage cotrain 2/6 \(epoch 1/4 loss 0\.0412\), 3[01] s in", holder.progress
+    )
+    assert holder.description.startswith(holder.progress + "; worker ")
+    lease.report("decode", 0, None, "", 7200.0)  # units not counted: none shown
+    assert RunLease(folder, "run").holder().progress == "stage decode, 2 h 00 min in"
+    # a report left by another claim of the run is not this holder's
+    other = json.loads(lease.progress_path.read_text()) | {"token": "another claim"}
+    lease.progress_path.write_text(json.dumps(other))
+    assert RunLease(folder, "run").holder().progress == ""
+    lease.progress_path.write_text("{half a repo")  # damaged: no progress, the lease holds
+    assert RunLease(folder, "run").holder().progress == "" and lease.held()
+    lease.report("decode", 1, 3, "", 5.0)
+    # broken as stale by another claimer: the hung worker's report goes with its lease
+    lease.stop_heartbeat()
+    time.sleep(0.8)  # more than the timeout without a heartbeat
+    taker = RunLease(folder, "run", timeout_s=0.6)
+    assert taker.holder().stale and taker.holder().progress == ""  # stale: not shown
+    assert taker.acquire().acquired and not lease.progress_path.exists()
+    taker.release()
+    lease.release()
 
 
 @pytest.mark.parametrize(
