@@ -88,11 +88,15 @@ class Holder:
         return f"{doing}worker {self.worker}, heartbeat {self.age_s:.0f} s ago"
 
 
-def describe_progress(info: dict, age_s: float) -> str:
-    """A progress report as words: "stage cotrain 2/6 (epoch 1/4 loss 0.0412), 3 min in";
-    `age_s`: how long ago it was written (its seconds in go on counting)."""
-    from harness.status import duration
+def duration(seconds: float) -> str:
+    """Seconds as words: "42 s" under 90 s, else "1 h 05 min"."""
+    minutes = round(seconds / 60)
+    return f"{seconds:.0f} s" if seconds < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
 
+
+def describe_progress(info: dict, age_s: float) -> str:
+    """A progress report as words: "stage cotrain 2/6 (epoch 1/4 loss 0.0412), 0 h 03 min
+    in"; `age_s`: how long ago it was written (its seconds in go on counting)."""
     units = info.get("units")
     count = f" {info.get('done', 0)}/{units}" if units else ""
     what = f" ({info['what']})" if info.get("what") else ""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness import tracking as T
 from harness.cache import MANIFEST, StageCache
+from harness.lease import duration
 from harness.plan import Plan
 from harness.tracking import Tracker
 
@@ -18,11 +19,6 @@ def cache_state(plan: Plan, store: Path) -> dict[str, bool]:
     """Which of the plan's stage keys are already in the cache."""
     cache = StageCache(store)
     return {key: cache.manifest(node) is not None for key, node in plan.nodes.items()}
-
-
-def duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{seconds:.0f} s" if seconds < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def compute_estimate(plan: Plan, store: Path, cached: dict[str, bool]) -> str:
