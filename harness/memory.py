@@ -11,6 +11,7 @@ included (the stage's record says so through the processes count it ran with).
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -74,21 +75,29 @@ class PeakWindow:
         return out
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another C library). Looked up once: find_library runs
+    ldconfig in a subprocess."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
 def release_freed() -> None:
     """Hand memory that Python and the C allocator hold but no object uses back to the system
     (a full garbage collection, then glibc's malloc_trim where there is one), so that a window
     opened next starts from what is in use: otherwise a stage that follows a large one in the
     same process starts from the freed pages the allocator kept, and its peak reads high."""
-    import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        return
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
 

@@ -312,7 +312,6 @@ class Runner:
         self.quiet = quiet
         self.requested_device = device
         self._device: str | None = None
-        self._lease: RunLease | None = None  # the lease of the run in progress
         self.failed_nodes: dict[str, str] = {}  # key -> error, within this execution
         self.stage_seconds = 0.0
         # Called with each metric a stage logs while it runs (its run's name for it, value,
@@ -479,14 +478,12 @@ class Runner:
             outcome.stage_seconds = self.stage_seconds - before
             return outcome
         finally:
-            self._lease = None
             lease.release()
 
     def _run(
         self, exp: str, parent: str, run: Run, overall, lease: RunLease | None = None
     ) -> Outcome:
         started = time.perf_counter()
-        self._lease = lease  # its progress file says which stage runs (mvbench status)
         tracker = self.tracker
         tags = run_tags(self.plan, run)
         if lease is not None:
@@ -509,7 +506,7 @@ class Runner:
                         f"{self.failed_nodes[key]}"
                     )
                 try:
-                    manifest, computed = self._stage(stage)
+                    manifest, computed = self._stage(stage, lease)
                 except Exception as e:
                     self.failed_nodes[key] = f"{type(e).__name__}: {e}"
                     raise
@@ -566,14 +563,14 @@ class Runner:
         outcome.seconds = time.perf_counter() - started
         return outcome
 
-    def _stage(self, node: StageNode) -> tuple[dict, bool]:
+    def _stage(self, node: StageNode, lease: RunLease | None = None) -> tuple[dict, bool]:
+        """The node's cache entry, computed here if missing; its progress goes to `lease`
+        (mvbench status)."""
         inputs = {role: self.cache.path(self.plan.node(k)) for role, k in node.inputs.items()}
 
         def on_metric(name: str, value: float, step: int | None) -> None:
             if self.on_metric is not None:
                 self.on_metric(metric_name(node, name), value, step)
-
-        lease = self._lease
 
         def on_progress(done: int, units: int | None, what: str, seconds: float) -> None:
             if lease is not None:
